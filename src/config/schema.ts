@@ -1,0 +1,55 @@
+import { z } from "zod";
+
+/**
+ * The one configuration schema of `parhelion up`. Every key has its default next to it; none of the
+ * secret-bearing keys has a default. Sources, strongest first: flags, PARHELION_* environment, the YAML
+ * file, defaults (see load.ts). Secret values (databaseUrl) come only from the environment or a file.
+ */
+export const ConfigSchema = z
+  .object({
+    dataDir: z.string().min(1).default("./.parhelion").describe("Directory for all state: metadata store, TLS material, bootstrap files."),
+    host: z.string().min(1).default("127.0.0.1").describe("Address the API and gateway listen on. Loopback by default: nothing outside the host can connect."),
+    apiPort: z.coerce.number().int().min(0).max(65535).default(9443).describe("HTTPS port of the Management API and console (0 picks a free port)."),
+    gatewayPort: z.coerce.number().int().min(0).max(65535).default(5433).describe("Port of the PostgreSQL wire-protocol gateway."),
+    databaseUrl: z.string().min(1).optional().describe("External metadata store (postgres://...). Environment (PARHELION_DATABASE_URL) or databaseUrlFile only."),
+    databaseUrlFile: z.string().min(1).optional().describe("File holding the external metadata store URL."),
+    tlsCert: z.string().min(1).optional().describe("PEM certificate (chain) for the API; parhelion's own CA issues one when absent."),
+    tlsKey: z.string().min(1).optional().describe("PEM private key matching tlsCert."),
+    serviceUser: z.string().min(1).default("parhelion").describe("Unprivileged system user PostgreSQL runs as when parhelion runs as root."),
+    orgName: z.string().min(1).max(256).default("My Organization").describe("Name of the organization created on first start."),
+    ownerEmail: z.email().default("owner@parhelion.local").describe("Email of the owner user created on first start."),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info").describe("Log level."),
+    logFormat: z.enum(["auto", "json", "pretty"]).default("auto").describe("auto: pretty on a TTY, JSON otherwise."),
+    bodyLimitBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024).describe("Largest accepted request body."),
+    sessionTtlSeconds: z.coerce.number().int().min(60).max(30 * 86400).default(12 * 3600).describe("Console session lifetime."),
+    invitationTtlSeconds: z.coerce.number().int().min(300).max(30 * 86400).default(7 * 86400).describe("Invitation lifetime."),
+    lockoutThreshold: z.coerce.number().int().min(1).max(1000).default(5).describe("Failed logins per account (and 4x per source) before a lockout."),
+    lockoutSeconds: z.coerce.number().int().min(1).max(86400).default(300).describe("How long a lockout lasts."),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
+      ctx.addIssue({ code: "custom", path: ["tlsCert"], message: "tlsCert and tlsKey must be given together" });
+    }
+    if (c.databaseUrl !== undefined && c.databaseUrlFile !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["databaseUrl"], message: "give databaseUrl or databaseUrlFile, not both" });
+    }
+  });
+
+export type Config = Readonly<z.output<typeof ConfigSchema>>;
+
+/** Keys whose values are secrets: they may not appear in the YAML file or on the command line. */
+export const SECRET_KEYS = new Set<string>(["databaseUrl"]);
+
+/** Environment variable for each key: dataDir -> PARHELION_DATA_DIR. */
+export function envName(key: string): string {
+  return "PARHELION_" + key.replace(/([A-Z])/g, "_$1").toUpperCase();
+}
+
+/** Flag for each key: dataDir -> --data-dir. */
+export function flagName(key: string): string {
+  return "--" + key.replace(/([A-Z])/g, "-$1").toLowerCase();
+}
+
+/** Environment variables the launcher sets that are not configuration. */
+export const NON_CONFIG_ENV = new Set(["PARHELION_NODE", "PARHELION_ROOT", "PARHELION_FORCE_PINNED_NODE", "PARHELION_CONFIG", "PARHELION_HOME", "PARHELION_API_URL", "PARHELION_API_KEY", "PARHELION_CA_FILE"]);

@@ -1,0 +1,60 @@
+/**
+ * One error base class with a stable `code`, and one catalog mapping every code to an HTTP status,
+ * a PostgreSQL SQLSTATE and a one-line description (docs/errors.md is generated from the catalog and
+ * a test keeps both in step).
+ */
+export const ERROR_CATALOG = {
+  ERR_VALIDATION: { status: 400, sqlstate: "22023", title: "The request is malformed or a field has the wrong type or value." },
+  ERR_UNKNOWN_FIELD: { status: 400, sqlstate: "22023", title: "The request carries a field parhelion does not know." },
+  ERR_FIELD_NOT_SUPPORTED: { status: 400, sqlstate: "0A000", title: "A Helios field parhelion lacks was given a non-neutral value." },
+  ERR_BODY_TOO_LARGE: { status: 413, sqlstate: "54000", title: "The request body exceeds the size limit." },
+  ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, sqlstate: "22023", title: "The request body must be application/json." },
+  ERR_UNAUTHENTICATED: { status: 401, sqlstate: "28000", title: "No valid credential was presented." },
+  ERR_INVALID_CREDENTIALS: { status: 401, sqlstate: "28P01", title: "The email or password is wrong." },
+  ERR_API_KEY_INVALID: { status: 401, sqlstate: "28000", title: "The API key is malformed, unknown, expired or revoked." },
+  ERR_SESSION_INVALID: { status: 401, sqlstate: "28000", title: "The session cookie is malformed, unknown, expired or revoked." },
+  ERR_CSRF: { status: 403, sqlstate: "42501", title: "The CSRF token is missing or does not match the session." },
+  ERR_RATE_LIMITED: { status: 429, sqlstate: "53400", title: "Too many failed attempts; try again after the lockout expires." },
+  ERR_FORBIDDEN: { status: 403, sqlstate: "42501", title: "The caller's role does not allow this action." },
+  ERR_NOT_FOUND: { status: 404, sqlstate: "42704", title: "The resource does not exist or is not visible to the caller." },
+  ERR_ROUTE_NOT_FOUND: { status: 404, sqlstate: "42704", title: "No such API route." },
+  ERR_METHOD_NOT_ALLOWED: { status: 405, sqlstate: "42501", title: "The route exists but not for this method." },
+  ERR_CONFLICT: { status: 409, sqlstate: "23505", title: "The resource already exists or its state forbids the change." },
+  ERR_PASSWORD_POLICY: { status: 400, sqlstate: "28P01", title: "The password does not meet the password policy." },
+  ERR_INVITATION_INVALID: { status: 400, sqlstate: "28000", title: "The invitation is unknown, expired, revoked or already used." },
+  ERR_LAST_OWNER: { status: 409, sqlstate: "42501", title: "The organization must keep at least one Owner." },
+  ERR_NOT_READY: { status: 503, sqlstate: "57P03", title: "parhelion is starting or stopping." },
+  ERR_STORE_UNAVAILABLE: { status: 503, sqlstate: "08006", title: "The metadata store cannot be reached." },
+  ERR_CONFIG: { status: 500, sqlstate: "F0000", title: "The configuration is invalid." },
+  ERR_INTERNAL: { status: 500, sqlstate: "XX000", title: "An internal error occurred; the request id identifies it in the logs." },
+} as const satisfies Record<string, { status: number; sqlstate: string; title: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOG;
+
+/** Base class of every error parhelion raises on purpose. */
+export class ParhelionError extends Error {
+  readonly code: ErrorCode;
+  /** Extra machine-readable detail safe to show the caller (never secrets). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+    super(message ?? ERROR_CATALOG[code].title, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "ParhelionError";
+    this.code = code;
+    this.details = options?.details;
+  }
+
+  get status(): number {
+    return ERROR_CATALOG[this.code].status;
+  }
+}
+
+export function isParhelionError(err: unknown): err is ParhelionError {
+  return err instanceof ParhelionError;
+}
+
+/** Throws ERR_NOT_FOUND unless the value is present. */
+export function found<T>(value: T | undefined | null, what: string): T {
+  if (value === undefined || value === null) throw new ParhelionError("ERR_NOT_FOUND", `${what} not found`);
+  return value;
+}

@@ -1,0 +1,53 @@
+import pg from "pg";
+import { Kysely, PostgresDialect } from "kysely";
+import { Migrator, type Migration, type MigrationProvider } from "kysely/migration";
+import { ParhelionError } from "../lib/errors.js";
+import type { Logger } from "../log/logger.js";
+import type { Database, Db } from "./schema.js";
+import * as m0001 from "./migrations/0001_foundation.js";
+
+export type { Db, Database } from "./schema.js";
+
+// bigint (int8) columns come back as strings: audit sequence numbers exceed 2^53 only in theory,
+// and strings keep them exact.
+
+/** Versioned migrations, applied in name order. Append only; never edit a released one. */
+const MIGRATIONS: Record<string, Migration> = {
+  "0001_foundation": m0001,
+};
+
+class StaticProvider implements MigrationProvider {
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return MIGRATIONS;
+  }
+}
+
+export interface OpenDbOptions {
+  connectionString: string;
+  max?: number;
+  logger?: Logger;
+}
+
+/** Opens a pooled Kysely handle on the metadata store. */
+export function openDb(opts: OpenDbOptions): { db: Db; pool: pg.Pool } {
+  const pool = new pg.Pool({ connectionString: opts.connectionString, max: opts.max ?? 10, idleTimeoutMillis: 30_000 });
+  pool.on("error", (err) => opts.logger?.warn({ err: { message: err.message } }, "metadata store connection error"));
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return { db, pool };
+}
+
+/**
+ * Runs pending migrations. Kysely's PostgreSQL adapter holds a transaction-scoped advisory lock for the
+ * whole run, so two processes starting against one store never both migrate: the second waits, then
+ * finds nothing to do.
+ */
+export async function migrate(db: Db, logger?: Logger): Promise<string[]> {
+  const migrator = new Migrator({ db, provider: new StaticProvider(), migrationTableName: "parhelion_migrations", migrationLockTableName: "parhelion_migrations_lock" });
+  const { error, results } = await migrator.migrateToLatest();
+  const applied = (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+  for (const name of applied) logger?.info({ migration: name }, "applied migration");
+  if (error) {
+    throw new ParhelionError("ERR_STORE_UNAVAILABLE", `migration failed: ${(error as Error).message ?? String(error)}`, { cause: error });
+  }
+  return applied;
+}

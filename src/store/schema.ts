@@ -1,0 +1,132 @@
+import type { ColumnType, Generated, Kysely } from "kysely";
+
+/** Kysely table types of the metadata store. Column names are snake_case; the API maps them. */
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+
+export interface OrganizationsTable {
+  id: string;
+  name: string;
+  created_at: Generated<Timestamp>;
+}
+
+export interface UsersTable {
+  id: string;
+  org_id: string;
+  email: string; // stored lower-case
+  first_name: string;
+  last_name: string;
+  password_hash: string | null; // argon2id PHC string; null until the user sets one
+  password_changed_at: Timestamp | null;
+  created_at: Generated<Timestamp>;
+  removed_at: Timestamp | null;
+}
+
+export interface InvitationsTable {
+  id: string;
+  org_id: string;
+  email: string;
+  role: string; // organization role granted on acceptance
+  team_ids: string[];
+  message: string | null;
+  token_hash: Buffer; // sha256 of the single-use token
+  state: "Pending" | "Accepted" | "Refused" | "Revoked";
+  created_by: string | null;
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp;
+  acted_at: Timestamp | null;
+  user_id: string | null;
+}
+
+export interface SessionsTable {
+  id: string; // public id (uuid)
+  token_hash: Buffer; // sha256 of the cookie token
+  csrf_hash: Buffer; // sha256 of the CSRF token handed to the console
+  user_id: string;
+  org_id: string;
+  source_ip: string | null;
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp;
+  last_seen_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  org_id: string;
+  name: string;
+  prefix: string; // public lookup part, shown in lists
+  secret_hash: Buffer; // sha256 of the secret part
+  role: string; // organization role the key acts with
+  created_by: string | null;
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp;
+  last_used_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+}
+
+export interface TeamsTable {
+  id: string;
+  org_id: string;
+  name: string;
+  description: string;
+  created_at: Generated<Timestamp>;
+}
+
+export interface TeamMembersTable {
+  team_id: string;
+  member_type: "user" | "team";
+  member_id: string;
+}
+
+export interface AccessControlsTable {
+  org_id: string;
+  resource_type: string; // Organization | Cluster | Team
+  resource_id: string;
+  principal_type: "user" | "team";
+  principal_id: string;
+  role: string;
+  granted_by: string | null;
+  granted_at: Generated<Timestamp>;
+}
+
+export interface AuditLogTable {
+  seq: string; // bigint, strictly increasing, no gaps by construction
+  id: string;
+  org_id: string | null;
+  created_at: Timestamp;
+  type: string;
+  source: string;
+  result: "SUCCESS" | "DENIED" | "FAILURE";
+  actor_type: string;
+  actor_id: string | null;
+  actor_email: string | null;
+  resource_type: string | null;
+  resource_id: string | null;
+  source_ip: string | null;
+  request_id: string | null;
+  reason: string;
+  attributes: Record<string, unknown>;
+  prev_hash: Buffer;
+  hash: Buffer;
+}
+
+export interface SettingsTable {
+  key: string;
+  value: unknown;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface Database {
+  organizations: OrganizationsTable;
+  users: UsersTable;
+  invitations: InvitationsTable;
+  sessions: SessionsTable;
+  api_keys: ApiKeysTable;
+  teams: TeamsTable;
+  team_members: TeamMembersTable;
+  access_controls: AccessControlsTable;
+  audit_log: AuditLogTable;
+  settings: SettingsTable;
+}
+
+export type Db = Kysely<Database>;
