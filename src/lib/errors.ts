@@ -18,7 +18,6 @@ export const ERROR_CATALOG = {
   ERR_FORBIDDEN: { status: 403, sqlstate: "42501", title: "The caller's role does not allow this action." },
   ERR_NOT_FOUND: { status: 404, sqlstate: "42704", title: "The resource does not exist or is not visible to the caller." },
   ERR_ROUTE_NOT_FOUND: { status: 404, sqlstate: "42704", title: "No such API route." },
-  ERR_METHOD_NOT_ALLOWED: { status: 405, sqlstate: "42501", title: "The route exists but not for this method." },
   ERR_CONFLICT: { status: 409, sqlstate: "23505", title: "The resource already exists or its state forbids the change." },
   ERR_PASSWORD_POLICY: { status: 400, sqlstate: "28P01", title: "The password does not meet the password policy." },
   ERR_INVITATION_INVALID: { status: 400, sqlstate: "28000", title: "The invitation is unknown, expired, revoked or already used." },

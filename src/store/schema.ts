@@ -1,12 +1,14 @@
-import type { ColumnType, Generated, Kysely } from "kysely";
+import type { ColumnType, Kysely } from "kysely";
 
 /** Kysely table types of the metadata store. Column names are snake_case; the API maps them. */
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
+/** A timestamp the database fills by default. */
+type GeneratedTimestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 
 export interface OrganizationsTable {
   id: string;
   name: string;
-  created_at: Generated<Timestamp>;
+  created_at: GeneratedTimestamp;
 }
 
 export interface UsersTable {
@@ -17,7 +19,7 @@ export interface UsersTable {
   last_name: string;
   password_hash: string | null; // argon2id PHC string; null until the user sets one
   password_changed_at: Timestamp | null;
-  created_at: Generated<Timestamp>;
+  created_at: GeneratedTimestamp;
   removed_at: Timestamp | null;
 }
 
@@ -31,7 +33,7 @@ export interface InvitationsTable {
   token_hash: Buffer; // sha256 of the single-use token
   state: "Pending" | "Accepted" | "Refused" | "Revoked";
   created_by: string | null;
-  created_at: Generated<Timestamp>;
+  created_at: GeneratedTimestamp;
   expires_at: Timestamp;
   acted_at: Timestamp | null;
   user_id: string | null;
@@ -44,7 +46,7 @@ export interface SessionsTable {
   user_id: string;
   org_id: string;
   source_ip: string | null;
-  created_at: Generated<Timestamp>;
+  created_at: GeneratedTimestamp;
   expires_at: Timestamp;
   last_seen_at: Timestamp | null;
   revoked_at: Timestamp | null;
@@ -58,7 +60,7 @@ export interface ApiKeysTable {
   secret_hash: Buffer; // sha256 of the secret part
   role: string; // organization role the key acts with
   created_by: string | null;
-  created_at: Generated<Timestamp>;
+  created_at: GeneratedTimestamp;
   expires_at: Timestamp;
   last_used_at: Timestamp | null;
   revoked_at: Timestamp | null;
@@ -69,7 +71,7 @@ export interface TeamsTable {
   org_id: string;
   name: string;
   description: string;
-  created_at: Generated<Timestamp>;
+  created_at: GeneratedTimestamp;
 }
 
 export interface TeamMembersTable {
@@ -86,7 +88,7 @@ export interface AccessControlsTable {
   principal_id: string;
   role: string;
   granted_by: string | null;
-  granted_at: Generated<Timestamp>;
+  granted_at: GeneratedTimestamp;
 }
 
 export interface AuditLogTable {
@@ -113,7 +115,7 @@ export interface AuditLogTable {
 export interface SettingsTable {
   key: string;
   value: unknown;
-  updated_at: Generated<Timestamp>;
+  updated_at: GeneratedTimestamp;
 }
 
 export interface Database {

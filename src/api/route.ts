@@ -1,0 +1,220 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { z } from "zod";
+import { ParhelionError } from "../lib/errors.js";
+import type { Principal } from "../identity/types.js";
+import { SESSION_COOKIE, authenticateSession, checkCsrf } from "../identity/index.js";
+import { authorize, NO_GRANTS, type EffectiveGrants, type ResourceRef } from "../rbac/policy.js";
+import { loadGrants } from "../rbac/grants.js";
+import type { Permission } from "../rbac/roles.js";
+import type { AuditEvent } from "../audit/index.js";
+import type { Services } from "./context.js";
+import { sendProblem, toParhelionError } from "./problem.js";
+
+/** "public": no credential; "authenticated": any signed-in principal; otherwise the permission required. */
+export type Access = "public" | "authenticated" | Permission;
+export type Method = "GET" | "POST" | "PATCH" | "PUT" | "DELETE";
+
+/** What a handler may add to the request's audit record. */
+export interface AuditNote {
+  type?: string;
+  resource?: { type: string; id: string };
+  attributes?: Record<string, unknown>;
+  actor?: AuditEvent["actor"];
+  orgId?: string;
+  reason?: string;
+}
+
+export interface RouteContext<P, Q, B> {
+  params: P;
+  query: Q;
+  body: B;
+  principal: Principal | null;
+  grants: EffectiveGrants;
+  services: Services;
+  req: FastifyRequest;
+  reply: FastifyReply;
+  audit: AuditNote;
+}
+
+export interface RouteSpec<P extends z.ZodType = z.ZodType, Q extends z.ZodType = z.ZodType, B extends z.ZodType = z.ZodType> {
+  method: Method;
+  /** OpenAPI-style path: /v1/teams/{teamID} */
+  path: string;
+  operationId: string;
+  summary: string;
+  tag: string;
+  access: Access;
+  /** The resource a permission is checked against (group- and team-level grants). */
+  resource?: (params: z.output<P>) => ResourceRef;
+  params?: P;
+  query?: Q;
+  body?: B;
+  response: z.ZodType;
+  status?: number;
+  /** Audit type of a mutation; reads are recorded as "ApiRequest". */
+  auditType?: string;
+  /** Whether a successful answer must not be cached (all /v1 answers are no-store anyway). */
+  handler: (ctx: RouteContext<z.output<P>, z.output<Q>, z.output<B>>) => Promise<unknown>;
+}
+
+/** Identity function that keeps the generic parameters of a route definition. */
+export function defineRoute<P extends z.ZodType, Q extends z.ZodType, B extends z.ZodType>(spec: RouteSpec<P, Q, B>): RouteSpec {
+  return spec as unknown as RouteSpec;
+}
+
+const MUTATING = new Set<Method>(["POST", "PATCH", "PUT", "DELETE"]);
+
+function zodMessage(where: string, err: z.ZodError): ParhelionError {
+  const unknown = err.issues.find((i) => i.code === "unrecognized_keys");
+  if (unknown && unknown.code === "unrecognized_keys") {
+    return new ParhelionError("ERR_UNKNOWN_FIELD", `unknown ${where} field${unknown.keys.length > 1 ? "s" : ""}: ${unknown.keys.join(", ")}`, { details: { fields: unknown.keys } });
+  }
+  const custom = err.issues.find((i) => i.code === "custom" && (i as { params?: { code?: string } }).params?.code === "ERR_FIELD_NOT_SUPPORTED");
+  if (custom) return new ParhelionError("ERR_FIELD_NOT_SUPPORTED", `${where} field ${custom.path.join(".")}: ${custom.message}`);
+  const msg = err.issues.slice(0, 5).map((i) => `${i.path.length ? i.path.join(".") : where}: ${i.message}`).join("; ");
+  return new ParhelionError("ERR_VALIDATION", `invalid ${where}: ${msg}`, { details: { issues: err.issues.slice(0, 20).map((i) => ({ path: i.path.map(String), message: i.message })) } });
+}
+
+function parse<T extends z.ZodType | undefined>(schema: T, value: unknown, where: string): unknown {
+  if (schema === undefined) {
+    if (where === "body" && value !== undefined && value !== null && !(typeof value === "object" && Object.keys(value as object).length === 0)) {
+      throw new ParhelionError("ERR_UNKNOWN_FIELD", "this operation takes no request body");
+    }
+    return undefined;
+  }
+  const r = schema.safeParse(value);
+  if (!r.success) throw zodMessage(where, r.error);
+  return r.data;
+}
+
+function clientIp(req: FastifyRequest): string {
+  return req.socket.remoteAddress ?? req.ip;
+}
+
+/** Credentials → principal. Bad credentials count against the source's lockout. */
+async function authenticate(req: FastifyRequest, services: Services, method: Method): Promise<Principal> {
+  const ip = clientIp(req);
+  const auth = req.headers.authorization;
+  if (auth !== undefined) {
+    services.throttle.check({ source: ip });
+    const m = /^Bearer +(\S+)\s*$/i.exec(auth);
+    try {
+      if (!m?.[1]) throw new ParhelionError("ERR_API_KEY_INVALID");
+      return await services.apiKeys.authenticate(m[1]);
+    } catch (err) {
+      if (err instanceof ParhelionError && err.code === "ERR_API_KEY_INVALID") services.throttle.recordFailure({ source: ip });
+      throw err;
+    }
+  }
+  const cookie = req.cookies?.[SESSION_COOKIE];
+  if (cookie !== undefined) {
+    services.throttle.check({ source: ip });
+    let s: Awaited<ReturnType<typeof authenticateSession>>;
+    try {
+      s = await authenticateSession(services.db, cookie, services.clock);
+    } catch (err) {
+      if (err instanceof ParhelionError && err.code === "ERR_SESSION_INVALID") services.throttle.recordFailure({ source: ip });
+      throw err;
+    }
+    if (MUTATING.has(method)) {
+      const h = req.headers["x-csrf-token"];
+      checkCsrf(s.csrfHash, typeof h === "string" ? h : undefined);
+    }
+    return s.principal;
+  }
+  throw new ParhelionError("ERR_UNAUTHENTICATED", "no credential: send Authorization: Bearer <API key> or sign in");
+}
+
+function project(value: unknown, fields: string[] | undefined): unknown {
+  if (fields === undefined || value === null || typeof value !== "object") return value;
+  const pick = (o: unknown) => (o !== null && typeof o === "object" ? Object.fromEntries(Object.entries(o).filter(([k]) => fields.includes(k))) : o);
+  return Array.isArray(value) ? value.map(pick) : pick(value);
+}
+
+function auditResult(status: number): AuditEvent["result"] {
+  if (status < 400) return "SUCCESS";
+  if (status === 401 || status === 403 || status === 429) return "DENIED";
+  return "FAILURE";
+}
+
+/** A sign-in route keeps its own type; otherwise a rejected credential is an AuthFailure, a mutation its type, a read an ApiRequest. */
+function auditType(spec: RouteSpec, principal: Principal | null, failure: ParhelionError | undefined): string {
+  if (spec.access === "public" && spec.auditType) return spec.auditType;
+  if (principal === null && failure && (failure.status === 401 || failure.status === 429 || failure.code === "ERR_CSRF")) return "AuthFailure";
+  if (MUTATING.has(spec.method)) return spec.auditType ?? spec.operationId;
+  return "ApiRequest";
+}
+
+/** Registers every route: parse → authenticate → authorize → handle → audit → answer. */
+export function registerRoutes(app: FastifyInstance, routes: readonly RouteSpec[], services: Services): void {
+  for (const spec of routes) {
+    const url = spec.path.replace(/\{(\w+)\}/g, ":$1");
+    app.route({
+      method: spec.method,
+      url,
+      handler: async (req, reply) => {
+        const note: AuditNote = {};
+        let principal: Principal | null = null;
+        let status = spec.status ?? 200;
+        let result: unknown;
+        let failure: ParhelionError | undefined;
+        let attempted = false; // whether a credential (or login) was involved: such requests are always audited
+        try {
+          let fields: string[] | undefined;
+          const rawQuery = { ...(req.query as Record<string, unknown>) };
+          if (spec.method === "GET" && typeof rawQuery["fields"] === "string") {
+            fields = String(rawQuery["fields"]).split(",").map((s) => s.trim()).filter(Boolean);
+            delete rawQuery["fields"];
+          }
+          let grants: EffectiveGrants = NO_GRANTS;
+          if (spec.access !== "public") {
+            attempted = true;
+            principal = await authenticate(req, services, spec.method);
+            if (spec.access !== "authenticated") {
+              grants = await loadGrants(services.db, principal);
+              // Params are parsed before the decision only to name the resource; bad ids still answer 403 first if no org-wide right.
+              const params = spec.params ? spec.params.safeParse(req.params) : undefined;
+              const resource = spec.resource && params?.success ? spec.resource(params.data) : undefined;
+              const d = authorize(principal, grants, spec.access, resource);
+              if (!d.allow) throw new ParhelionError("ERR_FORBIDDEN", `your role does not allow ${spec.operationId} (${d.reason})`);
+            } else {
+              grants = await loadGrants(services.db, principal);
+            }
+          } else if (MUTATING.has(spec.method)) {
+            attempted = true;
+          }
+          const params = parse(spec.params, req.params, "path parameter") as never;
+          const query = parse(spec.query, rawQuery, "query parameter") as never;
+          const body = parse(spec.body, req.body, "body") as never;
+          result = project(await spec.handler({ params, query, body, principal, grants, services, req, reply, audit: note }), fields);
+        } catch (err) {
+          const { error, internal } = toParhelionError(err);
+          if (internal) req.log.error({ err }, "internal error");
+          failure = error;
+          status = error.status;
+        }
+        if (attempted || MUTATING.has(spec.method)) {
+          const actor: AuditEvent["actor"] = note.actor ?? (principal
+            ? { type: principal.kind === "apiKey" ? "apiKey" : "user", id: principal.kind === "apiKey" ? principal.apiKeyId : principal.userId, email: principal.email }
+            : { type: "anonymous" });
+          await services.audit.record({
+            type: note.type ?? auditType(spec, principal, failure),
+            source: principal?.sessionId ? "Portal" : "API",
+            result: auditResult(status),
+            orgId: note.orgId ?? principal?.orgId ?? null,
+            actor,
+            resource: note.resource ?? null,
+            sourceIp: clientIp(req),
+            requestId: String(req.id),
+            reason: note.reason ?? `${spec.method} ${spec.path} -> ${status}${failure ? ` ${failure.code}` : ""}`,
+            attributes: { operation: spec.operationId, status, ...(failure ? { code: failure.code } : {}), ...(note.attributes ?? {}) },
+          });
+        }
+        reply.header("cache-control", "no-store");
+        if (failure) return sendProblem(req, reply, failure);
+        if (result === undefined) return reply.code(status === 200 ? 204 : status).send();
+        return reply.code(status).send(result);
+      },
+    });
+  }
+}

@@ -1,0 +1,11 @@
+import type { RouteSpec } from "../route.js";
+import { orgRoutes } from "./org.js";
+import { userRoutes } from "./users.js";
+import { invitationRoutes } from "./invitations.js";
+import { teamRoutes } from "./teams.js";
+import { apiKeyRoutes } from "./apiKeys.js";
+import { auditRoutes } from "./auditLogs.js";
+import { authRoutes } from "./auth.js";
+
+/** Every /v1 route. The RBAC test walks this list against its expected allow/deny table. */
+export const ROUTES: readonly RouteSpec[] = [...orgRoutes, ...userRoutes, ...invitationRoutes, ...teamRoutes, ...apiKeyRoutes, ...auditRoutes, ...authRoutes];

@@ -1,0 +1,68 @@
+import { randomUUID } from "node:crypto";
+import Fastify, { type FastifyInstance } from "fastify";
+import cookie from "@fastify/cookie";
+import { ParhelionError } from "../lib/errors.js";
+import type { Logger } from "../log/logger.js";
+import { registerRoutes, type RouteSpec } from "./route.js";
+import { buildOpenApi } from "./openapi.js";
+import { sendProblem, toParhelionError } from "./problem.js";
+import type { Services } from "./context.js";
+import { ROUTES } from "./routes/index.js";
+
+export interface ApiServerOptions {
+  services: Services;
+  logger: Logger;
+  tls: { cert: string; key: string };
+  /** Whether the platform is ready (healthz answers 503 until it is). */
+  ready: () => boolean;
+  version: string;
+  routes?: readonly RouteSpec[];
+}
+
+/** The Management API: HTTPS only (TLS 1.2+), problem+json errors, every /v1 route through one pipeline. */
+export async function buildApiServer(opts: ApiServerOptions): Promise<FastifyInstance> {
+  const routes = opts.routes ?? ROUTES;
+  const app = Fastify({
+    loggerInstance: opts.logger,
+    disableRequestLogging: true,
+    https: { cert: opts.tls.cert, key: opts.tls.key, minVersion: "TLSv1.2" },
+    bodyLimit: opts.services.settings.bodyLimitBytes,
+    genReqId: () => randomUUID(),
+    requestIdHeader: false,
+    trustProxy: false,
+    return503OnClosing: true,
+    routerOptions: { maxParamLength: 200 },
+  }) as unknown as FastifyInstance;
+  await app.register(cookie);
+
+  app.addHook("onRequest", async (req, reply) => {
+    reply.header("x-request-id", String(req.id));
+    reply.header("strict-transport-security", "max-age=31536000");
+    reply.header("x-content-type-options", "nosniff");
+    reply.header("x-frame-options", "DENY");
+    reply.header("content-security-policy", "default-src 'none'; frame-ancestors 'none'");
+    reply.header("referrer-policy", "no-referrer");
+  });
+  app.addHook("onResponse", async (req, reply) => {
+    const line = { reqId: req.id, method: req.method, url: req.routeOptions.url ?? "(unmatched)", status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+    if (reply.statusCode >= 500) req.log.error(line, "request failed");
+    else req.log.debug(line, "request");
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    const { error, internal } = toParhelionError(err);
+    if (internal) req.log.error({ err }, "internal error");
+    return sendProblem(req, reply, error);
+  });
+  app.setNotFoundHandler((req, reply) => sendProblem(req, reply, new ParhelionError("ERR_ROUTE_NOT_FOUND", `no route ${req.method} ${req.url.split("?")[0]}`)));
+
+  app.get("/healthz", async (_req, reply) => {
+    if (!opts.ready()) return reply.code(503).send({ status: "starting" });
+    return { status: "ok" };
+  });
+  const openapi = buildOpenApi(routes, opts.version);
+  app.get("/v1/openapi.json", async () => openapi);
+
+  registerRoutes(app, routes, opts.services);
+  return app;
+}

@@ -1,0 +1,144 @@
+import { mkdirSync, writeFileSync, chmodSync, existsSync, renameSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { randomUUID } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import type { FastifyInstance } from "fastify";
+import { sql } from "kysely";
+import type pg from "pg";
+import type { Config } from "./config/schema.js";
+import type { Logger } from "./log/logger.js";
+import { EmbeddedPostgres } from "./store/embedded.js";
+import { openDb, migrate, type Db } from "./store/db.js";
+import { ensureTlsMaterial } from "./tls/index.js";
+import { createAuditLog, type AuditLog } from "./audit/index.js";
+import { ApiKeyAuthenticator, LoginThrottle, createApiKey, createUser, systemClock, type Clock } from "./identity/index.js";
+import { grantOrgRole } from "./rbac/accessControls.js";
+import { buildApiServer } from "./api/server.js";
+import type { Services } from "./api/context.js";
+
+export const VERSION = "0.1.0";
+
+export interface Platform {
+  apiUrl: string;
+  apiPort: number;
+  caFile: string | null;
+  db: Db;
+  audit: AuditLog;
+  store: EmbeddedPostgres | null;
+  app: FastifyInstance;
+  /** Stops everything it started, in order: API, audit flush, pool, store. */
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  config: Config;
+  logger: Logger;
+  clock?: Clock;
+}
+
+function writeSecretFile(path: string, content: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, content, { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+/**
+ * Creates the organization, its owner and an owner API key the first time the store is used. Serialized by
+ * an advisory lock so two processes starting on one store bootstrap once.
+ */
+async function bootstrapOrganization(db: Db, cfg: Config, audit: AuditLog, logger: Logger, clock: Clock): Promise<void> {
+  const keyFile = join(cfg.dataDir, "bootstrap", "owner-api-key");
+  const created = await db.transaction().execute(async (trx) => {
+    await sql`SELECT pg_advisory_xact_lock(hashtext('parhelion.bootstrap'))`.execute(trx);
+    const existing = await trx.selectFrom("organizations").select("id").limit(1).executeTakeFirst();
+    if (existing) return null;
+    const orgId = randomUUID();
+    await trx.insertInto("organizations").values({ id: orgId, name: cfg.orgName }).execute();
+    const owner = await createUser(trx, { orgId, email: cfg.ownerEmail, firstName: "", lastName: "", passwordHash: null });
+    await grantOrgRole(trx, orgId, owner.userID, "Owner", null);
+    const expiresAt = new Date(clock().getTime() + 365 * 86400_000);
+    const key = await createApiKey(trx, { orgId, name: "bootstrap owner key", role: "Owner", expiresAt, createdBy: owner.userID }, clock);
+    return { orgId, owner, key };
+  });
+  if (created === null) return;
+  mkdirSync(join(cfg.dataDir, "bootstrap"), { recursive: true, mode: 0o700 });
+  writeSecretFile(keyFile, created.key.token + "\n");
+  await audit.record({
+    type: "OrganizationBootstrap", source: "System", result: "SUCCESS", orgId: created.orgId, actor: { type: "system" },
+    resource: { type: "Organization", id: created.orgId }, reason: `organization "${cfg.orgName}" created with owner ${created.owner.email}`,
+    attributes: { ownerUserID: created.owner.userID, apiKeyID: created.key.key.apiKeyID, apiKeyPrefix: created.key.key.prefix },
+  });
+  logger.info({ ownerEmail: created.owner.email }, `first start: owner API key written to ${keyFile} (mode 0600); it is shown nowhere else`);
+  process.stdout.write(`parhelion: owner API key written to ${keyFile}\n`);
+}
+
+/** Starts the control plane: metadata store, migrations, bootstrap, TLS, audit, API. */
+export async function startPlatform(opts: StartOptions): Promise<Platform> {
+  const { config: cfg, logger } = opts;
+  const clock = opts.clock ?? systemClock;
+  let ready = false;
+  const stack: Array<{ name: string; stop: () => Promise<void> }> = [];
+  const stopAll = async () => {
+    ready = false;
+    while (stack.length > 0) {
+      const s = stack.pop()!;
+      try {
+        await s.stop();
+      } catch (err) {
+        logger.warn({ component: s.name, err: { message: (err as Error).message } }, "error while stopping");
+      }
+    }
+  };
+  try {
+    mkdirSync(cfg.dataDir, { recursive: true });
+    chmodSync(cfg.dataDir, 0o711); // the store's service user must traverse it; nothing in it is world-readable
+    let store: EmbeddedPostgres | null = null;
+    let connectionString = cfg.databaseUrl;
+    if (connectionString === undefined) {
+      store = new EmbeddedPostgres({ dir: join(cfg.dataDir, "store"), serviceUser: cfg.serviceUser, logger: logger.child({ component: "store" }) });
+      await store.start();
+      const s = store;
+      stack.push({ name: "store", stop: () => s.stop() });
+      connectionString = store.connectionString;
+    } else {
+      logger.info("using the external metadata store from PARHELION_DATABASE_URL");
+    }
+    const { db, pool } = openDb({ connectionString, max: 16, logger });
+    stack.push({ name: "pool", stop: () => db.destroy() });
+    await migrate(db, logger);
+
+    const audit = createAuditLog({ db, logger: logger.child({ component: "audit" }), clock });
+    stack.push({ name: "audit", stop: () => audit.close() });
+    await bootstrapOrganization(db, cfg, audit, logger, clock);
+
+    const tls = ensureTlsMaterial({ dir: join(cfg.dataDir, "tls"), hosts: [cfg.host], certFile: cfg.tlsCert, keyFile: cfg.tlsKey });
+    const apiKeys = new ApiKeyAuthenticator(db, clock);
+    stack.push({ name: "apiKeys", stop: () => apiKeys.flush() });
+    const throttle = new LoginThrottle({ threshold: cfg.lockoutThreshold, lockoutSeconds: cfg.lockoutSeconds, clock });
+    const services: Services = {
+      db, audit, apiKeys, throttle, clock, logger,
+      settings: { sessionTtlSeconds: cfg.sessionTtlSeconds, invitationTtlSeconds: cfg.invitationTtlSeconds, bodyLimitBytes: cfg.bodyLimitBytes },
+    };
+    const app = await buildApiServer({ services, logger, tls: { cert: tls.certPem, key: tls.keyPem }, ready: () => ready, version: VERSION });
+    await app.listen({ host: cfg.host, port: cfg.apiPort });
+    stack.push({ name: "api", stop: () => app.close() });
+    const port = (app.server.address() as AddressInfo).port;
+    const hostForUrl = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host === "0.0.0.0" ? "127.0.0.1" : cfg.host;
+    const apiUrl = `https://${hostForUrl}:${port}`;
+    writeFileSync(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile, pid: process.pid, version: VERSION }, null, 2) + "\n", { mode: 0o644 });
+    ready = true;
+    logger.info({ apiUrl, caFile: tls.caFile }, "parhelion is ready");
+    void pool;
+    return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+/** Reads DIR/runtime.json written by a running `parhelion up`. */
+export function readRuntime(dataDir: string): { apiUrl: string; caFile: string | null } | null {
+  const p = join(dataDir, "runtime.json");
+  if (!existsSync(p)) return null;
+  return JSON.parse(readFileSync(p, "utf8")) as { apiUrl: string; caFile: string | null };
+}

@@ -1,0 +1,47 @@
+import type { OrgRole, Principal } from "../identity/types.js";
+import { permissionsOf, type Permission, type ResourceType } from "./roles.js";
+
+export interface ResourceRef {
+  type: ResourceType;
+  id: string;
+}
+
+/** What a principal holds: organization roles and roles on single resources. */
+export interface EffectiveGrants {
+  orgRoles: ReadonlySet<OrgRole>;
+  /** key: `${type}:${id}` */
+  resourceRoles: ReadonlyMap<string, ReadonlySet<string>>;
+}
+
+export const NO_GRANTS: EffectiveGrants = { orgRoles: new Set(), resourceRoles: new Map() };
+
+export type Decision = { allow: true } | { allow: false; reason: string };
+
+/**
+ * The one policy function: may `grants` do `permission` (on `resource`, when the action targets one)?
+ * Organization roles apply everywhere in the organization; a resource role applies to that resource.
+ */
+export function authorize(principal: Principal | null, grants: EffectiveGrants, permission: Permission, resource?: ResourceRef): Decision {
+  if (principal === null) return { allow: false, reason: "unauthenticated" };
+  for (const role of grants.orgRoles) {
+    if (permissionsOf("Organization", role).includes(permission)) return { allow: true };
+  }
+  if (resource !== undefined && resource.type !== "Organization") {
+    const roles = grants.resourceRoles.get(`${resource.type}:${resource.id}`);
+    for (const role of roles ?? []) {
+      if (permissionsOf(resource.type, role).includes(permission)) return { allow: true };
+    }
+  }
+  return { allow: false, reason: `missing permission ${permission}` };
+}
+
+/** True when the grants hold the permission through any role on any resource of that type (for list filtering). */
+export function resourcesWith(grants: EffectiveGrants, type: ResourceType, permission: Permission): string[] {
+  const ids: string[] = [];
+  for (const [key, roles] of grants.resourceRoles) {
+    const [t, id] = key.split(":");
+    if (t !== type || id === undefined) continue;
+    for (const role of roles) if (permissionsOf(type, role).includes(permission)) ids.push(id);
+  }
+  return ids;
+}

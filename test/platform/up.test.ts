@@ -1,0 +1,102 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, chmodSync, existsSync, readFileSync, statSync, unlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Agent, request } from "undici";
+
+const MAIN = join(process.cwd(), "dist/src/cli/main.js");
+
+function startUp(dataDir: string): { child: ChildProcess; output: () => string } {
+  let out = "";
+  const child = spawn(process.execPath, [MAIN, "up", "--data-dir", dataDir, "--api-port", "0", "--gateway-port", "0", "--log-format", "json"], {
+    env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", HOME: dataDir },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+  child.stderr!.on("data", (c: Buffer) => (out += c.toString()));
+  return { child, output: () => out };
+}
+
+async function waitHealthy(dataDir: string, since: number, output: () => string, timeoutMs = 60_000): Promise<{ apiUrl: string; agent: Agent }> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const rt = join(dataDir, "runtime.json");
+    if (existsSync(rt) && statSync(rt).mtimeMs >= since) {
+      const { apiUrl } = JSON.parse(readFileSync(rt, "utf8")) as { apiUrl: string };
+      const agent = new Agent({ connect: { ca: readFileSync(join(dataDir, "tls", "ca.crt")) } });
+      try {
+        const r = await request(`${apiUrl}/healthz`, { dispatcher: agent });
+        await r.body.text();
+        if (r.statusCode === 200) return { apiUrl, agent };
+      } catch {
+        /* not yet */
+      }
+      await agent.close();
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`parhelion up did not become healthy:\n${output()}`);
+}
+
+function postmasterPid(dataDir: string): number | null {
+  const f = join(dataDir, "store", "pgdata", "postmaster.pid");
+  if (!existsSync(f)) return null;
+  return Number(readFileSync(f, "utf8").split("\n")[0]);
+}
+
+const alive = (pid: number) => existsSync(`/proc/${pid}`);
+
+test("parhelion up survives a kill -9 of itself: the next start reaps the orphan store and keeps the data", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "parhelion-up-"));
+  chmodSync(dataDir, 0o711);
+  const procs: ChildProcess[] = [];
+  try {
+    let t0 = Date.now();
+    const first = startUp(dataDir);
+    procs.push(first.child);
+    const a = await waitHealthy(dataDir, t0, first.output);
+    const keyFile = join(dataDir, "bootstrap", "owner-api-key");
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+    const key = readFileSync(keyFile, "utf8").trim();
+    assert.ok(!first.output().includes(key), "the owner key is never printed");
+    assert.ok(first.output().includes(keyFile), "its path is printed");
+    const created = await request(`${a.apiUrl}/v1/teams`, { method: "POST", dispatcher: a.agent, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ name: "survivor" }) });
+    assert.equal(created.statusCode, 200);
+    await created.body.text();
+    await a.agent.close();
+    const pgPid = postmasterPid(dataDir);
+    assert.ok(pgPid && alive(pgPid));
+
+    first.child.kill("SIGKILL");
+    await new Promise((r) => first.child.once("exit", r));
+    assert.ok(alive(pgPid!), "the store outlives a kill -9 of parhelion (an orphan)");
+
+    unlinkSync(join(dataDir, "runtime.json"));
+    t0 = Date.now();
+    const second = startUp(dataDir);
+    procs.push(second.child);
+    const b = await waitHealthy(dataDir, t0, second.output);
+    assert.ok(!alive(pgPid!), "the orphan was shut down");
+    assert.ok(!existsSync(join(dataDir, "bootstrap", "owner-api-key")) || readFileSync(keyFile, "utf8").trim() === key, "no second bootstrap");
+    const teams = await request(`${b.apiUrl}/v1/teams`, { dispatcher: b.agent, headers: { authorization: `Bearer ${key}` } });
+    const body = (await teams.body.json()) as Array<{ name: string }>;
+    assert.deepEqual(body.map((t) => t.name), ["survivor"]);
+    await b.agent.close();
+
+    const stopped = Date.now();
+    const newPg = postmasterPid(dataDir);
+    second.child.kill("SIGTERM");
+    const code = await new Promise((r) => second.child.once("exit", (c) => r(c)));
+    assert.equal(code, 0);
+    assert.ok(Date.now() - stopped < 10_000, "stops within 10 s");
+    assert.ok(newPg && !alive(newPg), "the store stopped with parhelion");
+  } finally {
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+    const pid = postmasterPid(dataDir);
+    if (pid && alive(pid)) process.kill(pid, "SIGQUIT");
+    await new Promise((r) => setTimeout(r, 300));
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
