@@ -111,7 +111,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     stack.push({ name: "audit", stop: () => audit.close() });
     await bootstrapOrganization(db, cfg, audit, logger, clock);
 
-    const tls = ensureTlsMaterial({ dir: join(cfg.dataDir, "tls"), hosts: [cfg.host], certFile: cfg.tlsCert, keyFile: cfg.tlsKey });
+    const tls = await ensureTlsMaterial({ dir: join(cfg.dataDir, "tls"), hosts: [cfg.host], certFile: cfg.tlsCert, keyFile: cfg.tlsKey });
     const apiKeys = new ApiKeyAuthenticator(db, clock);
     stack.push({ name: "apiKeys", stop: () => apiKeys.flush() });
     const throttle = new LoginThrottle({ threshold: cfg.lockoutThreshold, lockoutSeconds: cfg.lockoutSeconds, clock });

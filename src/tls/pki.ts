@@ -1,9 +1,14 @@
-import { X509Certificate, createHash, createPrivateKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from "node:crypto";
+// @peculiar/x509's dependency tsyringe throws at load time without a Reflect metadata polyfill;
+// this import must stay ahead of the @peculiar/x509 one.
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
+import { KeyObject, X509Certificate, createPrivateKey, randomBytes, webcrypto } from "node:crypto";
 import { closeSync, chmodSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
-import { isIP, isIPv4 } from "node:net";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import { ParhelionError } from "../lib/errors.js";
-import { bits, bool, children, explicit, implicit, octets, oid, read, seq, set, smallInt, time, uint, utf8, type Der } from "./der.js";
+
+x509.cryptoProvider.set(webcrypto);
 
 /** A PEM certificate and its PEM (PKCS#8) private key. */
 export interface CertAndKey {
@@ -44,18 +49,6 @@ export interface TlsMaterial extends CertAndKey {
   keyFile: string;
 }
 
-const OID = {
-  ecdsaWithSHA256: "1.2.840.10045.4.3.2",
-  commonName: "2.5.4.3",
-  subjectKeyIdentifier: "2.5.29.14",
-  keyUsage: "2.5.29.15",
-  subjectAltName: "2.5.29.17",
-  basicConstraints: "2.5.29.19",
-  authorityKeyIdentifier: "2.5.29.35",
-  extKeyUsage: "2.5.29.37",
-  serverAuth: "1.3.6.1.5.5.7.3.1",
-} as const;
-
 /** Days before expiry at which ensureTlsMaterial issues a fresh server certificate. */
 export const RENEW_BEFORE_DAYS = 30;
 export const CA_VALID_DAYS = 3650;
@@ -74,43 +67,32 @@ function checkOptions(what: string, commonName: unknown, validDays: unknown): vo
   }
 }
 
-const name = (commonName: string): Der => seq(set(seq(oid(OID.commonName), utf8(commonName))));
-const algorithm = (): Der => seq(oid(OID.ecdsaWithSHA256));
-const extension = (id: string, critical: boolean, value: Der): Der => (critical ? seq(oid(id), bool(true), octets(value)) : seq(oid(id), octets(value)));
+/** The name CN=<commonName>, a UTF8String as RFC 5280 4.1.2.4 recommends. */
+const name = (commonName: string): x509.Name => new x509.Name([{ CN: [{ utf8String: commonName }] }]);
 
-/** 16 random bytes, positive and with a non-zero first byte so the INTEGER is exactly 16 bytes. */
-function serialNumber(): Buffer {
+/** 16 random bytes, positive and with a non-zero first byte so the INTEGER is exactly 16 bytes; as hex. */
+function serialNumber(): string {
   const b = randomBytes(16);
   b[0] = ((b[0] ?? 0) & 0x7f) | 0x40;
-  return b;
+  return b.toString("hex");
 }
 
-/** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's value. */
-function keyIdentifier(spki: Buffer): Buffer {
-  const [, subjectPublicKey] = children(read(spki).content);
-  if (!subjectPublicKey) throw new RangeError("malformed SubjectPublicKeyInfo");
-  return createHash("sha1").update(subjectPublicKey.content.subarray(1)).digest();
+const ECDSA_P256 = { name: "ECDSA", namedCurve: "P-256" } as const;
+/** Signatures are ecdsa-with-SHA256 whatever the curve of the signing key. */
+const SIGNING_ALGORITHM = { name: "ECDSA", hash: "SHA-256" } as const;
+
+function newKey(): Promise<webcrypto.CryptoKeyPair> {
+  return webcrypto.subtle.generateKey(ECDSA_P256, true, ["sign", "verify"]);
 }
 
-function newKey(): { privateKey: KeyObject; spki: Buffer; keyPem: string } {
-  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-  return { privateKey, spki: publicKey.export({ type: "spki", format: "der" }), keyPem: privateKey.export({ type: "pkcs8", format: "pem" }).toString() };
+/** The PKCS#8 PEM form of a WebCrypto private key, exactly as node:crypto writes it. */
+function keyPem(key: webcrypto.CryptoKey): string {
+  return KeyObject.from(key).export({ type: "pkcs8", format: "pem" }).toString();
 }
 
-function buildCertificate(p: { issuer: Der; subject: Der; spki: Buffer; notBefore: Date; notAfter: Date; extensions: Der[]; signer: KeyObject }): string {
-  const tbs = seq(
-    explicit(0, smallInt(2)), // v3
-    uint(serialNumber()),
-    algorithm(),
-    p.issuer,
-    seq(time(p.notBefore), time(p.notAfter)),
-    p.subject,
-    p.spki,
-    explicit(3, seq(...p.extensions)),
-  );
-  const signature = sign("sha256", tbs, { key: p.signer, dsaEncoding: "der" });
-  const der = seq(tbs, algorithm(), bits(signature));
-  return `-----BEGIN CERTIFICATE-----\n${der.toString("base64").replace(/.{1,64}/g, "$&\n")}-----END CERTIFICATE-----\n`;
+/** PEM as node:crypto writes it (64-column base64, trailing newline). */
+function certPem(cert: x509.X509Certificate): string {
+  return new X509Certificate(Buffer.from(cert.rawData)).toString();
 }
 
 function validity(validDays: number, now: Date): { notBefore: Date; notAfter: Date } {
@@ -118,42 +100,40 @@ function validity(validDays: number, now: Date): { notBefore: Date; notAfter: Da
 }
 
 /** Creates a self-signed ECDSA P-256 certificate authority. */
-export function createCA(opts: CreateCAOptions, now: Date = new Date()): CertAndKey {
+export async function createCA(opts: CreateCAOptions, now: Date = new Date()): Promise<CertAndKey> {
   checkOptions("createCA", opts?.commonName, opts?.validDays);
-  const key = newKey();
-  const subject = name(opts.commonName);
-  const certPem = buildCertificate({
-    issuer: subject,
-    subject,
-    spki: key.spki,
+  const keys = await newKey();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serialNumber(),
+    name: name(opts.commonName),
+    keys,
     ...validity(opts.validDays, now),
-    signer: key.privateKey,
+    signingAlgorithm: SIGNING_ALGORITHM,
     extensions: [
-      extension(OID.basicConstraints, true, seq(bool(true))),
-      extension(OID.keyUsage, true, bits(Buffer.from([0x06]), 1)), // keyCertSign(5), cRLSign(6)
-      extension(OID.subjectKeyIdentifier, false, octets(keyIdentifier(key.spki))),
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return { certPem, keyPem: key.keyPem };
+  return { certPem: certPem(cert), keyPem: keyPem(keys.privateKey) };
 }
 
-/** The 4- or 16-byte form of an IP address for an iPAddress GeneralName (RFC 5280 4.2.1.6). */
-function ipBytes(ip: string): Buffer {
-  if (isIPv4(ip)) return Buffer.from(ip.split(".").map(Number));
-  if (isIP(ip) !== 6) throw new ParhelionError("ERR_CONFIG", `"${ip}" is not an IP address`);
-  let s = ip;
-  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s);
-  if (v4) {
-    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
-    s = s.slice(0, v4.index) + ((a << 8) | b).toString(16) + ":" + ((c << 8) | d).toString(16);
+/**
+ * The canonical text of an IP address for an iPAddress GeneralName. IPv6 goes through the WHATWG URL
+ * parser, which turns an embedded dotted IPv4 tail (::ffff:10.0.0.1) into hex groups that
+ * @peculiar/x509's IPv6 parser reads correctly; a zone ID (fe80::1%eth0) has no place in a certificate.
+ */
+function canonicalIp(ip: string): string {
+  const family = isIP(ip);
+  if (family === 4) return ip;
+  if (family === 6) {
+    try {
+      return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+    } catch {
+      // a zone ID, which URL rejects
+    }
   }
-  const [head = "", tail] = s.split("::");
-  const h = head === "" ? [] : head.split(":");
-  const t = tail === undefined || tail === "" ? [] : tail.split(":");
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill("0"), ...t];
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
-  return out;
+  throw new ParhelionError("ERR_CONFIG", `"${ip}" is not an IP address`);
 }
 
 const DNS_NAME = /^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$/;
@@ -164,8 +144,11 @@ function checkDnsName(n: string): string {
   return lower;
 }
 
+/** WebCrypto names of the curves an ECDSA CA key may use. */
+const CURVES: Record<string, string> = { prime256v1: "P-256", secp384r1: "P-384", secp521r1: "P-521" };
+
 /** Issues an ECDSA P-256 TLS server certificate signed by the CA. */
-export function issueServerCert(ca: CertAndKey, opts: IssueServerCertOptions, now: Date = new Date()): CertAndKey {
+export async function issueServerCert(ca: CertAndKey, opts: IssueServerCertOptions, now: Date = new Date()): Promise<CertAndKey> {
   checkOptions("issueServerCert", opts?.commonName, opts?.validDays);
   if (!Array.isArray(opts.dnsNames) || !Array.isArray(opts.ipAddresses) || opts.dnsNames.length + opts.ipAddresses.length === 0) {
     throw new TypeError("issueServerCert: dnsNames and ipAddresses must be arrays, together naming at least one host");
@@ -173,31 +156,35 @@ export function issueServerCert(ca: CertAndKey, opts: IssueServerCertOptions, no
   const caCert = new X509Certificate(ca.certPem);
   const caKey = createPrivateKey(ca.keyPem);
   if (!caCert.ca || !caCert.checkPrivateKey(caKey)) throw new TypeError("issueServerCert: ca is not a CA certificate with its private key");
-  // The issuer must be the CA's subject byte for byte; take it from the CA certificate itself.
-  const [tbs] = children(read(caCert.raw).content);
-  const fields = children(tbs?.content ?? Buffer.alloc(0));
-  const caSubject = fields[5]?.raw;
-  const caSpki = fields[6]?.raw;
-  if (!caSubject || !caSpki) throw new TypeError("issueServerCert: malformed CA certificate");
+  const namedCurve = caKey.asymmetricKeyType === "ec" ? CURVES[caKey.asymmetricKeyDetails?.namedCurve ?? ""] : undefined;
+  if (namedCurve === undefined) throw new TypeError("issueServerCert: the CA key must be an ECDSA P-256, P-384 or P-521 key");
+  const signingKey = await webcrypto.subtle.importKey("pkcs8", caKey.export({ type: "pkcs8", format: "der" }), { name: "ECDSA", namedCurve }, false, ["sign"]);
+  const issuer = new x509.X509Certificate(caCert.raw);
 
-  const san = seq(...opts.dnsNames.map((d) => implicit(2, Buffer.from(checkDnsName(d), "ascii"))), ...opts.ipAddresses.map((ip) => implicit(7, ipBytes(ip))));
-  const key = newKey();
-  const certPem = buildCertificate({
-    issuer: Buffer.from(caSubject),
+  const sans: x509.JsonGeneralNames = [
+    ...opts.dnsNames.map((d) => ({ type: "dns" as const, value: checkDnsName(d) })),
+    ...opts.ipAddresses.map((ip) => ({ type: "ip" as const, value: canonicalIp(ip) })),
+  ];
+  const keys = await newKey();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serialNumber(),
+    // The issuer is the CA's subject as the CA certificate encodes it.
+    issuer: issuer.subjectName,
     subject: name(opts.commonName),
-    spki: key.spki,
+    publicKey: keys.publicKey,
+    signingKey,
     ...validity(opts.validDays, now),
-    signer: caKey,
+    signingAlgorithm: SIGNING_ALGORITHM,
     extensions: [
-      extension(OID.basicConstraints, true, seq()),
-      extension(OID.keyUsage, true, bits(Buffer.from([0x80]), 7)), // digitalSignature(0)
-      extension(OID.extKeyUsage, false, seq(oid(OID.serverAuth))),
-      extension(OID.subjectAltName, false, san),
-      extension(OID.subjectKeyIdentifier, false, octets(keyIdentifier(key.spki))),
-      extension(OID.authorityKeyIdentifier, false, seq(implicit(0, keyIdentifier(Buffer.from(caSpki))))),
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.SubjectAlternativeNameExtension(sans),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await x509.AuthorityKeyIdentifierExtension.create(issuer.publicKey),
     ],
   });
-  return { certPem, keyPem: key.keyPem };
+  return { certPem: certPem(cert), keyPem: keyPem(keys.privateKey) };
 }
 
 /** SHA-256 fingerprint of a PEM certificate, as colon-separated hex (the form `openssl x509 -fingerprint` prints). */
@@ -289,7 +276,7 @@ function covers(cert: X509Certificate, hosts: string[]): boolean {
  * server certificate it issues for `hosts` plus localhost, 127.0.0.1 and ::1, issued again when it
  * expires within 30 days, no longer covers the hosts, or was not issued by the CA.
  */
-export function ensureTlsMaterial(opts: EnsureTlsMaterialOptions): TlsMaterial {
+export async function ensureTlsMaterial(opts: EnsureTlsMaterialOptions): Promise<TlsMaterial> {
   const now = opts.now?.() ?? new Date();
   if ((opts.certFile === undefined) !== (opts.keyFile === undefined)) {
     throw new ParhelionError("ERR_CONFIG", "a TLS certificate file and key file must be given together");
@@ -309,7 +296,7 @@ export function ensureTlsMaterial(opts: EnsureTlsMaterialOptions): TlsMaterial {
     throw new ParhelionError("ERR_CONFIG", `${caFile} and ${caKeyFile} are missing one another, unreadable or do not match; restore them, or remove both to have parhelion create a new CA (clients must then trust the new ca.crt)`);
   }
   if (ca === "missing" || ca.cert.validToDate.getTime() <= now.getTime()) {
-    const made = createCA({ commonName: "parhelion CA", validDays: CA_VALID_DAYS }, now);
+    const made = await createCA({ commonName: "parhelion CA", validDays: CA_VALID_DAYS }, now);
     writeFileAtomic(caKeyFile, made.keyPem, 0o600);
     writeFileAtomic(caFile, made.certPem, 0o644);
     ca = { pair: made, cert: new X509Certificate(made.certPem), key: createPrivateKey(made.keyPem) };
@@ -329,7 +316,7 @@ export function ensureTlsMaterial(opts: EnsureTlsMaterialOptions): TlsMaterial {
   } else {
     const ipAddresses = requested.filter((h) => isIP(h));
     const dnsNames = requested.filter((h) => !isIP(h));
-    pair = issueServerCert(ca.pair, { commonName: dnsNames.find((d) => d !== "localhost") ?? "localhost", dnsNames, ipAddresses, validDays: SERVER_VALID_DAYS }, now);
+    pair = await issueServerCert(ca.pair, { commonName: dnsNames.find((d) => d !== "localhost") ?? "localhost", dnsNames, ipAddresses, validDays: SERVER_VALID_DAYS }, now);
     writeFileAtomic(keyFile, pair.keyPem, 0o600);
     writeFileAtomic(certFile, pair.certPem, 0o644);
   }

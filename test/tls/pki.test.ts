@@ -46,8 +46,8 @@ function mode(path: string): number {
   return statSync(path).mode & 0o777;
 }
 
-function assertConfigError(fn: () => unknown, message: RegExp): void {
-  assert.throws(fn, (err: unknown) => {
+async function assertConfigError(fn: () => Promise<unknown>, message: RegExp): Promise<void> {
+  await assert.rejects(fn, (err: unknown) => {
     assert.ok(err instanceof ParhelionError, `expected ParhelionError, got ${String(err)}`);
     assert.equal(err.code, "ERR_CONFIG");
     assert.match(err.message, message);
@@ -58,7 +58,7 @@ function assertConfigError(fn: () => unknown, message: RegExp): void {
 test("a client trusting only ca.crt connects with hostname verification for localhost and 127.0.0.1", async () => {
   const dir = tempDir();
   try {
-    const m = ensureTlsMaterial({ dir, hosts: [] });
+    const m = await ensureTlsMaterial({ dir, hosts: [] });
     assert.ok(m.caFile && m.caPem);
     const ca = readFileSync(m.caFile, "utf8");
     await withServer(m, async (port) => {
@@ -76,8 +76,8 @@ test("a client trusting only ca.crt connects with hostname verification for loca
 test("a client trusting a different CA refuses the server", async () => {
   const dir = tempDir();
   try {
-    const m = ensureTlsMaterial({ dir, hosts: [] });
-    const other = createCA({ commonName: "someone else's CA", validDays: 30 });
+    const m = await ensureTlsMaterial({ dir, hosts: [] });
+    const other = await createCA({ commonName: "someone else's CA", validDays: 30 });
     await withServer(m, async (port) => {
       await assert.rejects(get(port, other.certPem, "localhost"), { code: "UNABLE_TO_VERIFY_LEAF_SIGNATURE" });
       await assert.rejects(get(port, m.certPem, "localhost"), "the leaf alone is not a trust anchor");
@@ -87,9 +87,9 @@ test("a client trusting a different CA refuses the server", async () => {
   }
 });
 
-test("certificates carry the required extensions and OpenSSL accepts the chain for TLS server use", () => {
-  const ca = createCA({ commonName: "Test CA", validDays: 30 });
-  const leaf = issueServerCert(ca, { commonName: "db.example", dnsNames: ["db.example", "localhost"], ipAddresses: ["127.0.0.1", "::1", "10.0.0.7"], validDays: 10 });
+test("certificates carry the required extensions and OpenSSL accepts the chain for TLS server use", async () => {
+  const ca = await createCA({ commonName: "Test CA", validDays: 30 });
+  const leaf = await issueServerCert(ca, { commonName: "db.example", dnsNames: ["db.example", "localhost"], ipAddresses: ["127.0.0.1", "::1", "10.0.0.7"], validDays: 10 });
   const caCert = new X509Certificate(ca.certPem);
   const leafCert = new X509Certificate(leaf.certPem);
   assert.equal(caCert.ca, true);
@@ -99,7 +99,7 @@ test("certificates carry the required extensions and OpenSSL accepts the chain f
   assert.equal(leafCert.publicKey.asymmetricKeyDetails?.namedCurve, "prime256v1");
   assert.deepEqual(leafCert.keyUsage, ["1.3.6.1.5.5.7.3.1"], "serverAuth EKU");
   assert.equal(leafCert.serialNumber.length, 32, "16-byte serial");
-  const again = issueServerCert(ca, { commonName: "db.example", dnsNames: ["db.example"], ipAddresses: [], validDays: 10 });
+  const again = await issueServerCert(ca, { commonName: "db.example", dnsNames: ["db.example"], ipAddresses: [], validDays: 10 });
   assert.notEqual(new X509Certificate(again.certPem).serialNumber, leafCert.serialNumber, "serials are random");
   for (const ip of ["127.0.0.1", "::1", "10.0.0.7"]) assert.equal(leafCert.checkIP(ip), ip);
   assert.equal(leafCert.checkHost("db.example"), "db.example");
@@ -129,14 +129,14 @@ test("certificates carry the required extensions and OpenSSL accepts the chain f
   }
 });
 
-test("a second call reuses the CA and server certificate; files are 0600 keys in a 0700 directory", () => {
+test("a second call reuses the CA and server certificate; files are 0600 keys in a 0700 directory", async () => {
   const root = tempDir();
   const dir = join(root, "tls");
   try {
     mkdirSync(dir, { mode: 0o755 });
     chmodSync(dir, 0o755); // a loose pre-existing directory is tightened
-    const first = ensureTlsMaterial({ dir, hosts: ["db.internal"] });
-    const second = ensureTlsMaterial({ dir, hosts: ["db.internal"] });
+    const first = await ensureTlsMaterial({ dir, hosts: ["db.internal"] });
+    const second = await ensureTlsMaterial({ dir, hosts: ["db.internal"] });
     assert.equal(fingerprint(second.certPem), fingerprint(first.certPem));
     assert.equal(second.keyPem, first.keyPem);
     assert.equal(fingerprint(second.caPem!), fingerprint(first.caPem!));
@@ -153,11 +153,11 @@ test("a second call reuses the CA and server certificate; files are 0600 keys in
   }
 });
 
-test("changed hosts get a new server certificate from the same CA; covered hosts keep the old one", () => {
+test("changed hosts get a new server certificate from the same CA; covered hosts keep the old one", async () => {
   const dir = tempDir();
   try {
-    const first = ensureTlsMaterial({ dir, hosts: [] });
-    const second = ensureTlsMaterial({ dir, hosts: ["db.internal", "10.1.2.3", "fd00::5"] });
+    const first = await ensureTlsMaterial({ dir, hosts: [] });
+    const second = await ensureTlsMaterial({ dir, hosts: ["db.internal", "10.1.2.3", "fd00::5"] });
     assert.notEqual(fingerprint(second.certPem), fingerprint(first.certPem));
     assert.equal(fingerprint(second.caPem!), fingerprint(first.caPem!), "same CA");
     const cert = new X509Certificate(second.certPem);
@@ -167,22 +167,22 @@ test("changed hosts get a new server certificate from the same CA; covered hosts
     assert.ok(cert.checkIP("fd00::5"));
     assert.equal(cert.checkHost("localhost"), "localhost");
     // A subset of what the certificate already covers needs no new one.
-    const third = ensureTlsMaterial({ dir, hosts: ["DB.internal"] });
+    const third = await ensureTlsMaterial({ dir, hosts: ["DB.internal"] });
     assert.equal(fingerprint(third.certPem), fingerprint(second.certPem));
-    assertConfigError(() => ensureTlsMaterial({ dir, hosts: ["not a host name"] }), /not a host name/);
+    await assertConfigError(() => ensureTlsMaterial({ dir, hosts: ["not a host name"] }), /not a host name/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
-test("a server certificate expiring within 30 days is issued again, by the same CA", () => {
+test("a server certificate expiring within 30 days is issued again, by the same CA", async () => {
   const dir = tempDir();
   try {
-    const first = ensureTlsMaterial({ dir, hosts: [] });
+    const first = await ensureTlsMaterial({ dir, hosts: [] });
     const validTo = new X509Certificate(first.certPem).validToDate.getTime();
-    const at31 = ensureTlsMaterial({ dir, hosts: [], now: () => new Date(validTo - 31 * DAY) });
+    const at31 = await ensureTlsMaterial({ dir, hosts: [], now: () => new Date(validTo - 31 * DAY) });
     assert.equal(fingerprint(at31.certPem), fingerprint(first.certPem), "31 days left: kept");
-    const at29 = ensureTlsMaterial({ dir, hosts: [], now: () => new Date(validTo - 29 * DAY) });
+    const at29 = await ensureTlsMaterial({ dir, hosts: [], now: () => new Date(validTo - 29 * DAY) });
     assert.notEqual(fingerprint(at29.certPem), fingerprint(first.certPem), "29 days left: renewed");
     assert.equal(fingerprint(at29.caPem!), fingerprint(first.caPem!));
     assert.ok(new X509Certificate(at29.certPem).validToDate.getTime() > validTo);
@@ -191,52 +191,52 @@ test("a server certificate expiring within 30 days is issued again, by the same 
   }
 });
 
-test("operator certificate files: used as given when valid, ERR_CONFIG when mismatched, expired, unreadable or half given", () => {
+test("operator certificate files: used as given when valid, ERR_CONFIG when mismatched, expired, unreadable or half given", async () => {
   const dir = tempDir();
   try {
-    const ca = createCA({ commonName: "operator CA", validDays: 30 });
-    const good = issueServerCert(ca, { commonName: "api.example", dnsNames: ["api.example"], ipAddresses: [], validDays: 30 });
-    const other = issueServerCert(ca, { commonName: "api.example", dnsNames: ["api.example"], ipAddresses: [], validDays: 30 });
-    const expired = issueServerCert(ca, { commonName: "api.example", dnsNames: ["api.example"], ipAddresses: [], validDays: 1 }, new Date(Date.now() - 3 * DAY));
+    const ca = await createCA({ commonName: "operator CA", validDays: 30 });
+    const good = await issueServerCert(ca, { commonName: "api.example", dnsNames: ["api.example"], ipAddresses: [], validDays: 30 });
+    const other = await issueServerCert(ca, { commonName: "api.example", dnsNames: ["api.example"], ipAddresses: [], validDays: 30 });
+    const expired = await issueServerCert(ca, { commonName: "api.example", dnsNames: ["api.example"], ipAddresses: [], validDays: 1 }, new Date(Date.now() - 3 * DAY));
     const f = (name: string, content: string): string => {
       writeFileSync(join(dir, name), content, { mode: 0o600 });
       return join(dir, name);
     };
     const cert = f("good.crt", good.certPem);
     const key = f("good.key", good.keyPem);
-    const m = ensureTlsMaterial({ dir: join(dir, "managed"), hosts: [], certFile: cert, keyFile: key });
+    const m = await ensureTlsMaterial({ dir: join(dir, "managed"), hosts: [], certFile: cert, keyFile: key });
     assert.equal(m.certPem, good.certPem);
     assert.equal(m.caPem, null);
     assert.equal(m.caFile, null);
     assert.equal(existsSync(join(dir, "managed")), false, "no CA is made when the operator brings a certificate");
 
-    assertConfigError(() => ensureTlsMaterial({ dir, hosts: [], certFile: cert, keyFile: f("other.key", other.keyPem) }), /does not match the certificate/);
-    assertConfigError(() => ensureTlsMaterial({ dir, hosts: [], certFile: f("old.crt", expired.certPem), keyFile: f("old.key", expired.keyPem) }), /expired/);
-    assertConfigError(() => ensureTlsMaterial({ dir, hosts: [], certFile: join(dir, "absent.crt"), keyFile: key }), /cannot read .*absent\.crt.*ENOENT/);
-    assertConfigError(() => ensureTlsMaterial({ dir, hosts: [], certFile: f("junk.crt", "not a certificate"), keyFile: key }), /does not hold a PEM certificate/);
-    assertConfigError(() => ensureTlsMaterial({ dir, hosts: [], certFile: cert }), /given together/);
+    await assertConfigError(() => ensureTlsMaterial({ dir, hosts: [], certFile: cert, keyFile: f("other.key", other.keyPem) }), /does not match the certificate/);
+    await assertConfigError(() => ensureTlsMaterial({ dir, hosts: [], certFile: f("old.crt", expired.certPem), keyFile: f("old.key", expired.keyPem) }), /expired/);
+    await assertConfigError(() => ensureTlsMaterial({ dir, hosts: [], certFile: join(dir, "absent.crt"), keyFile: key }), /cannot read .*absent\.crt.*ENOENT/);
+    await assertConfigError(() => ensureTlsMaterial({ dir, hosts: [], certFile: f("junk.crt", "not a certificate"), keyFile: key }), /does not hold a PEM certificate/);
+    await assertConfigError(() => ensureTlsMaterial({ dir, hosts: [], certFile: cert }), /given together/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
-test("a managed CA whose key no longer matches is an ERR_CONFIG, never silently replaced", () => {
+test("a managed CA whose key no longer matches is an ERR_CONFIG, never silently replaced", async () => {
   const dir = tempDir();
   try {
-    const first = ensureTlsMaterial({ dir, hosts: [] });
-    writeFileSync(join(dir, "ca.key"), createCA({ commonName: "x", validDays: 1 }).keyPem);
-    assertConfigError(() => ensureTlsMaterial({ dir, hosts: [] }), /do not match/);
+    const first = await ensureTlsMaterial({ dir, hosts: [] });
+    writeFileSync(join(dir, "ca.key"), (await createCA({ commonName: "x", validDays: 1 })).keyPem);
+    await assertConfigError(() => ensureTlsMaterial({ dir, hosts: [] }), /do not match/);
     assert.equal(readFileSync(join(dir, "ca.crt"), "utf8"), first.caPem, "ca.crt untouched");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
-test("misuse of createCA and issueServerCert is a TypeError", () => {
-  assert.throws(() => createCA({ commonName: "", validDays: 1 }), TypeError);
-  assert.throws(() => createCA({ commonName: "ok", validDays: 0 }), TypeError);
-  const ca = createCA({ commonName: "ok", validDays: 1 });
-  const leaf = issueServerCert(ca, { commonName: "x", dnsNames: ["x"], ipAddresses: [], validDays: 1 });
-  assert.throws(() => issueServerCert(leaf, { commonName: "y", dnsNames: ["y"], ipAddresses: [], validDays: 1 }), TypeError, "a leaf cannot issue");
-  assert.throws(() => issueServerCert(ca, { commonName: "y", dnsNames: [], ipAddresses: [], validDays: 1 }), TypeError);
+test("misuse of createCA and issueServerCert is a TypeError", async () => {
+  await assert.rejects(() => createCA({ commonName: "", validDays: 1 }), TypeError);
+  await assert.rejects(() => createCA({ commonName: "ok", validDays: 0 }), TypeError);
+  const ca = await createCA({ commonName: "ok", validDays: 1 });
+  const leaf = await issueServerCert(ca, { commonName: "x", dnsNames: ["x"], ipAddresses: [], validDays: 1 });
+  await assert.rejects(() => issueServerCert(leaf, { commonName: "y", dnsNames: ["y"], ipAddresses: [], validDays: 1 }), TypeError, "a leaf cannot issue");
+  await assert.rejects(() => issueServerCert(ca, { commonName: "y", dnsNames: [], ipAddresses: [], validDays: 1 }), TypeError);
 });
