@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { LogController, type FastifyInstance } from "fastify";
 import cookie from "@fastify/cookie";
 import { ParhelionError } from "../lib/errors.js";
 import type { Logger } from "../log/logger.js";
@@ -24,7 +24,7 @@ export async function buildApiServer(opts: ApiServerOptions): Promise<FastifyIns
   const routes = opts.routes ?? ROUTES;
   const app = Fastify({
     loggerInstance: opts.logger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     https: { cert: opts.tls.cert, key: opts.tls.key, minVersion: "TLSv1.2" },
     bodyLimit: opts.services.settings.bodyLimitBytes,
     genReqId: () => randomUUID(),

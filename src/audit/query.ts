@@ -72,7 +72,7 @@ export async function listAuditLogs(db: Db, q: AuditQuery): Promise<{ auditLogs:
     // and are shown to every organization's auditors.
     .where((eb) => eb.or([eb("org_id", "=", q.orgId.toLowerCase()), eb("org_id", "is", null)]));
   if (start) sel = sel.where("created_at", ">=", start);
-  if (end) sel = sel.where("created_at", "<", end);
+  if (end) sel = sel.where("created_at", "<=", end); // Helios: endDate is inclusive
   if (q.type !== undefined) sel = sel.where("type", "=", q.type);
   if (q.source !== undefined) sel = sel.where("source", "=", q.source);
   if (before !== undefined) sel = sel.where("seq", "<", before.toString());

@@ -21,8 +21,9 @@ function version(): string {
 /**
  * The whole command tree. Settings made here (exitOverride, output) are inherited by every subcommand
  * created with `.command()`, so commander never exits the process itself: main.ts maps its errors.
+ * `argv` only decides whether the `up` command loads its configuration options.
  */
-export function buildProgram(): Command {
+export async function buildProgram(argv: readonly string[]): Promise<Command> {
   const program = new Command("parhelion")
     .description("parhelion: self-hostable, secure-by-default managed PostgreSQL")
     .version(version(), "-V, --version")
@@ -31,7 +32,7 @@ export function buildProgram(): Command {
     .showSuggestionAfterError(true)
     .showHelpAfterError("(add --help for usage)")
     .addHelpText("after", `\n${exitCodeHelp()}\n\nEnvironment: PARHELION_API_URL, PARHELION_API_KEY and PARHELION_CA_FILE override the saved credentials;\nPARHELION_HOME moves credentials.json. Docs: docs/cli.md`);
-  registerUp(program);
+  await registerUp(program, argv.slice(2).includes("up"));
   registerLogin(program);
   registerOrg(program);
   registerUsers(program);

@@ -68,7 +68,12 @@ export function loadConfig(src: ConfigSources = {}): Config {
   }
   const cfg = { ...parsed.data };
   if (cfg.databaseUrlFile !== undefined) {
-    cfg.databaseUrl = readFileSync(resolve(cwd, cfg.databaseUrlFile), "utf8").trim();
+    try {
+      cfg.databaseUrl = readFileSync(resolve(cwd, cfg.databaseUrlFile), "utf8").trim();
+    } catch (err) {
+      throw new ParhelionError("ERR_CONFIG", `databaseUrlFile: cannot read ${cfg.databaseUrlFile}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
+    }
+    if (cfg.databaseUrl.length === 0) throw new ParhelionError("ERR_CONFIG", `databaseUrlFile: ${cfg.databaseUrlFile} is empty`);
   }
   cfg.dataDir = resolve(cwd, cfg.dataDir);
   return Object.freeze(cfg);

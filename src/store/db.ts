@@ -5,6 +5,7 @@ import { ParhelionError } from "../lib/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { Database, Db } from "./schema.js";
 import * as m0001 from "./migrations/0001_foundation.js";
+import * as m0002 from "./migrations/0002_audit_org_index.js";
 
 export type { Db, Database } from "./schema.js";
 
@@ -14,6 +15,7 @@ export type { Db, Database } from "./schema.js";
 /** Versioned migrations, applied in name order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
   "0001_foundation": m0001,
+  "0002_audit_org_index": m0002,
 };
 
 class StaticProvider implements MigrationProvider {
@@ -30,7 +32,7 @@ export interface OpenDbOptions {
 
 /** Opens a pooled Kysely handle on the metadata store. */
 export function openDb(opts: OpenDbOptions): { db: Db; pool: pg.Pool } {
-  const pool = new pg.Pool({ connectionString: opts.connectionString, max: opts.max ?? 10, idleTimeoutMillis: 30_000 });
+  const pool = new pg.Pool({ connectionString: opts.connectionString, max: opts.max ?? 10, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 10_000 });
   pool.on("error", (err) => opts.logger?.warn({ err: { message: err.message } }, "metadata store connection error"));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return { db, pool };

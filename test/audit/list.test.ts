@@ -84,7 +84,7 @@ test("userType maps actor.type: user Customer, apiKey Automation, system System,
   assert.equal(byReason.get("a57")?.userID, KEY);
 });
 
-test("list filters by type, source and date range (start inclusive, end exclusive)", async () => {
+test("list filters by type, source and date range (both ends inclusive, as in Helios)", async () => {
   const logins = await all({ orgId: ORG_A, type: "Login" });
   assert.equal(logins.length, 30);
   assert.ok(logins.every((r) => Number(r.slice(1)) % 2 === 0));
@@ -93,9 +93,9 @@ test("list filters by type, source and date range (start inclusive, end exclusiv
   assert.ok(api.every((r) => Number(r.slice(1)) % 3 === 0));
   const both = await all({ orgId: ORG_A, source: "API", type: "Login" });
   assert.deepEqual(both, ["a54", "a48", "a42", "a36", "a30", "a24", "a18", "a12", "a6", "a0"]);
-  // Days 10..19 (2024-01-11 .. 2024-01-20).
+  // Days 10..20 (2024-01-11 12:00 .. 2024-01-21 12:00, both ends included).
   const jan = await all({ orgId: ORG_A, startDate: "2024-01-11T12:00:00Z", endDate: "2024-01-21T12:00:00Z" });
-  assert.deepEqual(jan, ["a19", "a18", "a17", "a16", "a15", "a14", "a13", "a12", "a11", "a10"]);
+  assert.deepEqual(jan, ["a20", "a19", "a18", "a17", "a16", "a15", "a14", "a13", "a12", "a11", "a10"]);
   assert.deepEqual(await all({ orgId: ORG_A, startDate: "2024-01-01", endDate: "2024-01-02" }), ["a0"]);
   assert.deepEqual(await all({ orgId: ORG_A, startDate: "2024-02-29T13:00:00+01:00", endDate: "2024-03-01T00:00:00Z" }), ["a59"]);
   assert.deepEqual(await all({ orgId: ORG_B }), ["b4", "b3", "b2", "b1", "b0"]);

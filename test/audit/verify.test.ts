@@ -134,6 +134,17 @@ test("a first row that does not start from the genesis hash is a broken link", a
   assert.notDeepEqual(badPrev, GENESIS_HASH);
 });
 
+test("tampering: replacing the row just below the head is still reported", async () => {
+  await chainOf(6);
+  const forged = await forge(5, (await row(4)).hash, "forged");
+  await sql`delete from audit_log where seq = 5`.execute(store.db);
+  await store.db.insertInto("audit_log").values(forged).execute();
+  const v = await audit.verify();
+  assert.equal(v.ok, false);
+  assert.deepEqual(kinds(v), [["broken-link", "6"]]);
+  assert.match(v.problems[0]!.detail, /either row may have been replaced/);
+});
+
 test("verify walks in batches and gives the same answer at any batch size", async () => {
   await chainOf(25);
   await sql`update audit_log set reason = 'x' where seq = 10`.execute(store.db);

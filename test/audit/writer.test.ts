@@ -195,6 +195,17 @@ test("store unreachable (pool closed): record() resolves false, never throws, lo
   await audit.close();
 });
 
+test("a throwing clock or logger cannot make record() throw or hang", async () => {
+  const throwing = { warn: () => { throw new Error("log down"); }, error: () => { throw new Error("log down"); } } as unknown as ReturnType<typeof silentLogger>;
+  const badClock = createAuditLog({ db: store.db, logger: throwing, clock: () => { throw new Error("clock down"); } });
+  assert.equal(await badClock.record(ev()), false);
+  const { db, pool } = openDb({ connectionString: store.pg.connectionString, max: 1 });
+  await pool.end();
+  const deadStore = createAuditLog({ db, logger: throwing });
+  assert.deepEqual(await Promise.all([deadStore.record(ev()), deadStore.record(ev())]), [false, false]);
+  assert.deepEqual(await seqs(), []);
+});
+
 test("a writer picks up the chain head another writer left", async () => {
   const w1 = createAuditLog({ db: store.db, logger: silentLogger() });
   assert.equal(await w1.record(ev()), true);

@@ -65,6 +65,7 @@ test("the external store URL comes from the environment or a file", () => {
     assert.equal(loadConfig({ env: { PARHELION_DATABASE_URL: "postgres://a@b/c" }, cwd: dir }).databaseUrl, "postgres://a@b/c");
     writeFileSync(join(dir, "url"), "postgres://x@y/z\n");
     assert.equal(loadConfig({ env: { PARHELION_DATABASE_URL_FILE: join(dir, "url") }, cwd: dir }).databaseUrl, "postgres://x@y/z");
+    configError(() => loadConfig({ env: { PARHELION_DATABASE_URL_FILE: join(dir, "missing") }, cwd: dir }), /databaseUrlFile: cannot read/);
   });
 });
 

@@ -46,7 +46,15 @@ function postmasterPid(dataDir: string): number | null {
   return Number(readFileSync(f, "utf8").split("\n")[0]);
 }
 
-const alive = (pid: number) => existsSync(`/proc/${pid}`);
+/** Running, not a zombie (in a container nobody may reap an orphan's exit). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !/^\d+ \(.*\) Z/.test(stat);
+  } catch {
+    return false;
+  }
+}
 
 test("parhelion up survives a kill -9 of itself: the next start reaps the orphan store and keeps the data", async () => {
   const dataDir = mkdtempSync(join(tmpdir(), "parhelion-up-"));

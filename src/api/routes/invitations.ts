@@ -17,7 +17,7 @@ export const invitationRoutes = [
     method: "POST", path: "/v1/invitations", operationId: "createInvitation", tag: "Invitations", auditType: "UserInvite",
     summary: "Invites a person by email. The answer carries the single-use token once; hand it to them.", access: "invitations:write",
     body: z.object({ email: Email, teamIDs: z.array(Id).max(100).optional(), role: z.enum(ORG_ROLES).default("Member").describe("parhelion: organization role granted on acceptance."), message: z.string().max(2000).optional() }).strict(),
-    response: Invitation.extend({ token: z.string() }), status: 201,
+    response: Invitation.extend({ token: z.string() }),
     handler: async ({ body, principal, grants, services, audit }) => {
       if (body.role === "Owner" && !grants.orgRoles.has("Owner")) throw new ParhelionError("ERR_FORBIDDEN", "only an Owner invites an Owner");
       if (body.teamIDs && body.teamIDs.length > 0) {

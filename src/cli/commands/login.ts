@@ -1,4 +1,5 @@
-import { resolve } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { Option, type Command } from "commander";
 import { ApiClient } from "../client.js";
 import { formatOf } from "../context.js";
@@ -26,17 +27,32 @@ async function apiKeyOf(opts: LoginOpts): Promise<string> {
   throw usageError("no API key given", "use --api-key-file FILE, --api-key-stdin or PARHELION_API_KEY (a first start writes DIR/bootstrap/owner-api-key)");
 }
 
+/**
+ * DIR/runtime.json as `startPlatform` writes it ({apiUrl, caFile, pid, version}). Same format as
+ * platform.ts's readRuntime, read here without importing the platform (fastify, pg: ~1 s at start),
+ * and checked rather than cast.
+ */
+export function readRuntimeFile(dataDir: string): { apiUrl: string; caFile: string | null } | null {
+  const path = join(dataDir, "runtime.json");
+  if (!existsSync(path)) return null;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw usageError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  const rt = doc as { apiUrl?: unknown; caFile?: unknown } | null;
+  if (rt === null || typeof rt !== "object" || typeof rt.apiUrl !== "string" || (rt.caFile !== null && typeof rt.caFile !== "string")) {
+    throw usageError(`${path} is not a parhelion runtime file`);
+  }
+  return { apiUrl: rt.apiUrl, caFile: rt.caFile };
+}
+
 /** Where the API is: --url (+ --ca-file), else DIR/runtime.json written by a running `parhelion up`. */
-async function targetOf(opts: LoginOpts): Promise<{ url: string; caFile: string | null }> {
+function targetOf(opts: LoginOpts): { url: string; caFile: string | null } {
   const caFlag = opts.caFile ?? process.env["PARHELION_CA_FILE"];
   if (opts.url !== undefined) return { url: opts.url, caFile: caFlag ? resolve(caFlag) : null };
-  const { readRuntime } = await import("../../platform.js");
-  let rt: { apiUrl: string; caFile: string | null } | null;
-  try {
-    rt = readRuntime(resolve(opts.dataDir));
-  } catch (err) {
-    throw usageError(`cannot read ${resolve(opts.dataDir, "runtime.json")}: ${(err as Error).message}`);
-  }
+  const rt = readRuntimeFile(resolve(opts.dataDir));
   if (rt === null) {
     throw usageError(`no --url, and no runtime.json in ${resolve(opts.dataDir)}`, "is `parhelion up` running? pass --url and --ca-file, or --data-dir of the running server");
   }
@@ -55,7 +71,7 @@ export function registerLogin(program: Command): void {
       + "Credentials go to $PARHELION_HOME/credentials.json or ${XDG_CONFIG_HOME:-~/.config}/parhelion/credentials.json (mode 0600).")
     .action(async (opts: LoginOpts, cmd: Command) => {
       const format = formatOf(cmd);
-      const where = await targetOf(opts);
+      const where = targetOf(opts);
       const apiKey = await apiKeyOf(opts);
       const client = new ApiClient({ ...where, apiKey, keyFrom: "login" });
       let who: WhoAmI;

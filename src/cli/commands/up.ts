@@ -1,9 +1,12 @@
 import { Option, type Command } from "commander";
-import { describeConfig, loadConfig } from "../../config/load.js";
-import { SECRET_KEYS, envName, flagName, type Config } from "../../config/schema.js";
+import type { Config } from "../../config/schema.js";
 import { isParhelionError } from "../../lib/errors.js";
-import { createLogger } from "../../log/logger.js";
 import { CliError, EXIT, formatError, type ExitCode } from "../errors.js";
+
+// The configuration schema (zod, yaml) and the platform load only when `up` runs or shows its help:
+// every other command starts faster without them.
+type ConfigModules = [typeof import("../../config/load.js"), typeof import("../../config/schema.js")];
+const loadConfigModules = (): Promise<ConfigModules> => Promise.all([import("../../config/load.js"), import("../../config/schema.js")]);
 
 /** Grace period for a clean stop after SIGINT/SIGTERM. */
 export const STOP_TIMEOUT_MS = 10_000;
@@ -18,7 +21,8 @@ function die(err: CliError): never {
 }
 
 /** One option per configuration key (never for a secret), help text = description, default, env var. */
-export function configOptions(): Array<{ key: string; option: Option }> {
+export async function configOptions(): Promise<Array<{ key: string; option: Option }>> {
+  const [{ describeConfig }, { SECRET_KEYS, flagName }] = await loadConfigModules();
   return describeConfig()
     .filter((c) => !SECRET_KEYS.has(c.key))
     .map((c) => {
@@ -28,10 +32,16 @@ export function configOptions(): Array<{ key: string; option: Option }> {
     });
 }
 
-/** `parhelion up`: parse the configuration once, start the control plane, stop cleanly on a signal. */
-export function registerUp(program: Command): void {
+/**
+ * `parhelion up`: parse the configuration once, start the control plane, stop cleanly on a signal.
+ * With `full` false only a stub is registered (for the command list); main.ts passes true when argv names `up`.
+ */
+export async function registerUp(program: Command, full: boolean): Promise<void> {
   const up = program.command("up").description("Start the parhelion control plane in the foreground");
-  const options = configOptions();
+  if (!full) return;
+  const [{ loadConfig }, { SECRET_KEYS, envName, flagName }] = await loadConfigModules();
+  const { createLogger } = await import("../../log/logger.js");
+  const options = await configOptions();
   for (const { option } of options) up.addOption(option);
   up.option("--config <file>", "YAML configuration file (env: PARHELION_CONFIG; default: ./parhelion.yaml when present)");
   const secrets = [...SECRET_KEYS].map((k) => `  ${k}: a secret, never a flag: set ${envName(k)} or ${flagName(k)}-file FILE`).join("\n");
