@@ -26,6 +26,8 @@ export interface Platform {
   audit: AuditLog;
   store: EmbeddedPostgres | null;
   app: FastifyInstance;
+  /** Where this start wrote the first owner API key (null when the organization already existed). */
+  ownerKeyFile: string | null;
   /** Stops everything it started, in order: API, audit flush, pool, store. */
   stop(): Promise<void>;
 }
@@ -46,7 +48,7 @@ function writeSecretFile(path: string, content: string): void {
  * Creates the organization, its owner and an owner API key the first time the store is used. Serialized by
  * an advisory lock so two processes starting on one store bootstrap once.
  */
-async function bootstrapOrganization(db: Db, cfg: Config, audit: AuditLog, logger: Logger, clock: Clock): Promise<void> {
+async function bootstrapOrganization(db: Db, cfg: Config, audit: AuditLog, logger: Logger, clock: Clock): Promise<string | null> {
   const keyFile = join(cfg.dataDir, "bootstrap", "owner-api-key");
   const created = await db.transaction().execute(async (trx) => {
     await sql`SELECT pg_advisory_xact_lock(hashtext('parhelion.bootstrap'))`.execute(trx);
@@ -60,7 +62,7 @@ async function bootstrapOrganization(db: Db, cfg: Config, audit: AuditLog, logge
     const key = await createApiKey(trx, { orgId, name: "bootstrap owner key", role: "Owner", expiresAt, createdBy: owner.userID }, clock);
     return { orgId, owner, key };
   });
-  if (created === null) return;
+  if (created === null) return null;
   mkdirSync(join(cfg.dataDir, "bootstrap"), { recursive: true, mode: 0o700 });
   writeSecretFile(keyFile, created.key.token + "\n");
   await audit.record({
@@ -69,7 +71,7 @@ async function bootstrapOrganization(db: Db, cfg: Config, audit: AuditLog, logge
     attributes: { ownerUserID: created.owner.userID, apiKeyID: created.key.key.apiKeyID, apiKeyPrefix: created.key.key.prefix },
   });
   logger.info({ ownerEmail: created.owner.email }, `first start: owner API key written to ${keyFile} (mode 0600); it is shown nowhere else`);
-  process.stdout.write(`parhelion: owner API key written to ${keyFile}\n`);
+  return keyFile;
 }
 
 /** Starts the control plane: metadata store, migrations, bootstrap, TLS, audit, API. */
@@ -109,7 +111,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
 
     const audit = createAuditLog({ db, logger: logger.child({ component: "audit" }), clock });
     stack.push({ name: "audit", stop: () => audit.close() });
-    await bootstrapOrganization(db, cfg, audit, logger, clock);
+    const ownerKeyFile = await bootstrapOrganization(db, cfg, audit, logger, clock);
 
     const tls = await ensureTlsMaterial({ dir: join(cfg.dataDir, "tls"), hosts: [cfg.host], certFile: cfg.tlsCert, keyFile: cfg.tlsKey });
     const apiKeys = new ApiKeyAuthenticator(db, clock);
@@ -129,7 +131,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     ready = true;
     logger.info({ apiUrl, caFile: tls.caFile }, "parhelion is ready");
     void pool;
-    return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, stop: stopAll };
+    return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, ownerKeyFile, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, chmodSync, readFileSync } from "node:fs";
+import { mkdtempSync, rmSync, chmodSync, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, request } from "undici";
@@ -32,7 +32,9 @@ export async function startTestPlatform(opts: { env?: Record<string, string>; cl
     throw err;
   }
   const caPem = readFileSync(join(dataDir, "tls", "ca.crt"), "utf8");
-  const ownerKey = readFileSync(join(dataDir, "bootstrap", "owner-api-key"), "utf8").trim();
+  // Empty when another process on the same (external) store bootstrapped the organization.
+  const keyFile = join(dataDir, "bootstrap", "owner-api-key");
+  const ownerKey = existsSync(keyFile) ? readFileSync(keyFile, "utf8").trim() : "";
   const agent = new Agent({ connect: { ca: caPem }, pipelining: 0 });
   return {
     platform, dataDir, apiUrl: platform.apiUrl, caPem, ownerKey,

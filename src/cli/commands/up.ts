@@ -99,6 +99,7 @@ export async function registerUp(program: Command, full: boolean): Promise<void>
       }));
     }
     stop = () => platform.stop();
+    if (platform.ownerKeyFile !== null) process.stdout.write(`parhelion: first start: the owner API key is in ${platform.ownerKeyFile} (mode 0600; shown nowhere else)\n`);
     process.stdout.write(`parhelion is up: API ${platform.apiUrl}  CA file ${platform.caFile ?? "(operator certificate; system trust)"}\n`);
     if (signalled) {
       signalled = false;
