@@ -37,3 +37,19 @@ export function heliosUnsupported(field: string) {
 }
 
 export const IdResponse = (name: string) => z.object({ [name]: Id });
+
+/**
+ * Runs a keyset-paged list: decodes `nextToken` into the cursor the store expects (the previous page's last
+ * key), and sets `X-Next-Token` when the page is full.
+ */
+export async function pagedList<T>(
+  query: { limit: number; nextToken?: string | undefined },
+  reply: { header(name: string, value: string): unknown },
+  fetch: (page: { limit: number; after: string | undefined }) => Promise<T[]>,
+  keyOf: (row: T) => string,
+): Promise<T[]> {
+  const rows = await fetch({ limit: query.limit, after: decodeToken(query.nextToken, z.string()) });
+  const last = rows.at(-1);
+  if (rows.length === query.limit && last !== undefined) reply.header("x-next-token", encodeToken(keyOf(last)));
+  return rows;
+}

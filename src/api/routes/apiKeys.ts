@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { defineRoute } from "../route.js";
-import { Id, Name, PageQuery, encodeToken, decodeToken } from "../schemas.js";
+import { Id, Name, PageQuery, pagedList } from "../schemas.js";
 import { ParhelionError } from "../../lib/errors.js";
 import { ORG_ROLES } from "../../identity/types.js";
 import { createApiKey, getApiKey, listApiKeys, revokeApiKey } from "../../identity/index.js";
@@ -32,11 +32,7 @@ export const apiKeyRoutes = [
     summary: "API keys (prefix, creator, dates; never the key).", access: "apiKeys:read",
     query: z.object(PageQuery).strict(), response: z.array(ApiKey),
     handler: async ({ query, principal, services, reply }) => {
-      const after = decodeToken(query.nextToken, z.string());
-      const rows = await listApiKeys(services.db, principal!.orgId, { limit: query.limit, after }, services.clock);
-      const last = rows.at(-1);
-      if (rows.length === query.limit && last) reply.header("x-next-token", encodeToken(last.apiKeyID));
-      return rows;
+      return pagedList(query, reply, (page) => listApiKeys(services.db, principal!.orgId, page, services.clock), (k) => k.apiKeyID);
     },
   }),
   defineRoute({

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { defineRoute } from "../route.js";
-import { Id, Email, Name, PageQuery, encodeToken, decodeToken } from "../schemas.js";
+import { Id, Email, Name, PageQuery, pagedList } from "../schemas.js";
 import { ParhelionError } from "../../lib/errors.js";
 import { ORG_ROLES } from "../../identity/types.js";
 import { acceptInvitation, createInvitation, getInvitation, listInvitations, revokeInvitation } from "../../identity/index.js";
@@ -35,10 +35,7 @@ export const invitationRoutes = [
     summary: "Invitations, newest first.", access: "invitations:read",
     query: z.object({ ...PageQuery, state: z.enum(["Pending", "Accepted", "Refused", "Revoked"]).optional() }).strict(), response: z.array(Invitation),
     handler: async ({ query, principal, services, reply }) => {
-      const rows = await listInvitations(services.db, principal!.orgId, { limit: query.limit, after: decodeToken(query.nextToken, z.string()), state: query.state }, services.clock);
-      const last = rows.at(-1);
-      if (rows.length === query.limit && last) reply.header("x-next-token", encodeToken(last.invitationID));
-      return rows;
+      return pagedList(query, reply, (page) => listInvitations(services.db, principal!.orgId, { ...page, state: query.state }, services.clock), (i) => i.invitationID);
     },
   }),
   defineRoute({

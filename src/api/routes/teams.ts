@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { defineRoute } from "../route.js";
-import { Id, Name, Email, PageQuery, encodeToken, decodeToken } from "../schemas.js";
+import { Id, Name, Email, PageQuery, pagedList } from "../schemas.js";
 import { createTeam, deleteTeam, getTeam, listTeams, updateTeam } from "../../rbac/teams.js";
 import { listAccessControls, updateAccessControls } from "../../rbac/accessControls.js";
 import { identityRolesOfTeam } from "../../rbac/grants.js";
@@ -30,10 +30,7 @@ export const teamRoutes = [
     summary: "Teams of the organization, by name.", access: "teams:read",
     query: z.object(PageQuery).strict(), response: z.array(Team),
     handler: async ({ query, principal, services, reply }) => {
-      const rows = await listTeams(services.db, principal!.orgId, { limit: query.limit, after: decodeToken(query.nextToken, z.string()) });
-      const last = rows.at(-1);
-      if (rows.length === query.limit && last) reply.header("x-next-token", encodeToken(last.name));
-      return rows;
+      return pagedList(query, reply, (page) => listTeams(services.db, principal!.orgId, page), (t) => t.name);
     },
   }),
   defineRoute({

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { defineRoute } from "../route.js";
-import { Id, PageQuery, encodeToken, decodeToken } from "../schemas.js";
+import { Id, PageQuery, pagedList } from "../schemas.js";
 import { getUser, listUsers, removeUser } from "../../identity/index.js";
 import { assertNotLastOwner } from "../../rbac/accessControls.js";
 import { identityRolesOfUser } from "../../rbac/grants.js";
@@ -16,11 +16,7 @@ export const userRoutes = [
     query: z.object({ ...PageQuery, email: z.string().max(254).optional().describe("Exact email to find.") }).strict(),
     response: z.array(User),
     handler: async ({ query, principal, services, reply }) => {
-      const after = decodeToken(query.nextToken, z.string());
-      const rows = await listUsers(services.db, principal!.orgId, { limit: query.limit, after, email: query.email });
-      const last = rows.at(-1);
-      if (rows.length === query.limit && last) reply.header("x-next-token", encodeToken(last.email));
-      return rows;
+      return pagedList(query, reply, (page) => listUsers(services.db, principal!.orgId, { ...page, email: query.email }), (u) => u.userID);
     },
   }),
   defineRoute({
