@@ -11,10 +11,10 @@ import { EmbeddedPostgres } from "./store/embedded.js";
 import { openDb, migrate, type Db } from "./store/db.js";
 import { ensureTlsMaterial } from "./tls/index.js";
 import { createAuditLog, type AuditLog } from "./audit/index.js";
-import { ApiKeyAuthenticator, LoginThrottle, createApiKey, createUser, systemClock, type Clock } from "./identity/index.js";
+import { ApiKeyAuthenticator, LoginThrottle, OrganizationDirectory, createApiKey, createUser, systemClock, type Clock } from "./identity/index.js";
 import { grantOrgRole } from "./rbac/accessControls.js";
 import { buildApiServer } from "./api/server.js";
-import type { Services } from "./api/context.js";
+import { InflightTracker, type Services } from "./api/context.js";
 
 export const VERSION = "0.1.0";
 
@@ -117,13 +117,16 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     const apiKeys = new ApiKeyAuthenticator(db, clock);
     stack.push({ name: "apiKeys", stop: () => apiKeys.flush() });
     const throttle = new LoginThrottle({ threshold: cfg.lockoutThreshold, lockoutSeconds: cfg.lockoutSeconds, clock });
+    const inflight = new InflightTracker();
     const services: Services = {
-      db, audit, apiKeys, throttle, clock, logger,
-      settings: { sessionTtlSeconds: cfg.sessionTtlSeconds, invitationTtlSeconds: cfg.invitationTtlSeconds, bodyLimitBytes: cfg.bodyLimitBytes },
+      db, audit, apiKeys, throttle, clock, logger, inflight, orgs: new OrganizationDirectory(db, clock),
+      settings: { sessionTtlSeconds: cfg.sessionTtlSeconds, invitationTtlSeconds: cfg.invitationTtlSeconds, bodyLimitBytes: cfg.bodyLimitBytes, auditReads: cfg.auditReads },
     };
     const app = await buildApiServer({ services, logger, tls: { cert: tls.certPem, key: tls.keyPem }, ready: () => ready, version: VERSION });
     await app.listen({ host: cfg.host, port: cfg.apiPort });
-    stack.push({ name: "api", stop: () => app.close() });
+    // Closing the listener does not wait for handlers still running: wait for them (and their audit
+    // records) before the audit log and the store go away.
+    stack.push({ name: "api", stop: async () => { await app.close(); await inflight.idle(5000); } });
     const port = (app.server.address() as AddressInfo).port;
     const hostForUrl = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host === "0.0.0.0" ? "127.0.0.1" : cfg.host;
     const apiUrl = `https://${hostForUrl}:${port}`;

@@ -1,7 +1,7 @@
 import type { Db } from "../store/db.js";
 import type { Logger } from "../log/logger.js";
 import type { AuditLog } from "../audit/index.js";
-import type { ApiKeyAuthenticator, LoginThrottle } from "../identity/index.js";
+import type { ApiKeyAuthenticator, LoginThrottle, OrganizationDirectory } from "../identity/index.js";
 import type { Clock } from "../identity/types.js";
 
 /** What route handlers may use. Each is an interface from its own context. */
@@ -10,11 +10,47 @@ export interface Services {
   audit: AuditLog;
   apiKeys: ApiKeyAuthenticator;
   throttle: LoginThrottle;
+  orgs: Pick<OrganizationDirectory, "get" | "invalidate">;
+  /** Counts requests in flight so shutdown can wait for their audit records. */
+  inflight: InflightTracker;
   clock: Clock;
   logger: Logger;
   settings: {
     sessionTtlSeconds: number;
     invitationTtlSeconds: number;
     bodyLimitBytes: number;
+    /** "all": every authenticated read is audited; "failures": only reads that fail or are denied. */
+    auditReads: "all" | "failures";
   };
+}
+
+/** Requests being handled; `idle()` resolves when none is (or after the timeout). */
+export class InflightTracker {
+  private count = 0;
+  private waiters: Array<() => void> = [];
+
+  enter(): void {
+    this.count += 1;
+  }
+
+  exit(): void {
+    this.count -= 1;
+    if (this.count === 0) for (const w of this.waiters.splice(0)) w();
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  idle(timeoutMs: number): Promise<void> {
+    if (this.count === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, timeoutMs);
+      t.unref();
+      this.waiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
 }

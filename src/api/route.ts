@@ -106,7 +106,8 @@ async function authenticate(req: FastifyRequest, services: Services, method: Met
       throw err;
     }
   }
-  const cookie = req.cookies?.[SESSION_COOKIE];
+  const header = req.headers.cookie;
+  const cookie = header === undefined ? undefined : req.server.parseCookie(header)[SESSION_COOKIE];
   if (cookie !== undefined) {
     services.throttle.check({ source: ip });
     let s: Awaited<ReturnType<typeof authenticateSession>>;
@@ -153,6 +154,18 @@ export function registerRoutes(app: FastifyInstance, routes: readonly RouteSpec[
       method: spec.method,
       url,
       handler: async (req, reply) => {
+        services.inflight.enter();
+        try {
+          return await handle(spec, services, req, reply);
+        } finally {
+          services.inflight.exit();
+        }
+      },
+    });
+  }
+}
+
+async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
         const note: AuditNote = {};
         let principal: Principal | null = null;
         let status = spec.status ?? 200;
@@ -193,7 +206,8 @@ export function registerRoutes(app: FastifyInstance, routes: readonly RouteSpec[
           failure = error;
           status = error.status;
         }
-        if (attempted || MUTATING.has(spec.method)) {
+        const quietRead = !MUTATING.has(spec.method) && failure === undefined && services.settings.auditReads === "failures";
+        if ((attempted || MUTATING.has(spec.method)) && !quietRead) {
           const actor: AuditEvent["actor"] = note.actor ?? (principal
             ? { type: principal.kind === "apiKey" ? "apiKey" : "user", id: principal.kind === "apiKey" ? principal.apiKeyId : principal.userId, email: principal.email }
             : { type: "anonymous" });
@@ -214,7 +228,4 @@ export function registerRoutes(app: FastifyInstance, routes: readonly RouteSpec[
         if (failure) return sendProblem(req, reply, failure);
         if (result === undefined) return reply.code(status === 200 ? 204 : status).send();
         return reply.code(status).send(result);
-      },
-    });
-  }
 }

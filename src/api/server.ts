@@ -9,6 +9,14 @@ import { sendProblem, toParhelionError } from "./problem.js";
 import type { Services } from "./context.js";
 import { ROUTES } from "./routes/index.js";
 
+const SECURITY_HEADERS = {
+  "strict-transport-security": "max-age=31536000",
+  "x-content-type-options": "nosniff",
+  "x-frame-options": "DENY",
+  "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+  "referrer-policy": "no-referrer",
+} as const;
+
 export interface ApiServerOptions {
   services: Services;
   logger: Logger;
@@ -33,19 +41,17 @@ export async function buildApiServer(opts: ApiServerOptions): Promise<FastifyIns
     return503OnClosing: true,
     routerOptions: { maxParamLength: 200 },
   }) as unknown as FastifyInstance;
-  await app.register(cookie);
+  await app.register(cookie, { hook: false }); // parsed on demand: only session-authenticated requests need it
 
   app.addHook("onRequest", async (req, reply) => {
-    reply.header("x-request-id", String(req.id));
-    reply.header("strict-transport-security", "max-age=31536000");
-    reply.header("x-content-type-options", "nosniff");
-    reply.header("x-frame-options", "DENY");
-    reply.header("content-security-policy", "default-src 'none'; frame-ancestors 'none'");
-    reply.header("referrer-policy", "no-referrer");
+    reply.headers({ "x-request-id": String(req.id), ...SECURITY_HEADERS });
   });
+  const debug = opts.logger.isLevelEnabled("debug");
   app.addHook("onResponse", async (req, reply) => {
+    const failed = reply.statusCode >= 500;
+    if (!failed && !debug) return;
     const line = { reqId: req.id, method: req.method, url: req.routeOptions.url ?? "(unmatched)", status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
-    if (reply.statusCode >= 500) req.log.error(line, "request failed");
+    if (failed) req.log.error(line, "request failed");
     else req.log.debug(line, "request");
   });
 

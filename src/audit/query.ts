@@ -65,18 +65,29 @@ export async function listAuditLogs(db: Db, q: AuditQuery): Promise<{ auditLogs:
   const before = q.nextToken === undefined ? undefined : decodeNextToken(q.nextToken);
 
   // Every value is a bound parameter; nothing from the query is spliced into SQL text.
-  let sel = db
-    .selectFrom("audit_log")
-    .select(["seq", "id", "org_id", "created_at", "type", "source", "result", "actor_type", "actor_id", "actor_email", "resource_type", "resource_id", "source_ip", "request_id", "reason", "attributes"])
-    // Records without an organization (anonymous sign-in attempts, platform events) belong to the install
-    // and are shown to every organization's auditors.
-    .where((eb) => eb.or([eb("org_id", "=", q.orgId.toLowerCase()), eb("org_id", "is", null)]));
-  if (start) sel = sel.where("created_at", ">=", start);
-  if (end) sel = sel.where("created_at", "<=", end); // Helios: endDate is inclusive
-  if (q.type !== undefined) sel = sel.where("type", "=", q.type);
-  if (q.source !== undefined) sel = sel.where("source", "=", q.source);
-  if (before !== undefined) sel = sel.where("seq", "<", before.toString());
-  const rows = await sel.orderBy("seq", "desc").limit(limit + 1).execute();
+  // Records without an organization (anonymous sign-in attempts, platform events) belong to the install
+  // and are shown to every organization's auditors. The two sources are separate index-ordered branches
+  // (org_id, seq DESC) merged by a UNION ALL: an `org_id = $1 OR org_id IS NULL` filter makes the planner
+  // scan and sort the whole table once its statistics lag behind a fast-growing log.
+  const branch = (org: string | null) => {
+    let sel = db
+      .selectFrom("audit_log")
+      .select(["seq", "id", "org_id", "created_at", "type", "source", "result", "actor_type", "actor_id", "actor_email", "resource_type", "resource_id", "source_ip", "request_id", "reason", "attributes"])
+      .where("org_id", org === null ? "is" : "=", org);
+    if (start) sel = sel.where("created_at", ">=", start);
+    if (end) sel = sel.where("created_at", "<=", end); // Helios: endDate is inclusive
+    if (q.type !== undefined) sel = sel.where("type", "=", q.type);
+    if (q.source !== undefined) sel = sel.where("source", "=", q.source);
+    if (before !== undefined) sel = sel.where("seq", "<", before.toString());
+    return sel.orderBy("seq", "desc").limit(limit + 1);
+  };
+  const rows = await db
+    .selectFrom(branch(q.orgId.toLowerCase()).as("own"))
+    .selectAll()
+    .unionAll(db.selectFrom(branch(null).as("shared")).selectAll())
+    .orderBy("seq", "desc")
+    .limit(limit + 1)
+    .execute();
 
   const page = rows.slice(0, limit);
   const auditLogs: AuditLogView[] = page.map((r) => ({

@@ -215,6 +215,7 @@ export class ApiKeyAuthenticator {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly byId = new Map<string, string>();
   private readonly pending = new Set<Promise<void>>();
+  private readonly lookups = new Map<string, { epoch: number; promise: Promise<Principal> }>();
   private readonly maxEntries: number;
   private readonly revalidateMs: number;
   private readonly touchIntervalMs: number;
@@ -255,6 +256,21 @@ export class ApiKeyAuthenticator {
       return principal(hit);
     }
 
+    // Single flight: requests that find the same token stale share one lookup, unless a key was
+    // invalidated since it started (a revocation must fail the very next request).
+    const pending = this.lookups.get(cacheKey);
+    if (pending && pending.epoch === this.epoch) return pending.promise;
+    const promise = this.lookup(cacheKey, parsed, now, hit);
+    const flight = { epoch: this.epoch, promise };
+    this.lookups.set(cacheKey, flight);
+    try {
+      return await promise;
+    } finally {
+      if (this.lookups.get(cacheKey) === flight) this.lookups.delete(cacheKey);
+    }
+  }
+
+  private async lookup(cacheKey: string, parsed: { prefix: string; secret: Buffer }, now: number, hit: CacheEntry | undefined): Promise<Principal> {
     const epoch = this.epoch;
     const row = await this.db
       .selectFrom("api_keys as k")

@@ -49,3 +49,4 @@ export {
   type OnInvitationAccepted,
 } from "./invitations.js";
 export { LoginThrottle, type LoginThrottleOptions, type ThrottleSubject } from "./ratelimit.js";
+export { OrganizationDirectory, type OrganizationView } from "./organizations.js";

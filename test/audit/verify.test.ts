@@ -21,6 +21,9 @@ after(async () => {
 });
 beforeEach(async () => {
   await sql`truncate audit_log`.execute(store.db);
+  // A writer remembers the head it wrote; a fresh chain needs a fresh writer.
+  await audit.close();
+  audit = createAuditLog({ db: store.db, logger: silentLogger() });
 });
 
 async function chainOf(n: number): Promise<void> {
@@ -173,4 +176,14 @@ test("a deleted tail is not visible to the chain alone (covered later by signed 
   // Documented limitation: the head simply moves back. This test pins it so a future checkpoint test can flip it.
   assert.equal(v.ok, true);
   assert.equal(v.headSeq, "3");
+});
+
+test("a tail deleted while the platform runs is exposed by the next record, which still links to the removed head", async () => {
+  await chainOf(5);
+  await sql`delete from audit_log where seq >= 4`.execute(store.db);
+  assert.equal(await audit.record(ev({ reason: "after the deletion" })), true);
+  const v = await audit.verify();
+  assert.equal(v.ok, false);
+  assert.deepEqual(kinds(v), [["deleted", "4"]]);
+  assert.equal(v.headSeq, "6");
 });

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { defineRoute } from "../route.js";
 import { Id } from "../schemas.js";
-import { found, ParhelionError } from "../../lib/errors.js";
+import { ParhelionError } from "../../lib/errors.js";
 import { parseResourceType, roleDefinitions, RESOURCE_TYPES } from "../../rbac/roles.js";
 import { listAccessControls, updateAccessControls } from "../../rbac/accessControls.js";
 import { AccessControlAction, ResourceRoleView } from "./shared.js";
@@ -12,10 +12,7 @@ export const orgRoutes = [
   defineRoute({
     method: "GET", path: "/v1/organizations/current", operationId: "getCurrentOrganization", tag: "Organizations",
     summary: "The organization the caller belongs to.", access: "org:read", response: Organization,
-    handler: async ({ services, principal }) => {
-      const org = found(await services.db.selectFrom("organizations").selectAll().where("id", "=", principal!.orgId).executeTakeFirst(), "organization");
-      return { orgID: org.id, name: org.name, createdAt: new Date(org.created_at).toISOString() };
-    },
+    handler: async ({ services, principal }) => services.orgs.get(principal!.orgId),
   }),
   defineRoute({
     method: "GET", path: "/v1/roles/{resourceType}", operationId: "listRoles", tag: "Roles",

@@ -1,9 +1,9 @@
 // Rough throughput of StoreAuditLog against a real store (not a test; run by hand):
-//   node dist/test/audit/throughput.js [records=50000] [concurrency=4000]
+//   node dist/bench/audit-throughput.js [records=50000] [concurrency=4000]
 // Keeps `concurrency` record() calls in flight, as a busy API would.
-import { startTestStore } from "../support/pg.js";
-import { createAuditLog } from "../../src/audit/index.js";
-import { ev, silentLogger } from "./helpers.js";
+import { startTestStore } from "../test/support/pg.js";
+import { createAuditLog } from "../src/audit/index.js";
+import { ev, silentLogger } from "../test/audit/helpers.js";
 
 const total = Number(process.argv[2] ?? 50_000);
 const inFlight = Number(process.argv[3] ?? 4_000);
