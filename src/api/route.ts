@@ -80,6 +80,10 @@ function parse<T extends z.ZodType | undefined>(schema: T, value: unknown, where
     if (where === "body" && value !== undefined && value !== null && !(typeof value === "object" && Object.keys(value as object).length === 0)) {
       throw new ParhelionError("ERR_UNKNOWN_FIELD", "this operation takes no request body");
     }
+    if (where === "query parameter" && value !== null && typeof value === "object" && Object.keys(value).length > 0) {
+      const keys = Object.keys(value);
+      throw new ParhelionError("ERR_UNKNOWN_FIELD", `unknown query parameter${keys.length > 1 ? "s" : ""}: ${keys.join(", ")}`, { details: { fields: keys } });
+    }
     return undefined;
   }
   const r = schema.safeParse(value);

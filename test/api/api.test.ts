@@ -87,6 +87,32 @@ describe("bad input gets a typed 4xx and changes nothing", () => {
     assert.equal(await count("teams"), before);
   });
 
+  test("unknown query parameters are rejected, naming them", async () => {
+    const r = await tp.call("GET", "/v1/organizations/current?color=red");
+    assert.equal(r.status, 400);
+    assert.equal(r.body.code, "ERR_UNKNOWN_FIELD");
+    assert.match(r.body.message, /color/);
+    const listed = await tp.call("GET", "/v1/teams?limit=5&colour=red");
+    assert.equal(listed.body.code, "ERR_UNKNOWN_FIELD");
+  });
+
+  test("property: arbitrary JSON bodies to every route that takes one never cause a 5xx", async () => {
+    const withBody = ROUTES.filter((r) => r.body !== undefined);
+    assert.ok(withBody.length >= 8);
+    for (const route of withBody) {
+      const path = route.path.replace(/\{[^}]+\}/g, "00000000-0000-4000-8000-000000000000");
+      await fc.assert(
+        fc.asyncProperty(fc.jsonValue({ maxDepth: 3 }), async (v) => {
+          const r = await tp.call(route.method, path, { rawBody: JSON.stringify(v), headers: { "content-type": "application/json" } });
+          return r.status < 500 && (r.status < 400 || (typeof r.body?.code === "string" && r.body.code in ERROR_CATALOG));
+        }),
+        { numRuns: 25 },
+      );
+    }
+    const who = await tp.call("GET", "/v1/auth/whoami");
+    assert.equal(who.status, 200, "the owner key still works afterwards");
+  });
+
   test("a Helios field parhelion lacks is accepted only at its neutral value", async () => {
     const ok = await tp.call("GET", "/v1/auditLogs?firstName=");
     assert.equal(ok.status, 200);

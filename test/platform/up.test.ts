@@ -100,6 +100,10 @@ test("parhelion up survives a kill -9 of itself: the next start reaps the orphan
     assert.equal(code, 0);
     assert.ok(Date.now() - stopped < 10_000, "stops within 10 s");
     assert.ok(newPg && !alive(newPg), "the store stopped with parhelion");
+    for (const [name, text] of [["first run output", first.output()], ["second run output", second.output()], ["store log", readFileSync(join(dataDir, "store", "postgres.log"), "utf8")]] as const) {
+      assert.ok(!text.includes(key), `the owner key appears in the ${name}`);
+      assert.ok(!text.includes(key.split("_").slice(2).join("_")), `the owner key's secret appears in the ${name}`);
+    }
   } finally {
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
     const pid = postmasterPid(dataDir);
