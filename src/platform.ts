@@ -4,7 +4,6 @@ import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import type { FastifyInstance } from "fastify";
 import { sql } from "kysely";
-import type pg from "pg";
 import type { Config } from "./config/schema.js";
 import type { Logger } from "./log/logger.js";
 import { EmbeddedPostgres } from "./store/embedded.js";
@@ -80,8 +79,20 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
   const clock = opts.clock ?? systemClock;
   let ready = false;
   const stack: Array<{ name: string; stop: () => Promise<void> }> = [];
+  const inflight = new InflightTracker();
+  let app: FastifyInstance | undefined;
   const stopAll = async () => {
     ready = false;
+    // The API goes first: closing the listener does not wait for handlers still running, so wait for them
+    // (and their audit records) before the audit log and the store go away.
+    if (app) {
+      try {
+        await app.close();
+        await inflight.idle(5000);
+      } catch (err) {
+        logger.warn({ component: "api", err: { message: (err as Error).message } }, "error while stopping");
+      }
+    }
     while (stack.length > 0) {
       const s = stack.pop()!;
       try {
@@ -94,6 +105,21 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
   try {
     mkdirSync(cfg.dataDir, { recursive: true });
     chmodSync(cfg.dataDir, 0o711); // the store's service user must traverse it; nothing in it is world-readable
+
+    // Listen first: /healthz answers 503 (and every other route ERR_NOT_READY) while the store starts,
+    // migrates and bootstraps; the services below fill `services` before `ready` turns true.
+    const tls = await ensureTlsMaterial({ dir: join(cfg.dataDir, "tls"), hosts: [cfg.host], certFile: cfg.tlsCert, keyFile: cfg.tlsKey });
+    const services = {
+      clock, logger, inflight,
+      settings: { sessionTtlSeconds: cfg.sessionTtlSeconds, invitationTtlSeconds: cfg.invitationTtlSeconds, bodyLimitBytes: cfg.bodyLimitBytes, auditReads: cfg.auditReads },
+    } as Services;
+    app = await buildApiServer({ services, logger, tls: { cert: tls.certPem, key: tls.keyPem }, ready: () => ready, version: VERSION });
+    await app.listen({ host: cfg.host, port: cfg.apiPort });
+    const port = (app.server.address() as AddressInfo).port;
+    const hostForUrl = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host === "0.0.0.0" ? "127.0.0.1" : cfg.host;
+    const apiUrl = `https://${hostForUrl}:${port}`;
+    writeFileSync(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile, pid: process.pid, version: VERSION }, null, 2) + "\n", { mode: 0o644 });
+
     let store: EmbeddedPostgres | null = null;
     let connectionString = cfg.databaseUrl;
     if (connectionString === undefined) {
@@ -105,7 +131,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     } else {
       logger.info("using the external metadata store from PARHELION_DATABASE_URL");
     }
-    const { db, pool } = openDb({ connectionString, max: 16, logger });
+    const { db } = openDb({ connectionString, max: 16, logger });
     stack.push({ name: "pool", stop: () => db.destroy() });
     await migrate(db, logger);
 
@@ -113,27 +139,15 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     stack.push({ name: "audit", stop: () => audit.close() });
     const ownerKeyFile = await bootstrapOrganization(db, cfg, audit, logger, clock);
 
-    const tls = await ensureTlsMaterial({ dir: join(cfg.dataDir, "tls"), hosts: [cfg.host], certFile: cfg.tlsCert, keyFile: cfg.tlsKey });
     const apiKeys = new ApiKeyAuthenticator(db, clock);
     stack.push({ name: "apiKeys", stop: () => apiKeys.flush() });
-    const throttle = new LoginThrottle({ threshold: cfg.lockoutThreshold, lockoutSeconds: cfg.lockoutSeconds, clock });
-    const inflight = new InflightTracker();
-    const services: Services = {
-      db, audit, apiKeys, throttle, clock, logger, inflight, orgs: new OrganizationDirectory(db, clock),
-      settings: { sessionTtlSeconds: cfg.sessionTtlSeconds, invitationTtlSeconds: cfg.invitationTtlSeconds, bodyLimitBytes: cfg.bodyLimitBytes, auditReads: cfg.auditReads },
-    };
-    const app = await buildApiServer({ services, logger, tls: { cert: tls.certPem, key: tls.keyPem }, ready: () => ready, version: VERSION });
-    await app.listen({ host: cfg.host, port: cfg.apiPort });
-    // Closing the listener does not wait for handlers still running: wait for them (and their audit
-    // records) before the audit log and the store go away.
-    stack.push({ name: "api", stop: async () => { await app.close(); await inflight.idle(5000); } });
-    const port = (app.server.address() as AddressInfo).port;
-    const hostForUrl = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host === "0.0.0.0" ? "127.0.0.1" : cfg.host;
-    const apiUrl = `https://${hostForUrl}:${port}`;
-    writeFileSync(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile, pid: process.pid, version: VERSION }, null, 2) + "\n", { mode: 0o644 });
+    Object.assign(services, {
+      db, audit, apiKeys,
+      throttle: new LoginThrottle({ threshold: cfg.lockoutThreshold, lockoutSeconds: cfg.lockoutSeconds, clock }),
+      orgs: new OrganizationDirectory(db, clock),
+    } satisfies Omit<Services, "clock" | "logger" | "inflight" | "settings">);
     ready = true;
     logger.info({ apiUrl, caFile: tls.caFile }, "parhelion is ready");
-    void pool;
     return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, ownerKeyFile, stop: stopAll };
   } catch (err) {
     await stopAll();

@@ -45,6 +45,7 @@ export async function buildApiServer(opts: ApiServerOptions): Promise<FastifyIns
 
   app.addHook("onRequest", async (req, reply) => {
     reply.headers({ "x-request-id": String(req.id), ...SECURITY_HEADERS });
+    if (!opts.ready() && req.url !== "/healthz") return sendProblem(req, reply, new ParhelionError("ERR_NOT_READY"));
   });
   const debug = opts.logger.isLevelEnabled("debug");
   app.addHook("onResponse", async (req, reply) => {

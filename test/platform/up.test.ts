@@ -19,7 +19,7 @@ function startUp(dataDir: string): { child: ChildProcess; output: () => string }
   return { child, output: () => out };
 }
 
-async function waitHealthy(dataDir: string, since: number, output: () => string, timeoutMs = 60_000): Promise<{ apiUrl: string; agent: Agent }> {
+async function waitHealthy(dataDir: string, since: number, output: () => string, timeoutMs = 60_000, seen: number[] = []): Promise<{ apiUrl: string; agent: Agent }> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const rt = join(dataDir, "runtime.json");
@@ -29,6 +29,7 @@ async function waitHealthy(dataDir: string, since: number, output: () => string,
       try {
         const r = await request(`${apiUrl}/healthz`, { dispatcher: agent });
         await r.body.text();
+        seen.push(r.statusCode);
         if (r.statusCode === 200) return { apiUrl, agent };
       } catch {
         /* not yet */
@@ -64,7 +65,11 @@ test("parhelion up survives a kill -9 of itself: the next start reaps the orphan
     let t0 = Date.now();
     const first = startUp(dataDir);
     procs.push(first.child);
-    const a = await waitHealthy(dataDir, t0, first.output);
+    const seen: number[] = [];
+    const a = await waitHealthy(dataDir, t0, first.output, 60_000, seen);
+    // The listener comes up before the store is initialised: healthz said 503 until everything was ready.
+    assert.equal(seen[0], 503, `healthz answers ${seen.join(",")}`);
+    assert.equal(seen.at(-1), 200);
     const keyFile = join(dataDir, "bootstrap", "owner-api-key");
     assert.equal(statSync(keyFile).mode & 0o777, 0o600);
     const key = readFileSync(keyFile, "utf8").trim();
