@@ -33,7 +33,12 @@ export interface OpenDbOptions {
 /** Opens a pooled Kysely handle on the metadata store. */
 export function openDb(opts: OpenDbOptions): { db: Db; pool: pg.Pool } {
   const pool = new pg.Pool({ connectionString: opts.connectionString, max: opts.max ?? 10, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 10_000 });
-  pool.on("error", (err) => opts.logger?.warn({ err: { message: err.message } }, "metadata store connection error"));
+  pool.on("error", (err) => {
+    // pool.end() resolves before its idle connections have closed; the store's shutdown then terminates
+    // them, which is expected while parhelion stops.
+    if (pool.ending) return;
+    opts.logger?.warn({ err: { message: err.message } }, "metadata store connection error");
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return { db, pool };
 }

@@ -105,6 +105,9 @@ test("parhelion up survives a kill -9 of itself: the next start reaps the orphan
     assert.equal(code, 0);
     assert.ok(Date.now() - stopped < 10_000, "stops within 10 s");
     assert.ok(newPg && !alive(newPg), "the store stopped with parhelion");
+    const afterStop = second.output().slice(second.output().indexOf('"msg":"stopping"'));
+    assert.ok(afterStop.length > 0);
+    assert.doesNotMatch(afterStop, /"level":(40|50|60)/, "a clean stop logs no warning or error");
     for (const [name, text] of [["first run output", first.output()], ["second run output", second.output()], ["store log", readFileSync(join(dataDir, "store", "postgres.log"), "utf8")]] as const) {
       assert.ok(!text.includes(key), `the owner key appears in the ${name}`);
       assert.ok(!text.includes(key.split("_").slice(2).join("_")), `the owner key's secret appears in the ${name}`);
