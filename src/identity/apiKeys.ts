@@ -357,3 +357,27 @@ export class ApiKeyAuthenticator {
 function principal(e: CacheEntry): Principal {
   return { kind: "apiKey", orgId: e.orgId, userId: e.userId, email: e.email, apiKeyId: e.id, sessionId: null, keyRole: e.role };
 }
+
+/**
+ * Revokes every active API key a user created (when the user leaves the organization, their keys go with
+ * them) and drops them from the authenticator's cache; answers the revoked keys' ids.
+ */
+export async function revokeApiKeysCreatedBy(
+  db: Db,
+  orgId: string,
+  userId: string,
+  clock: Clock = systemClock,
+  authenticator?: Pick<ApiKeyAuthenticator, "invalidate">,
+): Promise<string[]> {
+  if (!isUuid(orgId) || !isUuid(userId)) return [];
+  const rows = await db
+    .updateTable("api_keys")
+    .set({ revoked_at: clock() })
+    .where("org_id", "=", orgId)
+    .where("created_by", "=", userId)
+    .where("revoked_at", "is", null)
+    .returning("id")
+    .execute();
+  for (const r of rows) authenticator?.invalidate(r.id);
+  return rows.map((r) => r.id);
+}

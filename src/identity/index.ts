@@ -31,6 +31,7 @@ export {
   listApiKeys,
   getApiKey,
   revokeApiKey,
+  revokeApiKeysCreatedBy,
   parseApiKeyToken,
   ApiKeyAuthenticator,
   type ApiKeyView,

@@ -291,6 +291,26 @@ describe("console sessions", () => {
     assert.ok(logs.body.auditLogs.filter((l: { result: string }) => l.result !== "SUCCESS").length >= 6);
   });
 
+  test("removing a user ends their sessions and revokes the API keys they created", async () => {
+    const inv = await tp.call("POST", "/v1/invitations", { body: { email: "leaver@example.com", role: "Admin" } });
+    const pw = "departing soon passphrase 5";
+    secrets.push(inv.body.token, pw);
+    const acc = await tp.call("POST", "/v1/auth/invitations/accept", { key: null, body: { token: inv.body.token, password: pw } });
+    assert.equal(acc.status, 201);
+    const login = await tp.call("POST", "/v1/auth/login", { key: null, body: { email: "leaver@example.com", password: pw } });
+    const cookie = String(login.headers["set-cookie"]).split(";")[0]!;
+    const key = await tp.call("POST", "/v1/apiKeys", { key: null, headers: { cookie, "x-csrf-token": login.body.csrfToken }, body: { name: "leaver-key", role: "Auditor", expiresAt: expiresAt() } });
+    assert.equal(key.status, 201, key.text);
+    secrets.push(key.body.key);
+    assert.equal((await tp.call("GET", "/v1/organizations/current", { key: key.body.key })).status, 200);
+    const del = await tp.call("DELETE", `/v1/users/${acc.body.userID}`);
+    assert.equal(del.status, 200, del.text);
+    assert.equal((await tp.call("GET", "/v1/organizations/current", { key: key.body.key })).status, 401);
+    assert.equal((await tp.call("GET", "/v1/auth/whoami", { key: null, headers: { cookie } })).status, 401);
+    const k = await tp.call("GET", `/v1/apiKeys/${key.body.apiKeyID}`);
+    assert.equal(k.body.state, "REVOKED");
+  });
+
   test("a resource grant lets a Member read that team and nothing else", async () => {
     const inv = await tp.call("POST", "/v1/invitations", { body: { email: "mem@example.com", role: "Member" } });
     const pw = "quiet river lantern 77";

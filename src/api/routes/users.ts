@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { defineRoute } from "../route.js";
 import { Id, PageQuery, pagedList } from "../schemas.js";
-import { getUser, listUsers, removeUser } from "../../identity/index.js";
+import { getUser, listUsers, removeUser, revokeApiKeysCreatedBy } from "../../identity/index.js";
 import { assertNotLastOwner } from "../../rbac/accessControls.js";
 import { identityRolesOfUser } from "../../rbac/grants.js";
 import { IdentityRole } from "./shared.js";
@@ -26,13 +26,15 @@ export const userRoutes = [
   }),
   defineRoute({
     method: "DELETE", path: "/v1/users/{userID}", operationId: "removeUser", tag: "Users", auditType: "UserRemove",
-    summary: "Removes a user from the organization and ends their sessions.", access: "users:write",
+    summary: "Removes a user from the organization, ends their sessions and revokes the API keys they created.", access: "users:write",
     params: UserParams, response: z.object({ userID: Id }),
     handler: async ({ params, principal, services, audit }) => {
       audit.resource = { type: "User", id: params.userID };
       await getUser(services.db, principal!.orgId, params.userID);
       await assertNotLastOwner(services.db, principal!.orgId, params.userID);
       await removeUser(services.db, principal!.orgId, params.userID);
+      const revoked = await revokeApiKeysCreatedBy(services.db, principal!.orgId, params.userID, services.clock, services.apiKeys);
+      audit.attributes = { revokedApiKeyIDs: revoked };
       return { userID: params.userID };
     },
   }),
