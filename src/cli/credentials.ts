@@ -3,12 +3,31 @@ import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { CliError, EXIT } from "./errors.js";
 
-/** What `parhelion login` saves: where the API is, which CA to trust, and the API key. */
-export interface Credentials {
+/** A console session opened by `parhelion login --email`: the cookie's value, its CSRF token, when it ends, and whose it is. */
+export interface SessionCredential {
+  /** Value of the `parhelion_session` cookie. */
+  cookie: string;
+  /** Sent as X-CSRF-Token on every mutating call. */
+  csrfToken: string;
+  /** RFC 3339; past it the CLI stops without calling the server. */
+  expiresAt: string;
+  email: string;
+}
+
+/**
+ * What `parhelion login` saves: where the API is, which CA to trust, and exactly one credential: an API
+ * key (`login --api-key-*`) or a session (`login --email`). A new login replaces the old file whole.
+ */
+export type Credentials = {
   url: string;
   /** PEM file of the CA that issued the API's certificate; null trusts the system's CAs. */
   caFile: string | null;
-  apiKey: string;
+} & ({ apiKey: string; session?: undefined } | { session: SessionCredential; apiKey?: undefined });
+
+function isSession(v: unknown): v is SessionCredential {
+  const s = v as Partial<SessionCredential> | null;
+  return s !== null && typeof s === "object" && typeof s.cookie === "string" && s.cookie !== "" && typeof s.csrfToken === "string" && s.csrfToken !== ""
+    && typeof s.expiresAt === "string" && !Number.isNaN(Date.parse(s.expiresAt)) && typeof s.email === "string";
 }
 
 /** `$PARHELION_HOME/credentials.json`, else `${XDG_CONFIG_HOME:-~/.config}/parhelion/credentials.json`. */
@@ -32,14 +51,20 @@ export function readCredentials(env: NodeJS.ProcessEnv = process.env): Credentia
   } catch (err) {
     throw invalid(path, (err as Error).message);
   }
-  const c = doc as Partial<Credentials> | null;
-  if (c === null || typeof c !== "object" || typeof c.url !== "string" || typeof c.apiKey !== "string" || (c.caFile !== null && typeof c.caFile !== "string")) {
+  const c = doc as { url?: unknown; caFile?: unknown; apiKey?: unknown; session?: unknown } | null;
+  if (c === null || typeof c !== "object" || typeof c.url !== "string" || (c.caFile !== null && typeof c.caFile !== "string")) {
     throw invalid(path, "it is not a parhelion credentials file");
   }
+  const hasKey = typeof c.apiKey === "string";
+  const hasSession = c.session !== undefined;
+  if (hasKey === hasSession || (hasSession && !isSession(c.session))) throw invalid(path, "it is not a parhelion credentials file");
   if ((statSync(path).mode & 0o077) !== 0) {
     process.stderr.write(`parhelion: warning: ${path} is readable by other users; run \`chmod 600 ${path}\`\n`);
   }
-  return { url: c.url, caFile: c.caFile ?? null, apiKey: c.apiKey };
+  const base = { url: c.url, caFile: (c.caFile as string | null | undefined) ?? null };
+  if (hasKey) return { ...base, apiKey: c.apiKey as string };
+  const sess = c.session as SessionCredential;
+  return { ...base, session: { cookie: sess.cookie, csrfToken: sess.csrfToken, expiresAt: sess.expiresAt, email: sess.email } };
 }
 
 /** Saves the credentials atomically: directory 0700, file 0600 (whatever the umask). Returns the path. */
