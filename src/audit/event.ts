@@ -1,3 +1,4 @@
+import type { ChainFields } from "./chain.js";
 import { ParhelionError } from "../lib/errors.js";
 import { ACTOR_TYPES, AUDIT_RESULTS, AUDIT_SOURCES, type AuditEvent } from "./types.js";
 
@@ -19,24 +20,8 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 // NUL (PostgreSQL text and jsonb refuse it) and unpaired surrogates (UTF-8 cannot carry them).
 const UNSTORABLE_RE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
-/** An event ready for the chain: every field as stored. */
-export interface NormalizedEvent {
-  id: string;
-  createdAt: Date;
-  orgId: string | null;
-  type: string;
-  source: string;
-  result: string;
-  actorType: string;
-  actorId: string | null;
-  actorEmail: string | null;
-  resourceType: string | null;
-  resourceId: string | null;
-  sourceIp: string | null;
-  requestId: string | null;
-  reason: string;
-  attributes: Record<string, unknown>;
-}
+/** An event ready for the chain: every hashed field as stored, before it has a place (`seq`) in the chain. */
+export type NormalizedEvent = Omit<ChainFields, "seq" | "createdAt"> & { createdAt: Date };
 
 /** Makes a string storable: replaces NUL and lone surrogates with U+FFFD and cuts it to `max`. */
 export function cleanText(s: string, max = MAX_TEXT): string {

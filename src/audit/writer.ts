@@ -213,24 +213,7 @@ export class StoreAuditLog implements AuditLog {
       seq += 1n;
       const s = seq.toString();
       const createdAt = ev.createdAt.toISOString();
-      const hash = chainHash(prev, {
-        seq: s,
-        id: ev.id,
-        orgId: ev.orgId,
-        createdAt,
-        type: ev.type,
-        source: ev.source,
-        result: ev.result,
-        actorType: ev.actorType,
-        actorId: ev.actorId,
-        actorEmail: ev.actorEmail,
-        resourceType: ev.resourceType,
-        resourceId: ev.resourceId,
-        sourceIp: ev.sourceIp,
-        requestId: ev.requestId,
-        reason: ev.reason,
-        attributes: ev.attributes,
-      });
+      const hash = chainHash(prev, { ...ev, seq: s, createdAt });
       cols.seq.push(s);
       cols.id.push(ev.id);
       cols.orgId.push(ev.orgId);
