@@ -1,15 +1,17 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Option, type Command } from "commander";
-import { ApiClient } from "../client.js";
+import { ApiClient, sessionCookieOf, sessionExpired } from "../client.js";
 import { formatOf } from "../context.js";
-import { credentialsPath, deleteCredentials, saveCredentials } from "../credentials.js";
-import { usageError } from "../errors.js";
+import { credentialsPath, deleteCredentials, readCredentials, saveCredentials, type Credentials, type SessionCredential } from "../credentials.js";
+import { CliError, EXIT, usageError } from "../errors.js";
 import { promptHidden, readSecretFile, readStdinLines } from "../input.js";
 import { emit, note, printRecord } from "../output.js";
 import type { WhoAmI } from "../types.js";
 
-interface LoginOpts { url?: string; caFile?: string; dataDir: string; apiKeyFile?: string; apiKeyStdin?: boolean }
+/** Where the API is: the options `login` and `invitation accept` share. */
+export interface TargetOpts { url?: string; caFile?: string; dataDir: string }
+interface LoginOpts extends TargetOpts { apiKeyFile?: string; apiKeyStdin?: boolean; email?: string; passwordStdin?: boolean }
 
 async function apiKeyOf(opts: LoginOpts): Promise<string> {
   if (opts.apiKeyFile !== undefined) return readSecretFile(opts.apiKeyFile, "API key");
@@ -49,7 +51,7 @@ export function readRuntimeFile(dataDir: string): { apiUrl: string; caFile: stri
 }
 
 /** Where the API is: --url (+ --ca-file), else DIR/runtime.json written by a running `parhelion up`. */
-function targetOf(opts: LoginOpts): { url: string; caFile: string | null } {
+export function targetOf(opts: TargetOpts): { url: string; caFile: string | null } {
   const caFlag = opts.caFile ?? process.env["PARHELION_CA_FILE"];
   if (opts.url !== undefined) return { url: opts.url, caFile: caFlag ? resolve(caFlag) : null };
   const rt = readRuntimeFile(resolve(opts.dataDir));
@@ -59,34 +61,112 @@ function targetOf(opts: LoginOpts): { url: string; caFile: string | null } {
   return { url: rt.apiUrl, caFile: caFlag ? resolve(caFlag) : rt.caFile === null ? null : resolve(opts.dataDir, rt.caFile) };
 }
 
+async function loginPasswordOf(opts: LoginOpts): Promise<string> {
+  let password: string;
+  if (opts.passwordStdin) password = (await readStdinLines(1))[0] ?? "";
+  else if (process.stdin.isTTY) password = await promptHidden("Password: ");
+  else throw usageError("stdin is not a terminal: cannot prompt for the password", "use --password-stdin to pipe it in");
+  if (password === "") throw usageError("the password is empty");
+  return password;
+}
+
+interface LoginAnswer { sessionID: string; csrfToken: string; expiresAt: string; userID: string; orgID: string }
+
+/** POST /v1/auth/login, then GET /v1/auth/whoami with the new session. Answers the session and who it is. */
+async function openSession(where: { url: string; caFile: string | null }, email: string, password: string): Promise<{ session: SessionCredential; who: WhoAmI }> {
+  const anon = new ApiClient({ ...where, credential: null, from: "login" });
+  let res: Awaited<ReturnType<ApiClient["call"]>>;
+  try {
+    res = await anon.call<LoginAnswer>("POST", "/v1/auth/login", { body: { email, password } });
+  } finally {
+    await anon.close();
+  }
+  const body = res.body as Partial<LoginAnswer> | undefined;
+  const cookie = sessionCookieOf(res.headers);
+  if (cookie === null || typeof body?.csrfToken !== "string" || body.csrfToken === "" || typeof body.expiresAt !== "string" || Number.isNaN(Date.parse(body.expiresAt))) {
+    throw new CliError(EXIT.INTERNAL, "ERR_CLI_PROTOCOL", "the login answer lacks the session cookie, the CSRF token or the expiry");
+  }
+  const session: SessionCredential = { cookie, csrfToken: body.csrfToken, expiresAt: body.expiresAt, email };
+  const client = new ApiClient({ ...where, credential: { kind: "session", session }, from: "login" });
+  try {
+    const who = await client.get<WhoAmI>("/v1/auth/whoami");
+    return { session: { ...session, email: who.email ?? email }, who };
+  } finally {
+    await client.close();
+  }
+}
+
+/** Ends a saved session on the server. Never fails: the caller deletes the file whatever happens. Answers a warning, if any. */
+async function endSession(creds: Credentials & { session: SessionCredential }): Promise<string | null> {
+  if (sessionExpired(creds.session)) return null;
+  let client: ApiClient | undefined;
+  try {
+    client = new ApiClient({ url: creds.url, caFile: creds.caFile, credential: { kind: "session", session: creds.session }, from: "credentials" });
+    await client.call("POST", "/v1/auth/logout");
+    return null;
+  } catch (err) {
+    if (err instanceof CliError && err.exitCode === EXIT.UNAUTHENTICATED) return null; // already ended on the server
+    const why = err instanceof CliError ? err.message : String(err);
+    return `parhelion: warning: the server did not confirm the end of the session (${why}); it stays valid until ${creds.session.expiresAt}`;
+  } finally {
+    await client?.close();
+  }
+}
+
 /** `login`, `logout`. */
 export function registerLogin(program: Command): void {
-  program.command("login").description("Check an API key against the API and save it for later commands")
+  program.command("login").description("Sign in with an API key, or with email and password (a console session), and save it for later commands")
     .option("--url <url>", "API URL (default: from DIR/runtime.json of a running `parhelion up`)")
     .option("--ca-file <file>", "PEM CA that issued the API's certificate (default: from runtime.json; env PARHELION_CA_FILE)")
     .option("--data-dir <dir>", "data directory of `parhelion up`, for runtime.json", process.env["PARHELION_DATA_DIR"] ?? "./.parhelion")
-    .addOption(new Option("--api-key-file <file>", "read the API key from this file").conflicts("apiKeyStdin"))
-    .option("--api-key-stdin", "read the API key from the first line of stdin")
-    .addHelpText("after", "\nThe key is never taken from argv. Without a key option: PARHELION_API_KEY, else a prompt on a terminal.\n"
-      + "Credentials go to $PARHELION_HOME/credentials.json or ${XDG_CONFIG_HOME:-~/.config}/parhelion/credentials.json (mode 0600).")
+    .addOption(new Option("--api-key-file <file>", "read the API key from this file").conflicts(["apiKeyStdin", "email"]))
+    .addOption(new Option("--api-key-stdin", "read the API key from the first line of stdin").conflicts("email"))
+    .option("--email <email>", "sign in as this user with a password (opens a session instead of saving a key)")
+    .option("--password-stdin", "with --email: read the password from the first line of stdin instead of prompting")
+    .addHelpText("after", "\nThe key or password is never taken from argv. Without a key option: PARHELION_API_KEY, else a prompt on a terminal.\n"
+      + "With --email: the password is prompted without echo (or --password-stdin); the session cookie and its CSRF token are saved.\n"
+      + "Credentials go to $PARHELION_HOME/credentials.json or ${XDG_CONFIG_HOME:-~/.config}/parhelion/credentials.json (mode 0600);\n"
+      + "a new login replaces the saved one, key or session.")
     .action(async (opts: LoginOpts, cmd: Command) => {
       const format = formatOf(cmd);
+      if (opts.passwordStdin && opts.email === undefined) throw usageError("--password-stdin needs --email", "an API key comes from --api-key-file or --api-key-stdin");
       const where = targetOf(opts);
-      const apiKey = await apiKeyOf(opts);
-      const client = new ApiClient({ ...where, apiKey, keyFrom: "login" });
       let who: WhoAmI;
-      try {
-        who = await client.get<WhoAmI>("/v1/auth/whoami");
-      } finally {
-        await client.close();
+      let creds: Credentials;
+      if (opts.email !== undefined) {
+        if (!opts.email.includes("@")) throw usageError(`--email: "${opts.email}" is not an email address`);
+        const password = await loginPasswordOf(opts);
+        const opened = await openSession(where, opts.email, password);
+        who = opened.who;
+        creds = { url: where.url, caFile: where.caFile, session: opened.session };
+      } else {
+        const apiKey = await apiKeyOf(opts);
+        const client = new ApiClient({ ...where, credential: { kind: "apiKey", apiKey }, from: "login" });
+        try {
+          who = await client.get<WhoAmI>("/v1/auth/whoami");
+        } finally {
+          await client.close();
+        }
+        creds = { url: client.target.url, caFile: where.caFile, apiKey };
       }
-      const path = saveCredentials({ url: client.target.url, caFile: where.caFile, apiKey });
-      emit(format, who, () => printRecord({ ...who, url: where.url, caFile: where.caFile }, ["kind", "email", "apiKeyID", "orgID", "roles", "url", "caFile"]));
-      note(`parhelion: signed in to ${where.url}; credentials saved to ${path}`);
+      const path = saveCredentials(creds);
+      const shown = creds.session === undefined ? ["kind", "email", "apiKeyID", "orgID", "roles", "url", "caFile"] : ["kind", "email", "userID", "orgID", "roles", "expiresAt", "url", "caFile"];
+      emit(format, who, () => printRecord({ ...who, url: where.url, caFile: where.caFile, expiresAt: creds.session?.expiresAt }, shown));
+      note(`parhelion: signed in to ${where.url}${creds.session ? ` as ${creds.session.email} until ${creds.session.expiresAt}` : ""}; credentials saved to ${path}`);
     });
 
-  program.command("logout").description("Delete the saved credentials (the key itself stays valid: `parhelion api-key revoke` ends it)")
-    .action(() => {
+  program.command("logout").description("Sign out: end the saved session on the server and delete the saved credentials (an API key stays valid: `parhelion api-key revoke` ends it)")
+    .action(async () => {
+      let saved: Credentials | null = null;
+      try {
+        saved = readCredentials();
+      } catch {
+        saved = null; // a damaged file is deleted all the same
+      }
+      if (saved?.session !== undefined) {
+        const warning = await endSession(saved as Credentials & { session: SessionCredential });
+        if (warning) note(warning);
+      }
       const path = deleteCredentials();
       note(path ? `parhelion: signed out; deleted ${path}` : `parhelion: not signed in (no ${credentialsPath()})`);
     });

@@ -39,7 +39,7 @@ export function registerUsers(program: Command): void {
         body: { email, role: opts.role, ...(opts.team ? { teamIDs: opts.team } : {}), ...(opts.message !== undefined ? { message: opts.message } : {}) },
       });
       emit(format, inv, () => printRecord({ ...inv }, ["invitationID", "email", "role", "teamIDs", "expiresAt", "token"]));
-      note(`parhelion: the invitation token is shown only now: hand it to ${email} over a private channel; they accept it in the console (POST /v1/auth/invitations/accept).`);
+      note(`parhelion: the invitation token is shown only now: hand it to ${email} over a private channel; they accept it with \`parhelion invitation accept\` (it prompts for the token and a password), then sign in with \`parhelion login --email ${email}\`.`);
     }));
 
   user.command("remove").description("Remove a user from the organization and end their sessions")
@@ -63,24 +63,28 @@ export function registerUsers(program: Command): void {
     }));
 
   user.command("set-password").description("Change your own password (the user the credential belongs to)")
-    .option("--current", "also send the current password (needed once a password is set)")
+    .option("--current", "also send the current password (needed once a password is set; always needed when signed in with a session)")
     .option("--password-stdin", "read the new password from stdin instead of prompting (with --current: current password on line 1, new on line 2)")
     .action(apiAction(async ({ client, format }, opts: { current?: boolean; passwordStdin?: boolean }) => {
+      // A session proves who you are with a password, so the server requires the current one: ask for it.
+      const session = client.target.credential?.kind === "session";
+      const withCurrent = opts.current === true || session;
       let currentPassword: string | undefined;
       let newPassword: string;
       if (opts.passwordStdin) {
-        const lines = await readStdinLines(opts.current ? 2 : 1);
-        if (opts.current) currentPassword = lines[0];
-        newPassword = lines[opts.current ? 1 : 0] ?? "";
+        if (session && !opts.current) throw usageError("signed in with a session, --current is required", "give the current password on line 1 and the new one on line 2 with --current --password-stdin");
+        const lines = await readStdinLines(withCurrent ? 2 : 1);
+        if (withCurrent) currentPassword = lines[0];
+        newPassword = lines[withCurrent ? 1 : 0] ?? "";
       } else {
         if (!process.stdin.isTTY) throw usageError("stdin is not a terminal", "use --password-stdin to pipe the password in");
-        if (opts.current) currentPassword = await promptHidden("Current password: ");
+        if (withCurrent) currentPassword = await promptHidden("Current password: ");
         newPassword = await promptHidden("New password: ");
         const again = await promptHidden("Repeat new password: ");
         if (again !== newPassword) throw usageError("the passwords do not match");
       }
       if (!newPassword) throw usageError("the new password is empty");
-      if (opts.current && !currentPassword) throw usageError("the current password is empty");
+      if (withCurrent && !currentPassword) throw usageError("the current password is empty");
       const { body } = await client.call<{ userID: string }>("POST", "/v1/auth/password", { body: { newPassword, ...(currentPassword !== undefined ? { currentPassword } : {}) } });
       emit(format, body, () => process.stdout.write(`password changed for user ${body.userID}; the user's other sessions have ended\n`));
     }));
