@@ -32,6 +32,14 @@ test("audit verify exits 8 after tampering and names each problem's seq and kind
     const table = await runCli(["audit", "verify", "--output", "table"], { env });
     assert.equal(table.code, 8);
     assert.match(table.stdout, /^2\s+modified\s+/m);
+
+    // Straight from the store, without the API or any credential: the same verdict.
+    const direct = await runCli(["audit", "verify", "--store", tp.dataDir, "--output", "json"], { env: { PARHELION_HOME: join(dir.path, "nobody") } });
+    assert.equal(direct.code, 8, direct.stderr);
+    assert.deepEqual(JSON.parse(direct.stdout).problems.map((p: { seq: string; kind: string }) => [p.seq, p.kind]), [["2", "modified"]]);
+    const missing = await runCli(["audit", "verify", "--store", join(dir.path, "no-such-dir")], { env });
+    assert.equal(missing.code, 7);
+    assert.match(missing.stderr, /no running metadata store/);
   } finally {
     await tp.stop();
     dir.remove();
