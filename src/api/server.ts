@@ -56,9 +56,19 @@ export async function buildApiServer(opts: ApiServerOptions): Promise<FastifyIns
     else req.log.debug(line, "request");
   });
 
-  app.setErrorHandler((err, req, reply) => {
+  // Errors the route pipeline never saw: the body was too large, not JSON, of the wrong media type. A
+  // mutation rejected this early is still audited (its credential was not looked at, so the actor is unknown).
+  app.setErrorHandler(async (err, req, reply) => {
     const { error, internal } = toParhelionError(err);
     if (internal) req.log.error({ err }, "internal error");
+    if (opts.ready() && req.method !== "GET" && req.method !== "HEAD" && req.url.startsWith("/v1/")) {
+      await opts.services.audit.record({
+        type: "ApiRequestRejected", source: "API", result: "FAILURE", orgId: null, actor: { type: "anonymous" },
+        sourceIp: req.socket.remoteAddress ?? null, requestId: String(req.id),
+        reason: `${req.method} ${req.routeOptions.url ?? req.url.split("?")[0]} -> ${error.status} ${error.code} (before authentication)`,
+        attributes: { route: req.routeOptions.url ?? null, status: error.status, code: error.code, credentialPresented: req.headers.authorization !== undefined || req.headers.cookie !== undefined },
+      });
+    }
     return sendProblem(req, reply, error);
   });
   app.setNotFoundHandler((req, reply) => sendProblem(req, reply, new ParhelionError("ERR_ROUTE_NOT_FOUND", `no route ${req.method} ${req.url.split("?")[0]}`)));

@@ -121,12 +121,16 @@ describe("bad input gets a typed 4xx and changes nothing", () => {
     assert.equal(bad.body.code, "ERR_FIELD_NOT_SUPPORTED");
   });
 
-  test("oversized bodies answer 413", async () => {
+  test("oversized bodies answer 413, and the rejected mutation is audited", async () => {
     const before = await count("teams");
     const r = await tp.call("POST", "/v1/teams", { body: { name: "big", description: "x".repeat(2 * 1024 * 1024) } });
     assert.equal(r.status, 413);
     assert.equal(r.body.code, "ERR_BODY_TOO_LARGE");
     assert.equal(await count("teams"), before);
+    const rec = await tp.platform.db.selectFrom("audit_log").select(["type", "result", "attributes"]).where("request_id", "=", r.body.requestId).executeTakeFirst();
+    assert.equal(rec?.type, "ApiRequestRejected");
+    assert.equal(rec?.result, "FAILURE");
+    assert.equal((rec?.attributes as { code?: string }).code, "ERR_BODY_TOO_LARGE");
   });
 
   test("non-JSON content types answer 415", async () => {
