@@ -95,8 +95,11 @@ function clientIp(req: FastifyRequest): string {
   return req.socket.remoteAddress ?? req.ip;
 }
 
-/** Credentials → principal. Bad credentials count against the source's lockout. */
-async function authenticate(req: FastifyRequest, services: Services, method: Method): Promise<Principal> {
+/**
+ * Credentials → principal (and, for a console session, the hash its CSRF token must match). Bad credentials
+ * count against the source's lockout.
+ */
+async function authenticate(req: FastifyRequest, services: Services): Promise<{ principal: Principal; csrfHash: Buffer | null }> {
   const ip = clientIp(req);
   const auth = req.headers.authorization;
   if (auth !== undefined) {
@@ -104,7 +107,7 @@ async function authenticate(req: FastifyRequest, services: Services, method: Met
     const m = /^Bearer +(\S+)\s*$/i.exec(auth);
     try {
       if (!m?.[1]) throw new ParhelionError("ERR_API_KEY_INVALID");
-      return await services.apiKeys.authenticate(m[1]);
+      return { principal: await services.apiKeys.authenticate(m[1]), csrfHash: null };
     } catch (err) {
       if (err instanceof ParhelionError && err.code === "ERR_API_KEY_INVALID") services.throttle.recordFailure({ source: ip });
       throw err;
@@ -121,11 +124,7 @@ async function authenticate(req: FastifyRequest, services: Services, method: Met
       if (err instanceof ParhelionError && err.code === "ERR_SESSION_INVALID") services.throttle.recordFailure({ source: ip });
       throw err;
     }
-    if (MUTATING.has(method)) {
-      const h = req.headers["x-csrf-token"];
-      checkCsrf(s.csrfHash, typeof h === "string" ? h : undefined);
-    }
-    return s.principal;
+    return { principal: s.principal, csrfHash: s.csrfHash };
   }
   throw new ParhelionError("ERR_UNAUTHENTICATED", "no credential: send Authorization: Bearer <API key> or sign in");
 }
@@ -186,7 +185,13 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
           let grants: EffectiveGrants = NO_GRANTS;
           if (spec.access !== "public") {
             attempted = true;
-            principal = await authenticate(req, services, spec.method);
+            const auth = await authenticate(req, services);
+            principal = auth.principal;
+            // After the principal is known, so a forged cross-site request is audited against the session's user.
+            if (auth.csrfHash !== null && MUTATING.has(spec.method)) {
+              const h = req.headers["x-csrf-token"];
+              checkCsrf(auth.csrfHash, typeof h === "string" ? h : undefined);
+            }
             if (spec.access !== "authenticated") {
               grants = await loadGrants(services.db, principal);
               // Params are parsed before the decision only to name the resource; bad ids still answer 403 first if no org-wide right.

@@ -255,6 +255,8 @@ describe("console sessions", () => {
     const noCsrf = await tp.call("POST", "/v1/teams", { key: null, headers: { cookie }, body: { name: "csrf-less" } });
     assert.equal(noCsrf.status, 403);
     assert.equal(noCsrf.body.code, "ERR_CSRF");
+    const denied = await tp.platform.db.selectFrom("audit_log").select(["type", "result", "actor_email", "source"]).where("request_id", "=", noCsrf.body.requestId).executeTakeFirst();
+    assert.deepEqual(denied, { type: "TeamCreate", result: "DENIED", actor_email: "ada@example.com", source: "Portal" }, "a forged request is audited against the session's user");
     const wrongCsrf = await tp.call("POST", "/v1/teams", { key: null, headers: { cookie, "x-csrf-token": "A".repeat(43) }, body: { name: "csrf-wrong" } });
     assert.equal(wrongCsrf.body.code, "ERR_CSRF");
     const withCsrf = await tp.call("POST", "/v1/teams", { key: null, headers: { cookie, "x-csrf-token": login.body.csrfToken }, body: { name: "csrf-ok" } });
