@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync, chmodSync, existsSync, renameSync, readFileSync } from "node:fs";
+import { mkdirSync, writeFileSync, chmodSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
@@ -153,11 +153,4 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     await stopAll();
     throw err;
   }
-}
-
-/** Reads DIR/runtime.json written by a running `parhelion up`. */
-export function readRuntime(dataDir: string): { apiUrl: string; caFile: string | null } | null {
-  const p = join(dataDir, "runtime.json");
-  if (!existsSync(p)) return null;
-  return JSON.parse(readFileSync(p, "utf8")) as { apiUrl: string; caFile: string | null };
 }

@@ -36,8 +36,6 @@ export function heliosUnsupported(field: string) {
   }).optional();
 }
 
-export const IdResponse = (name: string) => z.object({ [name]: Id });
-
 /**
  * Runs a keyset-paged list: decodes `nextToken` into the cursor the store expects (the previous page's last
  * key), and sets `X-Next-Token` when the page is full.

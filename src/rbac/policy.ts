@@ -34,14 +34,3 @@ export function authorize(principal: Principal | null, grants: EffectiveGrants, 
   }
   return { allow: false, reason: `missing permission ${permission}` };
 }
-
-/** True when the grants hold the permission through any role on any resource of that type (for list filtering). */
-export function resourcesWith(grants: EffectiveGrants, type: ResourceType, permission: Permission): string[] {
-  const ids: string[] = [];
-  for (const [key, roles] of grants.resourceRoles) {
-    const [t, id] = key.split(":");
-    if (t !== type || id === undefined) continue;
-    for (const role of roles) if (permissionsOf(type, role).includes(permission)) ids.push(id);
-  }
-  return ids;
-}

@@ -3,7 +3,7 @@ import { defineRoute } from "../route.js";
 import { Id, Email } from "../schemas.js";
 import { ParhelionError } from "../../lib/errors.js";
 import { ORG_ROLES } from "../../identity/types.js";
-import { SESSION_COOKIE, changePassword, createSession, findUserByEmail, revokeSession, verifyPassword } from "../../identity/index.js";
+import { SESSION_COOKIE, changePassword, createSession, revokeSession, verifyUserPassword } from "../../identity/index.js";
 
 const WhoAmI = z.object({ kind: z.enum(["user", "apiKey"]), orgID: Id, userID: Id.nullable(), email: z.string().nullable(), apiKeyID: Id.nullable(), sessionID: Id.nullable(), roles: z.array(z.enum(ORG_ROLES)) });
 
@@ -18,11 +18,12 @@ export const authRoutes = [
       const account = body.email.toLowerCase();
       audit.actor = { type: "anonymous", email: account };
       services.throttle.check({ account, source: ip });
-      const user = await findUserByEmail(services.db, account);
-      const ok = await verifyPassword(body.password, user?.passwordHash ?? null);
-      if (!user || !ok) {
-        services.throttle.recordFailure({ account, source: ip });
-        throw new ParhelionError("ERR_INVALID_CREDENTIALS");
+      let user: Awaited<ReturnType<typeof verifyUserPassword>>;
+      try {
+        user = await verifyUserPassword(services.db, account, body.password);
+      } catch (err) {
+        if (err instanceof ParhelionError && err.code === "ERR_INVALID_CREDENTIALS") services.throttle.recordFailure({ account, source: ip });
+        throw err;
       }
       services.throttle.recordSuccess({ account });
       const s = await createSession(services.db, { userId: user.userID, orgId: user.orgId, sourceIp: ip, ttlSeconds: services.settings.sessionTtlSeconds }, services.clock);

@@ -30,9 +30,8 @@ async function apiKeyOf(opts: LoginOpts): Promise<string> {
 }
 
 /**
- * DIR/runtime.json as `startPlatform` writes it ({apiUrl, caFile, pid, version}). Same format as
- * platform.ts's readRuntime, read here without importing the platform (fastify, pg: ~1 s at start),
- * and checked rather than cast.
+ * DIR/runtime.json as `startPlatform` writes it ({apiUrl, caFile, pid, version}), read without importing
+ * the platform (fastify, pg: ~1 s at start), and checked rather than cast.
  */
 export function readRuntimeFile(dataDir: string): { apiUrl: string; caFile: string | null } | null {
   const path = join(dataDir, "runtime.json");
