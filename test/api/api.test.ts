@@ -71,6 +71,15 @@ describe("bad input gets a typed 4xx and changes nothing", () => {
     assert.equal(await count("teams"), before);
   });
 
+  test("prototype pollution in JSON bodies is refused", async () => {
+    for (const raw of ['{"name":"p","__proto__":{"admin":true}}', '{"name":"p","constructor":{"prototype":{"admin":true}}}']) {
+      const r = await tp.call("POST", "/v1/teams", { rawBody: raw, headers: { "content-type": "application/json" } });
+      assert.equal(r.status, 400, raw);
+      assert.ok(r.body.code === "ERR_VALIDATION" || r.body.code === "ERR_UNKNOWN_FIELD", r.text);
+    }
+    assert.equal(({} as Record<string, unknown>)["admin"], undefined);
+  });
+
   test("wrong types", async () => {
     const r = await tp.call("POST", "/v1/teams", { body: { name: 42 } });
     assert.equal(r.status, 400);
