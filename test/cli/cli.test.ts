@@ -4,8 +4,8 @@ import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
-import { startTestPlatform, type TestPlatform } from "../support/platform.js";
-import { runCli, tempDir } from "./helpers.js";
+import type { TestPlatform } from "../support/platform.js";
+import { runCli, startSignedInPlatform, type SignedInPlatform } from "./helpers.js";
 import { createCA } from "../../src/tls/index.js";
 import { EXIT_CODES } from "../../src/cli/errors.js";
 import { formatTable } from "../../src/cli/output.js";
@@ -15,25 +15,15 @@ let dir: { path: string; remove: () => void };
 let keyFile: string;
 /** PARHELION_HOME signed in as the owner (in before()); each test that needs a fresh home makes its own. */
 let home: string;
+let env: SignedInPlatform;
 
 before(async () => {
-  dir = tempDir("parhelion-cli-");
-  try {
-    tp = await startTestPlatform();
-  } catch (err) {
-    dir.remove();
-    throw err;
-  }
-  keyFile = join(dir.path, "owner.key");
-  writeFileSync(keyFile, tp.ownerKey + "\n", { mode: 0o600 });
-  home = join(dir.path, "home");
-  const r = await runCli(["login", "--data-dir", tp.dataDir, "--api-key-file", keyFile], { env: { PARHELION_HOME: home } });
-  assert.equal(r.code, 0, r.stderr);
+  env = await startSignedInPlatform("parhelion-cli-");
+  ({ tp, dir, keyFile, home } = env);
 });
 
 after(async () => {
-  dir?.remove();
-  await tp?.stop();
+  await env?.stop();
 });
 
 const cli = (args: string[], extra: Record<string, string> = {}, input?: string) => runCli(args, { env: { PARHELION_HOME: home, ...extra }, ...(input === undefined ? {} : { input }) });

@@ -1,8 +1,9 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { startTestPlatform, type TestPlatform } from "../support/platform.js";
 
 /** The compiled CLI entry (dist/src/cli/main.js), next to this compiled test (dist/test/cli/). */
 export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
@@ -50,4 +51,39 @@ export function runCli(args: string[], opts: { env: Record<string, string>; inpu
 export function tempDir(prefix: string): { path: string; remove: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export interface SignedInPlatform {
+  tp: TestPlatform;
+  dir: { path: string; remove: () => void };
+  /** The owner's API key in a 0600 file. */
+  keyFile: string;
+  /** A PARHELION_HOME signed in with that key. */
+  home: string;
+  stop(): Promise<void>;
+}
+
+/** A real platform plus a CLI home signed in as its owner (through `parhelion login --api-key-file`). */
+export async function startSignedInPlatform(prefix: string): Promise<SignedInPlatform> {
+  const dir = tempDir(prefix);
+  let tp: TestPlatform;
+  try {
+    tp = await startTestPlatform();
+  } catch (err) {
+    dir.remove();
+    throw err;
+  }
+  const keyFile = join(dir.path, "owner.key");
+  writeFileSync(keyFile, tp.ownerKey + "\n", { mode: 0o600 });
+  const home = join(dir.path, "home");
+  const r = await runCli(["login", "--data-dir", tp.dataDir, "--api-key-file", keyFile], { env: { PARHELION_HOME: home } });
+  const stop = async () => {
+    dir.remove();
+    await tp.stop();
+  };
+  if (r.code !== 0) {
+    await stop();
+    throw new Error(`owner login failed: ${r.stderr}`);
+  }
+  return { tp, dir, keyFile, home, stop };
 }

@@ -4,33 +4,23 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "no
 import { createServer } from "node:net";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
-import { startTestPlatform, type TestPlatform } from "../support/platform.js";
-import { runCli, tempDir, type CliResult } from "./helpers.js";
+import type { TestPlatform } from "../support/platform.js";
+import { runCli, startSignedInPlatform, type SignedInPlatform, type CliResult } from "./helpers.js";
 
 let tp: TestPlatform;
 let dir: { path: string; remove: () => void };
 let keyFile: string;
 /** PARHELION_HOME signed in with the owner's API key. */
 let ownerHome: string;
+let env: SignedInPlatform;
 
 before(async () => {
-  dir = tempDir("parhelion-cli-session-");
-  try {
-    tp = await startTestPlatform();
-  } catch (err) {
-    dir.remove();
-    throw err;
-  }
-  keyFile = join(dir.path, "owner.key");
-  writeFileSync(keyFile, tp.ownerKey + "\n", { mode: 0o600 });
-  ownerHome = join(dir.path, "owner-home");
-  const r = await runCli(["login", "--data-dir", tp.dataDir, "--api-key-file", keyFile], { env: { PARHELION_HOME: ownerHome } });
-  assert.equal(r.code, 0, r.stderr);
+  env = await startSignedInPlatform("parhelion-cli-session-");
+  ({ tp, dir, keyFile, home: ownerHome } = env);
 });
 
 after(async () => {
-  dir?.remove();
-  await tp?.stop();
+  await env?.stop();
 });
 
 const run = (home: string, args: string[], input?: string, extra: Record<string, string> = {}) =>
