@@ -169,72 +169,70 @@ export function registerRoutes(app: FastifyInstance, routes: readonly RouteSpec[
 }
 
 async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-        const note: AuditNote = {};
-        let principal: Principal | null = null;
-        let status = spec.status ?? 200;
-        let result: unknown;
-        let failure: ParhelionError | undefined;
-        let attempted = false; // whether a credential (or login) was involved: such requests are always audited
-        try {
-          let fields: string[] | undefined;
-          const rawQuery = { ...(req.query as Record<string, unknown>) };
-          if (spec.method === "GET" && typeof rawQuery["fields"] === "string") {
-            fields = String(rawQuery["fields"]).split(",").map((s) => s.trim()).filter(Boolean);
-            delete rawQuery["fields"];
-          }
-          let grants: EffectiveGrants = NO_GRANTS;
-          if (spec.access !== "public") {
-            attempted = true;
-            const auth = await authenticate(req, services);
-            principal = auth.principal;
-            // After the principal is known, so a forged cross-site request is audited against the session's user.
-            if (auth.csrfHash !== null && MUTATING.has(spec.method)) {
-              const h = req.headers["x-csrf-token"];
-              checkCsrf(auth.csrfHash, typeof h === "string" ? h : undefined);
-            }
-            if (spec.access !== "authenticated") {
-              grants = await loadGrants(services.db, principal);
-              // Params are parsed before the decision only to name the resource; bad ids still answer 403 first if no org-wide right.
-              const params = spec.params ? spec.params.safeParse(req.params) : undefined;
-              const resource = spec.resource && params?.success ? spec.resource(params.data) : undefined;
-              const d = authorize(principal, grants, spec.access, resource);
-              if (!d.allow) throw new ParhelionError("ERR_FORBIDDEN", `your role does not allow ${spec.operationId} (${d.reason})`);
-            } else {
-              grants = await loadGrants(services.db, principal);
-            }
-          } else if (MUTATING.has(spec.method)) {
-            attempted = true;
-          }
-          const params = parse(spec.params, req.params, "path parameter") as never;
-          const query = parse(spec.query, rawQuery, "query parameter") as never;
-          const body = parse(spec.body, req.body, "body") as never;
-          result = project(await spec.handler({ params, query, body, principal, grants, services, req, reply, audit: note }), fields);
-        } catch (err) {
-          const { error, internal } = toParhelionError(err);
-          if (internal) req.log.error({ err }, "internal error");
-          failure = error;
-          status = error.status;
-        }
-        const quietRead = !MUTATING.has(spec.method) && failure === undefined && services.settings.auditReads === "failures";
-        if ((attempted || MUTATING.has(spec.method)) && !quietRead) {
-          const actor: AuditEvent["actor"] = note.actor ?? (principal
-            ? { type: principal.kind === "apiKey" ? "apiKey" : "user", id: principal.kind === "apiKey" ? principal.apiKeyId : principal.userId, email: principal.email }
-            : { type: "anonymous" });
-          await services.audit.record({
-            type: note.type ?? auditType(spec, principal, failure),
-            source: principal?.sessionId ? "Portal" : "API",
-            result: auditResult(status),
-            orgId: note.orgId ?? principal?.orgId ?? null,
-            actor,
-            resource: note.resource ?? null,
-            sourceIp: clientIp(req),
-            requestId: String(req.id),
-            reason: note.reason ?? `${spec.method} ${spec.path} -> ${status}${failure ? ` ${failure.code}` : ""}`,
-            attributes: { operation: spec.operationId, status, ...(failure ? { code: failure.code } : {}), ...(note.attributes ?? {}) },
-          });
-        }
-        reply.header("cache-control", "no-store");
-        if (failure) return sendProblem(req, reply, failure);
-        if (result === undefined) return reply.code(status === 200 ? 204 : status).send();
-        return reply.code(status).send(result);
+  const note: AuditNote = {};
+  const mutating = MUTATING.has(spec.method);
+  let principal: Principal | null = null;
+  let status = spec.status ?? 200;
+  let result: unknown;
+  let failure: ParhelionError | undefined;
+  try {
+    let fields: string[] | undefined;
+    const rawQuery = { ...(req.query as Record<string, unknown>) };
+    if (spec.method === "GET" && typeof rawQuery["fields"] === "string") {
+      fields = String(rawQuery["fields"]).split(",").map((s) => s.trim()).filter(Boolean);
+      delete rawQuery["fields"];
+    }
+    let grants: EffectiveGrants = NO_GRANTS;
+    if (spec.access !== "public") {
+      const auth = await authenticate(req, services);
+      principal = auth.principal;
+      // After the principal is known, so a forged cross-site request is audited against the session's user.
+      if (auth.csrfHash !== null && mutating) {
+        const h = req.headers["x-csrf-token"];
+        checkCsrf(auth.csrfHash, typeof h === "string" ? h : undefined);
+      }
+      grants = await loadGrants(services.db, principal);
+      if (spec.access !== "authenticated") {
+        // Params are parsed before the decision only to name the resource: without an organization-wide right,
+        // a malformed id answers 403 like any other.
+        const params = spec.params ? spec.params.safeParse(req.params) : undefined;
+        const resource = spec.resource && params?.success ? spec.resource(params.data) : undefined;
+        const d = authorize(principal, grants, spec.access, resource);
+        if (!d.allow) throw new ParhelionError("ERR_FORBIDDEN", `your role does not allow ${spec.operationId} (${d.reason})`);
+      }
+    }
+    const params = parse(spec.params, req.params, "path parameter") as never;
+    const query = parse(spec.query, rawQuery, "query parameter") as never;
+    const body = parse(spec.body, req.body, "body") as never;
+    result = project(await spec.handler({ params, query, body, principal, grants, services, req, reply, audit: note }), fields);
+  } catch (err) {
+    const { error, internal } = toParhelionError(err);
+    if (internal) req.log.error({ err }, "internal error");
+    failure = error;
+    status = error.status;
+  }
+  // Every request that presented (or needed) a credential, and every mutation, is recorded — except
+  // successful reads when the operator chose auditReads=failures.
+  const quietRead = !mutating && failure === undefined && services.settings.auditReads === "failures";
+  if ((spec.access !== "public" || mutating) && !quietRead) {
+    const actor: AuditEvent["actor"] = note.actor ?? (principal
+      ? { type: principal.kind === "apiKey" ? "apiKey" : "user", id: principal.kind === "apiKey" ? principal.apiKeyId : principal.userId, email: principal.email }
+      : { type: "anonymous" });
+    await services.audit.record({
+      type: note.type ?? auditType(spec, principal, failure),
+      source: principal?.sessionId ? "Portal" : "API",
+      result: auditResult(status),
+      orgId: note.orgId ?? principal?.orgId ?? null,
+      actor,
+      resource: note.resource ?? null,
+      sourceIp: clientIp(req),
+      requestId: String(req.id),
+      reason: note.reason ?? `${spec.method} ${spec.path} -> ${status}${failure ? ` ${failure.code}` : ""}`,
+      attributes: { operation: spec.operationId, status, ...(failure ? { code: failure.code } : {}), ...(note.attributes ?? {}) },
+    });
+  }
+  reply.header("cache-control", "no-store");
+  if (failure) return sendProblem(req, reply, failure);
+  if (result === undefined) return reply.code(status === 200 ? 204 : status).send();
+  return reply.code(status).send(result);
 }
