@@ -64,12 +64,17 @@ describe("argon2id hashing", () => {
   });
   test("a null hash answers false after a full argon2 computation", async () => {
     const phc = await hashPassword(GOOD_PASSWORD);
-    const t0 = performance.now();
-    assert.equal(await verifyPassword(GOOD_PASSWORD, phc), true);
-    const real = performance.now() - t0;
-    const t1 = performance.now();
-    assert.equal(await verifyPassword(GOOD_PASSWORD, null), false);
-    const dummy = performance.now() - t1;
+    // The fastest of several runs: the work itself, without the pauses a busy machine adds.
+    let real = Infinity;
+    let dummy = Infinity;
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      assert.equal(await verifyPassword(GOOD_PASSWORD, phc), true);
+      real = Math.min(real, performance.now() - t0);
+      const t1 = performance.now();
+      assert.equal(await verifyPassword(GOOD_PASSWORD, null), false);
+      dummy = Math.min(dummy, performance.now() - t1);
+    }
     // Same work: the dummy check takes at least a third of a real one (generous for noisy CI).
     assert.ok(dummy > real / 3, `dummy ${dummy.toFixed(1)} ms vs real ${real.toFixed(1)} ms`);
   });
