@@ -31,6 +31,7 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
       summary: r.summary,
       tags: [r.tag],
       "x-parhelion-permission": r.access,
+      ...(r.listOf ? { "x-parhelion-list-of": r.listOf } : {}),
       parameters: [...parametersOf(r.params, "path"), ...parametersOf(r.query, "query")],
       responses: {
         [String(r.status ?? 200)]: { description: "Success", content: { "application/json": { schema: schemaOf(r.response, "output") } } },

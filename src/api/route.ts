@@ -3,9 +3,9 @@ import { z } from "zod";
 import { ParhelionError } from "../lib/errors.js";
 import type { Principal } from "../identity/types.js";
 import { SESSION_COOKIE, authenticateSession, checkCsrf } from "../identity/index.js";
-import { authorize, NO_GRANTS, type EffectiveGrants, type ResourceRef } from "../rbac/policy.js";
+import { authorize, visibleResources, NO_GRANTS, type EffectiveGrants, type ResourceRef } from "../rbac/policy.js";
 import { loadGrants } from "../rbac/grants.js";
-import type { Permission } from "../rbac/roles.js";
+import type { Permission, ResourceType } from "../rbac/roles.js";
 import type { AuditEvent } from "../audit/index.js";
 import type { Services } from "./context.js";
 import { sendProblem, toParhelionError } from "./problem.js";
@@ -30,6 +30,8 @@ export interface RouteContext<P, Q, B> {
   body: B;
   principal: Principal | null;
   grants: EffectiveGrants;
+  /** For `listOf` routes: every resource ("all") or the ids the caller may see. */
+  visible: "all" | string[];
   services: Services;
   req: FastifyRequest;
   reply: FastifyReply;
@@ -46,6 +48,11 @@ export interface RouteSpec<P extends z.ZodType = z.ZodType, Q extends z.ZodType 
   access: Access;
   /** The resource a permission is checked against (group- and team-level grants). */
   resource?: (params: z.output<P>) => ResourceRef;
+  /**
+   * A list of resources of this type: allowed to anyone holding the permission on the organization or on
+   * at least one such resource; the handler shows only what `ctx.visible` names.
+   */
+  listOf?: ResourceType;
   params?: P;
   query?: Q;
   body?: B;
@@ -183,6 +190,7 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
       delete rawQuery["fields"];
     }
     let grants: EffectiveGrants = NO_GRANTS;
+    let visible: "all" | string[] = "all";
     if (spec.access !== "public") {
       const auth = await authenticate(req, services);
       principal = auth.principal;
@@ -198,13 +206,16 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
         const params = spec.params ? spec.params.safeParse(req.params) : undefined;
         const resource = spec.resource && params?.success ? spec.resource(params.data) : undefined;
         const d = authorize(principal, grants, spec.access, resource);
-        if (!d.allow) throw new ParhelionError("ERR_FORBIDDEN", `your role does not allow ${spec.operationId} (${d.reason})`);
+        if (!d.allow) {
+          if (spec.listOf !== undefined) visible = visibleResources(principal, grants, spec.access, spec.listOf);
+          if (visible === "all" || visible.length === 0) throw new ParhelionError("ERR_FORBIDDEN", `your role does not allow ${spec.operationId} (${d.reason})`);
+        }
       }
     }
     const params = parse(spec.params, req.params, "path parameter") as never;
     const query = parse(spec.query, rawQuery, "query parameter") as never;
     const body = parse(spec.body, req.body, "body") as never;
-    result = project(await spec.handler({ params, query, body, principal, grants, services, req, reply, audit: note }), fields);
+    result = project(await spec.handler({ params, query, body, principal, grants, visible, services, req, reply, audit: note }), fields);
   } catch (err) {
     const { error, internal } = toParhelionError(err);
     if (internal) req.log.error({ err }, "internal error");

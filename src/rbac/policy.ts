@@ -34,3 +34,24 @@ export function authorize(principal: Principal | null, grants: EffectiveGrants, 
   }
   return { allow: false, reason: `missing permission ${permission}` };
 }
+
+/**
+ * Which resources of a type a list may show: all of them (`"all"`) when an organization role grants the
+ * permission, otherwise the ids the principal holds it on through resource roles (possibly none).
+ */
+export function visibleResources(principal: Principal | null, grants: EffectiveGrants, permission: Permission, type: ResourceType): "all" | string[] {
+  if (principal === null) return [];
+  for (const role of grants.orgRoles) if (permissionsOf("Organization", role).includes(permission)) return "all";
+  const ids: string[] = [];
+  for (const [key, roles] of grants.resourceRoles) {
+    const sep = key.indexOf(":");
+    if (key.slice(0, sep) !== type) continue;
+    for (const role of roles) {
+      if (permissionsOf(type, role).includes(permission)) {
+        ids.push(key.slice(sep + 1));
+        break;
+      }
+    }
+  }
+  return ids;
+}

@@ -46,9 +46,11 @@ async function views(db: Db, orgId: string, teamIds: string[]): Promise<Map<stri
   return out;
 }
 
-/** Lists teams by name, keyset-paginated after a team name. */
-export async function listTeams(db: Db, orgId: string, opts: { limit: number; after?: string | undefined }): Promise<TeamView[]> {
+/** Lists teams by name, keyset-paginated after a team name; `only` restricts it to those ids. */
+export async function listTeams(db: Db, orgId: string, opts: { limit: number; after?: string | undefined; only?: string[] | undefined }): Promise<TeamView[]> {
+  if (opts.only !== undefined && opts.only.length === 0) return [];
   let q = db.selectFrom("teams").select(["id", "name"]).where("org_id", "=", orgId).orderBy("name").limit(opts.limit);
+  if (opts.only !== undefined) q = q.where("id", "in", opts.only);
   if (opts.after !== undefined) q = q.where("name", ">", opts.after);
   const ids = (await q.execute()).map((r) => r.id);
   const v = await views(db, orgId, ids);

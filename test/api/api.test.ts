@@ -340,6 +340,9 @@ describe("console sessions", () => {
     const cookie = String(login.headers["set-cookie"]).split(";")[0]!;
     assert.equal((await tp.call("GET", `/v1/teams/${t1}`, { key: null, headers: { cookie } })).status, 200);
     assert.equal((await tp.call("GET", `/v1/teams/${t2}`, { key: null, headers: { cookie } })).status, 403);
+    const listed = await tp.call("GET", "/v1/teams", { key: null, headers: { cookie } });
+    assert.equal(listed.status, 200, listed.text);
+    assert.deepEqual(listed.body.map((t: { teamID: string }) => t.teamID), [t1], "a Member lists only the teams it holds a role on");
     assert.equal((await tp.call("PATCH", `/v1/teams/${t1}`, { key: null, headers: { cookie, "x-csrf-token": login.body.csrfToken }, body: { name: "renamed" } })).status, 403);
   });
 });

@@ -27,10 +27,10 @@ export const teamRoutes = [
   }),
   defineRoute({
     method: "GET", path: "/v1/teams", operationId: "listTeams", tag: "Teams",
-    summary: "Teams of the organization, by name.", access: "teams:read",
+    summary: "Teams of the organization, by name (a Member sees the teams it holds a role on).", access: "teams:read", listOf: "Team",
     query: z.object(PageQuery).strict(), response: z.array(Team),
-    handler: async ({ query, principal, services, reply }) => {
-      return pagedList(query, reply, (page) => listTeams(services.db, principal!.orgId, page), (t) => t.name);
+    handler: async ({ query, principal, services, reply, visible }) => {
+      return pagedList(query, reply, (page) => listTeams(services.db, principal!.orgId, { ...page, only: visible === "all" ? undefined : visible }), (t) => t.name);
     },
   }),
   defineRoute({
