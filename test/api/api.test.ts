@@ -358,6 +358,22 @@ describe("organization invariants", () => {
     assert.equal(rev.body.code, "ERR_LAST_OWNER");
   });
 
+  test("only an Owner grants Owner or invites an Owner", async () => {
+    const admin = await tp.call("POST", "/v1/apiKeys", { body: { name: "admin-2", role: "Admin", expiresAt: expiresAt() } });
+    secrets.push(admin.body.key);
+    const who = await tp.call("GET", "/v1/auth/whoami");
+    const grant = await tp.call("PATCH", `/v1/organizations/${who.body.orgID}/accessControls`, { key: admin.body.key, body: { grants: [{ role: "Owner", users: [who.body.userID] }] } });
+    assert.equal(grant.status, 403);
+    assert.equal(grant.body.code, "ERR_FORBIDDEN");
+    const before = await count("invitations");
+    const inv = await tp.call("POST", "/v1/invitations", { key: admin.body.key, body: { email: "would-be-owner@example.com", role: "Owner" } });
+    assert.equal(inv.status, 403);
+    assert.equal(inv.body.code, "ERR_FORBIDDEN");
+    assert.equal(await count("invitations"), before);
+    const ok = await tp.call("PATCH", `/v1/organizations/${who.body.orgID}/accessControls`, { key: admin.body.key, body: { grants: [{ role: "Auditor", users: [who.body.userID] }] } });
+    assert.equal(ok.status, 200, "an Admin grants the other roles");
+  });
+
   test("teams: members by email, cycles refused, identity roles listed", async () => {
     const a = (await tp.call("POST", "/v1/teams", { body: { name: "team-a" } })).body.teamID;
     const b = (await tp.call("POST", "/v1/teams", { body: { name: "team-b" } })).body.teamID;
