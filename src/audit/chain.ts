@@ -1,4 +1,6 @@
 import { createHash } from "node:crypto";
+import type { Selectable } from "kysely";
+import type { AuditLogTable } from "../store/schema.js";
 
 /**
  * The audit hash chain. DESIGN.md specifies the encoding byte for byte; keep both in step (a test pins
@@ -114,24 +116,7 @@ export function chainHash(prevHash: Buffer, f: ChainFields): Buffer {
 }
 
 /** The columns of an `audit_log` row that the chain covers, as Kysely returns them. */
-export interface ChainRow {
-  seq: string;
-  id: string;
-  org_id: string | null;
-  created_at: Date;
-  type: string;
-  source: string;
-  result: string;
-  actor_type: string;
-  actor_id: string | null;
-  actor_email: string | null;
-  resource_type: string | null;
-  resource_id: string | null;
-  source_ip: string | null;
-  request_id: string | null;
-  reason: string;
-  attributes: Record<string, unknown>;
-}
+export type ChainRow = Omit<Selectable<AuditLogTable>, "prev_hash" | "hash">;
 
 /** Maps a stored row to the hashed fields. */
 export function fieldsFromRow(r: ChainRow): ChainFields {

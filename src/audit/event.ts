@@ -1,3 +1,4 @@
+import { isUuid } from "../lib/ids.js";
 import type { ChainFields } from "./chain.js";
 import { ParhelionError } from "../lib/errors.js";
 import { ACTOR_TYPES, AUDIT_RESULTS, AUDIT_SOURCES, type AuditEvent } from "./types.js";
@@ -16,7 +17,6 @@ export const MAX_ATTRIBUTES_BYTES = 64 * 1024;
 /** Deepest `attributes` nesting kept. */
 export const MAX_ATTRIBUTES_DEPTH = 32;
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 // NUL (PostgreSQL text and jsonb refuse it) and unpaired surrogates (UTF-8 cannot carry them).
 const UNSTORABLE_RE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
@@ -47,7 +47,7 @@ function reqText(v: unknown, field: string): string {
 
 function optUuid(v: unknown, field: string): string | null {
   if (v === undefined || v === null) return null;
-  if (typeof v !== "string" || !UUID_RE.test(v)) throw invalid(field, "must be a UUID");
+  if (!isUuid(v)) throw invalid(field, "must be a UUID");
   return v.toLowerCase();
 }
 

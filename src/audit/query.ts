@@ -1,3 +1,4 @@
+import { isUuid } from "../lib/ids.js";
 import type { Db } from "../store/db.js";
 import { ParhelionError } from "../lib/errors.js";
 import { AUDIT_SOURCES, type ActorType, type AuditLogView, type AuditQuery, type AuditResult, type HeliosUserType } from "./types.js";
@@ -5,7 +6,6 @@ import { AUDIT_SOURCES, type ActorType, type AuditLogView, type AuditQuery, type
 export const DEFAULT_LIMIT = 100;
 export const MAX_LIMIT = 1000;
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 // A calendar date (UTC midnight) or a date-time with an explicit zone; no local-time guessing.
 const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2}))?$/;
 const SEQ_RE = /^[1-9][0-9]{0,18}$/;
@@ -54,7 +54,7 @@ export function decodeNextToken(token: unknown): bigint {
 /** Audit records of one organization, newest (highest seq) first, keyset-paged by seq. */
 export async function listAuditLogs(db: Db, q: AuditQuery): Promise<{ auditLogs: AuditLogView[]; nextToken?: string }> {
   if (q === null || typeof q !== "object") throw bad("query", "must be an object");
-  if (typeof q.orgId !== "string" || !UUID_RE.test(q.orgId)) throw bad("orgId", "must be a UUID");
+  if (!isUuid(q.orgId)) throw bad("orgId", "must be a UUID");
   const start = q.startDate === undefined ? undefined : parseDateParam(q.startDate, "startDate");
   const end = q.endDate === undefined ? undefined : parseDateParam(q.endDate, "endDate");
   if (start && end && start.getTime() > end.getTime()) throw bad("startDate", "must not be after endDate");

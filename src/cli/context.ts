@@ -31,11 +31,8 @@ export function apiAction<A extends unknown[]>(fn: (ctx: Ctx, ...args: A) => Pro
   };
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-export function isUuid(s: string): boolean {
-  return UUID.test(s);
-}
+import { isUuid } from "../lib/ids.js";
+export { isUuid };
 
 /** A user reference: a user ID as is, or an email looked up with GET /v1/users?email=. */
 export async function resolveUserId(client: ApiClient, ref: string): Promise<string> {

@@ -27,12 +27,9 @@ export function decodeToken(text: unknown): Buffer | null {
   return bytes;
 }
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** True for a textual UUID PostgreSQL's uuid type accepts in canonical form. */
-export function isUuid(value: unknown): value is string {
-  return typeof value === "string" && UUID_RE.test(value);
-}
+import { isUuid } from "../lib/ids.js";
+export { isUuid };
 
 /** Throws ERR_VALIDATION unless the value is a UUID. */
 export function requireUuid(value: unknown, field: string): string {
