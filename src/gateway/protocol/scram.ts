@@ -383,11 +383,15 @@ export interface ScramClientOptions {
   nonce?: () => string;
   /** The most PBKDF2 iterations accepted from the server with a password (default 100000). */
   maxIterations?: number;
+  /** The SCRAM username; "" by default, as libpq sends it (PostgreSQL uses the startup user). */
+  username?: string;
+  /** tls-server-end-point data to bind to (SCRAM-SHA-256-PLUS); none by default, the upstream being a unix socket. */
+  channelBinding?: Buffer;
 }
 
 /**
- * The client side of SCRAM-SHA-256 without channel binding (the upstream is a unix socket), for the
- * gateway's own logins: `clientFirst()`, `serverFirst(data)` → client-final-message, `serverFinal(data)`.
+ * The client side of SCRAM-SHA-256 (or -PLUS with `channelBinding`), for the gateway's own logins upstream:
+ * `mechanism`, `clientFirst()`, `serverFirst(data)` → client-final-message, `serverFinal(data)`.
  */
 export class ScramClient {
   private readonly creds: ScramClientCredentials;
@@ -396,19 +400,29 @@ export class ScramClient {
   private clientNonce = "";
   private serverKey: Buffer | undefined;
   private authMessage = "";
+  private readonly gs2: string;
+  private readonly bare: string;
 
   constructor(creds: ScramClientCredentials, opts: ScramClientOptions = {}) {
     if ("clientKey" in creds && creds.clientKey.length !== 32) throw new TypeError("ScramClient: clientKey must be 32 bytes");
     this.creds = creds;
     this.opts = opts;
+    this.gs2 = opts.channelBinding ? `p=${CBIND_TYPE},,` : "n,,";
+    // RFC 5802 §7 saslname: "=" and "," are escaped as =3D and =2C.
+    this.bare = `n=${Buffer.from(opts.username ?? "", "utf8").toString("latin1").replace(/=/g, "=3D").replace(/,/g, "=2C")},r=`;
   }
 
-  /** The client-first-message `n,,n=,r=<nonce>` (PostgreSQL ignores the SCRAM username). */
+  /** The SASL mechanism to name in SASLInitialResponse. */
+  get mechanism(): string {
+    return this.opts.channelBinding ? SCRAM_SHA_256_PLUS : SCRAM_SHA_256;
+  }
+
+  /** The client-first-message, `n,,n=,r=<nonce>` by default (PostgreSQL ignores the SCRAM username). */
   clientFirst(): Buffer {
     return this.step("start", "first", () => {
       this.clientNonce = this.opts.nonce ? this.opts.nonce() : randomBytes(18).toString("base64");
       if (!PRINTABLE.test(this.clientNonce)) throw new TypeError("ScramClient: nonce() must answer printable ASCII without commas");
-      return Buffer.from(`n,,n=,r=${this.clientNonce}`, "latin1");
+      return Buffer.from(`${this.gs2}${this.bare}${this.clientNonce}`, "latin1");
     });
   }
 
@@ -436,8 +450,9 @@ export class ScramClient {
         clientKey = this.creds.clientKey;
         this.serverKey = this.creds.serverKey;
       }
-      const withoutProof = `c=biws,r=${nonce}`;
-      this.authMessage = `n=,r=${this.clientNonce},${text},${withoutProof}`;
+      const cbind = Buffer.concat([Buffer.from(this.gs2), this.opts.channelBinding ?? Buffer.alloc(0)]).toString("base64");
+      const withoutProof = `c=${cbind},r=${nonce}`;
+      this.authMessage = `${this.bare}${this.clientNonce},${text},${withoutProof}`;
       const proof = xor(clientKey, hmac(sha256(clientKey), Buffer.from(this.authMessage, "latin1")));
       return Buffer.from(`${withoutProof},p=${proof.toString("base64")}`, "latin1");
     });
