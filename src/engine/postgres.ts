@@ -506,6 +506,15 @@ export class PostgresServer extends EventEmitter {
   /** Initialises (first time), starts and waits until the server accepts connections and afterStart is done. */
   async start(): Promise<void> {
     if (this.child) return;
+    if (this.starting) {
+      // A restart after a crash is in flight: let it finish rather than start a second postmaster.
+      await this.starting.catch(() => undefined);
+      if (this.child) return;
+    }
+    if (this.restartTimer) {
+      clearTimeout(this.restartTimer);
+      this.restartTimer = undefined;
+    }
     this.stopping = false;
     await this.initdb();
     const p = this.startProcess();

@@ -1,0 +1,312 @@
+import { existsSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { EventEmitter } from "node:events";
+import pg from "pg";
+import { ParhelionError } from "../lib/errors.js";
+import { isUuid } from "../lib/ids.js";
+import type { Logger } from "../log/logger.js";
+import { PostgresServer, findPgBin, ownDir, peerIdentMap, resolveServiceAccount, syncDir, type ServiceAccount } from "./postgres.js";
+import { SparePool } from "./spare.js";
+import { detectMemoryLimiter, type MemoryLimiter } from "./cgroup.js";
+import { WORKSPACE_SIZES, isWorkspaceSize, sizeSettings, type WorkspaceSize } from "./sizes.js";
+import * as sql from "./sql.js";
+import type { EngineOptions, WorkspaceEngine, WorkspaceLimits, WorkspaceSpec, CrashEvent } from "./index.js";
+
+/** The shared libraries every workspace server preloads; the engine refuses to start one without them. */
+export const PRELOAD_LIBRARIES = ["parhelion_guard", "pgaudit"] as const;
+
+const HBA = [
+  "# parhelion: unix socket only. The platform's role by peer identity (root and the service user),",
+  "# every other role by SCRAM-SHA-256. Nothing else.",
+  `local all ${sql.SYSTEM_ROLE} peer map=system`,
+  "local all all scram-sha-256",
+  "",
+].join("\n");
+
+interface Workspace {
+  server: PostgresServer | undefined;
+  size: WorkspaceSize;
+  verifier: string;
+  appliedVerifier: string | undefined;
+}
+
+function checkId(id: unknown): string {
+  if (!isUuid(id)) throw new ParhelionError("ERR_VALIDATION", "workspace id must be a UUID");
+  return id.toLowerCase();
+}
+
+/** The workspace engine: one supervised PostgreSQL server per workspace under `<dir>/<id>`. */
+export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEngine {
+  private readonly dir: string;
+  private readonly account: ServiceAccount;
+  private readonly bin: string;
+  private readonly libDir: string;
+  private readonly logger: Logger;
+  private readonly spare: SparePool | undefined;
+  private readonly limiter: MemoryLimiter;
+  private readonly workspaces = new Map<string, Workspace>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly extensions: readonly string[];
+
+  constructor(private readonly opts: EngineOptions) {
+    super();
+    this.dir = opts.dir;
+    this.logger = opts.logger;
+    this.account = resolveServiceAccount(opts.serviceUser);
+    this.bin = opts.pgBin ?? findPgBin("ERR_ENGINE");
+    this.libDir = opts.libDir ?? join(this.bin, "..", "lib");
+    this.extensions = opts.extensions ?? sql.ALLOWED_EXTENSIONS;
+    for (const e of this.extensions) {
+      if (!/^[a-z0-9_-]{1,63}$/.test(e)) throw new ParhelionError("ERR_CONFIG", `extension name "${e}" is not valid`);
+    }
+    ownDir(this.dir, 0o700, this.account);
+    this.limiter = opts.memoryLimiter ?? detectMemoryLimiter(this.logger);
+    if (this.limiter.mechanism === "none") this.logger.warn({ reason: this.limiter.reason }, "workspace memory limits are not enforced on this host");
+    if (opts.spare !== false) {
+      this.spare = new SparePool({ dir: this.dir, bin: this.bin, account: this.account, superuser: sql.SYSTEM_ROLE, logger: this.logger });
+      void this.spare.fill();
+    }
+  }
+
+  /** Runs fn after every earlier operation on the same workspace has settled. */
+  private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(id) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    const tail = next.catch(() => undefined);
+    this.locks.set(id, tail);
+    void tail.then(() => {
+      if (this.locks.get(id) === tail) this.locks.delete(id);
+    });
+    return next;
+  }
+
+  private wsDir(id: string): string {
+    return join(this.dir, id);
+  }
+
+  socketDir(id: string): string {
+    return join(this.wsDir(checkId(id)), "run");
+  }
+
+  isRunning(id: string): boolean {
+    return this.workspaces.get(checkId(id))?.server?.running === true;
+  }
+
+  listOnDisk(): string[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.dir);
+    } catch {
+      return [];
+    }
+    return names.filter((n) => isUuid(n)).sort();
+  }
+
+  /** Refuses to go on unless the modules every workspace preloads are installed. */
+  private checkLibraries(): void {
+    for (const lib of PRELOAD_LIBRARIES) {
+      if (!existsSync(join(this.libDir, `${lib}.so`))) {
+        const fix = lib === "parhelion_guard" ? "make -C engine/guard && make -C engine/guard install" : "apt-get install postgresql-15-pgaudit";
+        throw new ParhelionError("ERR_ENGINE", `PostgreSQL module ${lib} is not installed in ${this.libDir}; workspaces never start without it. Run ./bin/parhelion (its bootstrap installs it) or: ${fix}`);
+      }
+    }
+  }
+
+  private newServer(id: string, ws: Workspace): PostgresServer {
+    const server = new PostgresServer({
+      dir: this.wsDir(id),
+      account: this.account,
+      logger: this.logger.child({ workspace: id }),
+      name: `workspace ${id}`,
+      errorCode: "ERR_ENGINE",
+      superuser: sql.SYSTEM_ROLE,
+      hba: HBA,
+      ident: peerIdentMap("system", sql.SYSTEM_ROLE, this.account),
+      settings: {
+        password_encryption: "'scram-sha-256'",
+        log_min_messages: "warning",
+        "pgaudit.log": "'none'",
+        ...sizeSettings(ws.size),
+        ...this.opts.settings,
+      },
+      fixedSettings: {
+        shared_preload_libraries: PRELOAD_LIBRARIES.join(","),
+        "parhelion_guard.extensions": this.extensions.join(","),
+      },
+      afterStart: () => this.setup(id, ws),
+      provision: async (dataDir) => (await this.spare?.take(dataDir)) ?? false,
+      cgroupProcs: () => this.limiter.prepare(id, WORKSPACE_SIZES[ws.size].memoryLimitBytes),
+      bin: this.bin,
+    });
+    server.on("crash", (info: { code: number | null; signal: string | null }) => this.emit("crash", { id, ...info } satisfies CrashEvent));
+    server.on("restarted", () => this.emit("restarted", { id }));
+    return server;
+  }
+
+  /** The idempotent setup after every start: the admin role, its password and its grants. */
+  private async setup(id: string, ws: Workspace): Promise<void> {
+    const verifier = ws.verifier;
+    await this.connectSystem(id, "postgres", async (c) => {
+      const r = await c.query<{ libs: string }>("SELECT current_setting('shared_preload_libraries') AS libs");
+      const libs = (r.rows[0]?.libs ?? "").split(",").map((s) => s.trim());
+      if (!libs.includes("parhelion_guard")) throw new ParhelionError("ERR_ENGINE", `workspace ${id} runs without parhelion_guard`);
+      await c.query(sql.adminSetupSql(verifier));
+    });
+    ws.appliedVerifier = verifier;
+  }
+
+  private async connectSystem<T>(id: string, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    const c = new pg.Client({ host: join(this.wsDir(id), "run"), user: sql.SYSTEM_ROLE, database, application_name: "parhelion", connectionTimeoutMillis: 10_000 });
+    c.on("error", () => undefined);
+    await c.connect();
+    try {
+      return await fn(c);
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  async ensureRunning(spec: WorkspaceSpec): Promise<void> {
+    const id = checkId(spec.id);
+    if (!isWorkspaceSize(spec.size)) throw new ParhelionError("ERR_VALIDATION", `size must be one of ${Object.keys(WORKSPACE_SIZES).join(", ")}`);
+    const verifier = sql.validateVerifier(spec.adminVerifier, "adminVerifier");
+    return this.serial(id, async () => {
+      let ws = this.workspaces.get(id);
+      if (ws?.server?.running) {
+        ws.verifier = verifier;
+        if (ws.size !== spec.size) {
+          this.logger.info({ workspace: id, from: ws.size, to: spec.size }, "resizing workspace: restarting its server");
+          await ws.server.stop();
+          ws.server = undefined;
+        } else {
+          if (ws.appliedVerifier !== verifier) await this.setup(id, ws);
+          return;
+        }
+      }
+      this.checkLibraries();
+      if (!ws) {
+        ws = { server: undefined, size: spec.size, verifier, appliedVerifier: undefined };
+        this.workspaces.set(id, ws);
+      }
+      ws.size = spec.size;
+      ws.verifier = verifier;
+      const server = ws.server ?? this.newServer(id, ws);
+      ws.server = server;
+      try {
+        await server.start();
+      } catch (err) {
+        await server.stop().catch(() => undefined);
+        if (ws.server === server) ws.server = undefined;
+        throw err instanceof ParhelionError ? err : new ParhelionError("ERR_ENGINE", `workspace ${id} did not start: ${(err as Error).message}`, { cause: err });
+      }
+      this.logger.info({ workspace: id, pid: server.pid, size: ws.size }, "workspace server ready");
+      void this.spare?.fill();
+    });
+  }
+
+  /** Stops whatever server runs in the workspace's directory (ours, or one a killed parhelion left). */
+  private async stopServer(id: string): Promise<void> {
+    const ws = this.workspaces.get(id);
+    if (ws?.server) {
+      await ws.server.stop();
+      ws.server = undefined;
+    }
+    this.workspaces.delete(id);
+    if (existsSync(join(this.wsDir(id), "pgdata"))) {
+      const probe = this.newServer(id, { server: undefined, size: "S-00", verifier: "", appliedVerifier: undefined });
+      await probe.shutdownStray();
+    }
+    this.limiter.remove(id);
+  }
+
+  async ensureStopped(id: string): Promise<void> {
+    const wid = checkId(id);
+    return this.serial(wid, () => this.stopServer(wid));
+  }
+
+  async destroy(id: string): Promise<void> {
+    const wid = checkId(id);
+    return this.serial(wid, async () => {
+      await this.stopServer(wid);
+      rmSync(this.wsDir(wid), { recursive: true, force: true });
+      syncDir(this.dir);
+      this.logger.info({ workspace: wid }, "workspace destroyed");
+    });
+  }
+
+  async withSystem<T>(id: string, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    const wid = checkId(id);
+    if (!this.isRunning(wid)) throw new ParhelionError("ERR_WORKSPACE_UNAVAILABLE", `workspace ${wid} is not running`);
+    if (typeof database !== "string" || database.length === 0 || Buffer.byteLength(database) > 63) throw new ParhelionError("ERR_VALIDATION", "database name must be 1 to 63 bytes");
+    return this.connectSystem(wid, database, fn);
+  }
+
+  async stopAll(): Promise<void> {
+    await this.spare?.close();
+    await Promise.all([...this.workspaces.keys()].map((id) => this.serial(id, () => this.stopServer(id))));
+  }
+
+  limits(id: string): WorkspaceLimits {
+    const wid = checkId(id);
+    const ws = this.workspaces.get(wid);
+    const size = ws?.size ?? null;
+    return {
+      size,
+      settings: size ? { ...WORKSPACE_SIZES[size] } : null,
+      memory: this.limiter.enforced(wid, ws?.server?.pid),
+    };
+  }
+
+  /** Runs a database/role operation on the workspace's `postgres` database, mapping PostgreSQL's errors. */
+  private async api<T>(id: string, what: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    try {
+      return await this.withSystem(id, "postgres", fn);
+    } catch (err) {
+      throw sql.mapPgError(err, what);
+    }
+  }
+
+  async listDatabases(id: string): Promise<sql.DatabaseInfo[]> {
+    return this.api(id, "listing databases", (c) => sql.listDatabases(c));
+  }
+
+  async createDatabase(id: string, name: string, owner: string = sql.ADMIN_ROLE): Promise<void> {
+    const db = sql.validateName(name, "database name");
+    const own = sql.validateRoleRef(owner, "owner");
+    await this.api(id, `creating database "${db}"`, (c) => sql.createDatabase(c, db, own));
+  }
+
+  async dropDatabase(id: string, name: string): Promise<void> {
+    const db = sql.validateName(name, "database name");
+    await this.api(id, `dropping database "${db}"`, (c) => sql.dropDatabase(c, db));
+  }
+
+  async listUsers(id: string): Promise<sql.UserInfo[]> {
+    return this.api(id, "listing users", (c) => sql.listUsers(c));
+  }
+
+  async createUser(id: string, name: string, verifier: string, opts: sql.CreateUserOptions = {}): Promise<void> {
+    const user = sql.validateName(name, "user name");
+    const v = sql.validateVerifier(verifier);
+    const memberOf = (opts.memberOf ?? []).map((m) => sql.validateRoleRef(m, "memberOf"));
+    if (opts.connectionLimit !== undefined && (!Number.isInteger(opts.connectionLimit) || opts.connectionLimit < -1)) throw new ParhelionError("ERR_VALIDATION", "connectionLimit must be an integer >= -1");
+    if (opts.validUntil && !Number.isFinite(opts.validUntil.getTime())) throw new ParhelionError("ERR_VALIDATION", "validUntil must be a valid date");
+    await this.api(id, `creating user "${user}"`, (c) => sql.createUser(c, user, v, { ...opts, memberOf }));
+  }
+
+  async setUserPassword(id: string, name: string, verifier: string): Promise<void> {
+    const user = sql.validateName(name, "user name");
+    const v = sql.validateVerifier(verifier);
+    await this.api(id, `setting the password of "${user}"`, (c) => sql.setUserPassword(c, user, v));
+  }
+
+  async dropUser(id: string, name: string): Promise<void> {
+    const user = sql.validateName(name, "user name");
+    await this.api(id, `dropping user "${user}"`, (c) => sql.dropUser(c, user));
+  }
+
+  async getLoginInfo(id: string, role: string): Promise<sql.LoginInfo | null> {
+    if (typeof role !== "string" || role.length === 0 || Buffer.byteLength(role) > 63) return null;
+    return this.api(id, "reading login information", (c) => sql.getLoginInfo(c, role));
+  }
+}

@@ -1,0 +1,102 @@
+import type pg from "pg";
+import type { Logger } from "../log/logger.js";
+import type { EnforcedMemory, MemoryLimiter } from "./cgroup.js";
+import type { SizeSpec, WorkspaceSize } from "./sizes.js";
+import type { CreateUserOptions, DatabaseInfo, LoginInfo, UserInfo } from "./sql.js";
+import { PostgresWorkspaceEngine } from "./engine.js";
+
+export { WORKSPACE_SIZES, isWorkspaceSize, type WorkspaceSize, type SizeSpec } from "./sizes.js";
+export { ALLOWED_EXTENSIONS, ADMIN_ROLE, SYSTEM_ROLE, SYSTEM_DATABASES, validateName, type CreateUserOptions, type DatabaseInfo, type LoginInfo, type UserInfo } from "./sql.js";
+export type { EnforcedMemory, LimitMechanism } from "./cgroup.js";
+
+/** What the engine needs to run a workspace. */
+export interface WorkspaceSpec {
+  /** The workspace's UUID. */
+  id: string;
+  size: WorkspaceSize;
+  /** The admin role's password as a SCRAM-SHA-256 verifier (makeScramVerifier), never the password itself. */
+  adminVerifier: string;
+}
+
+/** What limits a workspace server actually runs under. */
+export interface WorkspaceLimits {
+  /** The size the server was last started with (null when this engine has not started it). */
+  size: WorkspaceSize | null;
+  /** The size's PostgreSQL settings and intended memory limit. */
+  settings: SizeSpec | null;
+  /** The memory limit the kernel enforces, read back from the postmaster's cgroup. */
+  memory: EnforcedMemory;
+}
+
+export interface CrashEvent {
+  id: string;
+  code: number | null;
+  signal: string | null;
+}
+
+/** Each parhelion workspace is a PostgreSQL server process supervised by the engine. */
+export interface WorkspaceEngine {
+  /** Creates the server if its data directory is absent (crash-safe), starts it if stopped, applies the size and the admin verifier; idempotent; resolves when it accepts connections. A size change restarts the server. */
+  ensureRunning(ws: WorkspaceSpec): Promise<void>;
+  /** Stops the server (fast shutdown, escalating), keeping its data: suspend. Idempotent. */
+  ensureStopped(id: string): Promise<void>;
+  /** Stops the server and removes its whole directory. Idempotent. */
+  destroy(id: string): Promise<void>;
+  /** Workspace ids that have a directory on disk (the reconciler removes those it does not know). */
+  listOnDisk(): string[];
+  /** True while a server this engine started runs (false during a restart after a crash). */
+  isRunning(id: string): boolean;
+  /** The unix socket directory of a workspace (0700, owned by the service user); the port is 5432. */
+  socketDir(id: string): string;
+  /** Runs fn with a superuser connection (role parhelion_system, peer authentication) to a database of a running workspace. */
+  withSystem<T>(id: string, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T>;
+  /** Stops every server this process started (platform shutdown; desired state unchanged). */
+  stopAll(): Promise<void>;
+  /** The size and the limits actually enforced on a workspace's server. */
+  limits(id: string): WorkspaceLimits;
+
+  /** Databases of a workspace, system ones flagged. */
+  listDatabases(id: string): Promise<DatabaseInfo[]>;
+  /** CREATE DATABASE owned by owner (default admin). ERR_CONFLICT when it exists, ERR_NOT_FOUND when the owner does not. */
+  createDatabase(id: string, name: string, owner?: string): Promise<void>;
+  /** DROP DATABASE; refuses postgres, template0 and template1. ERR_CONFLICT while it has connections. */
+  dropDatabase(id: string, name: string): Promise<void>;
+  /** Roles of a workspace, without pg_* and the platform's own. */
+  listUsers(id: string): Promise<UserInfo[]>;
+  /** CREATE ROLE with a SCRAM verifier, run with the admin role's privileges (never more). */
+  createUser(id: string, name: string, verifier: string, opts?: CreateUserOptions): Promise<void>;
+  /** ALTER ROLE ... PASSWORD with a SCRAM verifier, with the admin role's privileges. */
+  setUserPassword(id: string, name: string, verifier: string): Promise<void>;
+  /** DROP ROLE with the admin role's privileges; ERR_CONFLICT while the role owns objects. */
+  dropUser(id: string, name: string): Promise<void>;
+  /** What the gateway needs to authenticate a client as role (from pg_authid); null when the role does not exist. */
+  getLoginInfo(id: string, role: string): Promise<LoginInfo | null>;
+
+  on(event: "crash", listener: (e: CrashEvent) => void): this;
+  on(event: "restarted", listener: (e: { id: string }) => void): this;
+}
+
+export interface EngineOptions {
+  /** Where workspace directories live, e.g. `<dataDir>/workspaces`. */
+  dir: string;
+  /** The OS user servers run as when parhelion runs as root. */
+  serviceUser: string;
+  logger: Logger;
+  /** Extra postgresql.conf settings for every workspace (tests pass fsync=off and the like); values as in postgresql.conf. */
+  settings?: Record<string, string | number>;
+  /** Extensions the workspaces' roles may create (default ALLOWED_EXTENSIONS); each must also be trusted by PostgreSQL. */
+  extensions?: readonly string[];
+  /** Keep a pre-initialised spare data directory (default true). */
+  spare?: boolean;
+  /** PostgreSQL's bin directory (default: the newest under /usr/lib/postgresql). */
+  pgBin?: string;
+  /** Where the preloaded modules must be installed (default: PostgreSQL's lib directory). Tests point it elsewhere. */
+  libDir?: string;
+  /** How memory limits are enforced (default: detected: cgroup v2, cgroup v1, or none). */
+  memoryLimiter?: MemoryLimiter;
+}
+
+/** The workspace engine: one supervised PostgreSQL 15 server per workspace under `opts.dir/<id>`. */
+export function createWorkspaceEngine(opts: EngineOptions): WorkspaceEngine {
+  return new PostgresWorkspaceEngine(opts);
+}
