@@ -10,7 +10,8 @@ NPM_VERSION="11.19.1"             # used only when the host has no npm
 NPM_INTEGRITY="sha512-ztsxKxt/kkIaAs+2i0GU6I+DRmUdrNasxTZKJe9TCdSjKxlhah/4r/hl5ygMD6XAg1qZ9c2TNomR4qgOydp10g=="
 REGISTRY="${npm_config_registry:-https://registry.npmjs.org}"
 TOOLS_DIR="$PARHELION_ROOT/.tools"
-DEB_PACKAGES=(postgresql-15 postgresql-contrib postgresql-client-15 ca-certificates openssl curl)
+DEB_PACKAGES=(postgresql-15 postgresql-contrib postgresql-client-15 postgresql-15-pgaudit postgresql-server-dev-15 make gcc ca-certificates openssl curl)
+PG_CONFIG="/usr/lib/postgresql/15/bin/pg_config"
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -51,6 +52,26 @@ ensure_service_user() {
   id parhelion >/dev/null 2>&1 && return 0
   say "creating system user 'parhelion'"
   useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin parhelion
+}
+
+# parhelion_guard (engine/guard), the PostgreSQL module every workspace server preloads: built with PGXS and
+# installed into PostgreSQL's pkglibdir when the installed module is missing or was built from other sources
+# or for another server version (a checksum of both, kept in .tools/).
+ensure_guard() {
+  local src="$PARHELION_ROOT/engine/guard" libdir want stamp="$TOOLS_DIR/parhelion_guard.stamp" log
+  [ -x "$PG_CONFIG" ] || { say "$PG_CONFIG is missing (package postgresql-server-dev-15)"; return 1; }
+  libdir="$("$PG_CONFIG" --pkglibdir)"
+  want="$(cat "$src/parhelion_guard.c" "$src/Makefile" | sha256sum | cut -d' ' -f1) $("$PG_CONFIG" --version)"
+  if [ -f "$libdir/parhelion_guard.so" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  say "building and installing the parhelion_guard PostgreSQL module"
+  log="$(mktemp)"
+  if ! { make -C "$src" PG_CONFIG="$PG_CONFIG" clean all && as_root make -C "$src" PG_CONFIG="$PG_CONFIG" install; } >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; say "building parhelion_guard failed"; return 1
+  fi
+  rm -f "$log"
+  make -C "$src" PG_CONFIG="$PG_CONFIG" clean >/dev/null 2>&1 || true
+  mkdir -p "$TOOLS_DIR"
+  echo "$want" > "$stamp"
 }
 
 # Downloads a package tarball from the npm registry and checks it against its pinned integrity.
@@ -123,6 +144,7 @@ parhelion_bootstrap() {
   ensure_debian_packages
   stop_stray_main_cluster
   ensure_service_user
+  ensure_guard
   ensure_node
   ensure_npm_deps
   ensure_build
