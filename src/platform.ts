@@ -13,6 +13,15 @@ import { createAuditLog, type AuditLog } from "./audit/index.js";
 import { ApiKeyAuthenticator, LoginThrottle, OrganizationDirectory, createApiKey, createUser, systemClock, type Clock } from "./identity/index.js";
 import { grantOrgRole } from "./rbac/accessControls.js";
 import { buildApiServer } from "./api/server.js";
+import { ensureCA, ensureServerCert } from "./tls/index.js";
+import { createWorkspaceEngine, type WorkspaceEngine } from "./engine/index.js";
+import { WORKSPACE_SIZES, isWorkspaceSize } from "./engine/sizes.js";
+import { WorkspaceService } from "./workspaces/service.js";
+import { DatabaseAdmin } from "./workspaces/databases.js";
+import { Reconciler } from "./workspaces/reconciler.js";
+import { WORKSPACE_SIZE_NAMES } from "./workspaces/sizes.js";
+import { Router, tlsIdentity } from "./gateway/routing.js";
+import { Gateway } from "./gateway/server.js";
 import { InflightTracker, type Services } from "./api/context.js";
 
 export const VERSION = "0.1.0";
@@ -25,6 +34,11 @@ export interface Platform {
   audit: AuditLog;
   store: EmbeddedPostgres | null;
   app: FastifyInstance;
+  gatewayPort: number;
+  engine: WorkspaceEngine;
+  workspaces: WorkspaceService;
+  reconciler: Reconciler;
+  gateway: Gateway;
   /** Where this start wrote the first owner API key (null when the organization already existed). */
   ownerKeyFile: string | null;
   /** Stops everything it started, in order: API, audit flush, pool, store. */
@@ -141,14 +155,48 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
 
     const apiKeys = new ApiKeyAuthenticator(db, clock);
     stack.push({ name: "apiKeys", stop: () => apiKeys.flush() });
+
+    // Workspaces: the engine runs their servers, the reconciler drives them to the desired state, the
+    // gateway is the only way in.
+    const engine = createWorkspaceEngine({
+      dir: join(cfg.dataDir, "workspaces"), serviceUser: cfg.serviceUser, logger: logger.child({ component: "engine" }),
+      ...(cfg.workspaceFsync ? {} : { settings: { fsync: "off", synchronous_commit: "off", full_page_writes: "off" } }),
+    });
+    stack.push({ name: "engine", stop: () => engine.stopAll() });
+    let gateway: Gateway | undefined;
+    const workspaces = new WorkspaceService(db, { clock, domain: cfg.gatewayDomain, gatewayPort: () => gateway?.port ?? cfg.gatewayPort, sizes: WORKSPACE_SIZE_NAMES });
+    await workspaces.ensureRegion(cfg.regionName);
+    const tlsDir = join(cfg.dataDir, "tls");
+    const ca = await ensureCA(tlsDir);
+    const router = new Router({ db, ca, tlsDir, domain: cfg.gatewayDomain, hostNames: (g) => workspaces.groupHostNames(g) });
+    const defaultPair = await ensureServerCert(ca, { certFile: join(tlsDir, "gateway.crt"), keyFile: join(tlsDir, "gateway.key"), hosts: ["localhost", "127.0.0.1", "::1", cfg.host, cfg.gatewayDomain].filter((h) => h !== "0.0.0.0" && h !== "::") });
+    gateway = new Gateway({
+      router, engine, audit, logger: logger.child({ component: "gateway" }), defaultIdentity: tlsIdentity(defaultPair, "TLSv1.2"),
+      authTimeoutMs: cfg.gatewayAuthTimeoutSeconds * 1000, idleTimeoutMs: cfg.gatewayIdleTimeoutSeconds * 1000, maxMessageBytes: cfg.gatewayMaxMessageBytes,
+      // A few server connections stay for the superuser reserve, parhelion's own and the pool's spare.
+      connectionLimit: (ws) => Math.max(1, (isWorkspaceSize(ws.size) ? WORKSPACE_SIZES[ws.size].maxConnections : 25) - 5),
+    });
+    const gw = gateway;
+    const reconciler = new Reconciler({ db, engine, logger: logger.child({ component: "reconciler" }), audit, clock, activity: gw, onStopping: (id) => gw.disconnectWorkspace(id) });
+    stack.push({ name: "reconciler", stop: () => reconciler.stop() });
+    workspaces.on("change", (e) => {
+      router.invalidate(e);
+      reconciler.kick();
+    });
+    const gatewayPort = await gw.listen(cfg.host, cfg.gatewayPort);
+    stack.push({ name: "gateway", stop: () => gw.close() });
+    reconciler.start();
+
     Object.assign(services, {
       db, audit, apiKeys,
       throttle: new LoginThrottle({ threshold: cfg.lockoutThreshold, lockoutSeconds: cfg.lockoutSeconds, clock }),
       orgs: new OrganizationDirectory(db, clock),
+      workspaces, databases: new DatabaseAdmin(workspaces, engine),
     } satisfies Omit<Services, "clock" | "logger" | "inflight" | "settings">);
+    writeFileSync(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile ?? ca.caFile, gatewayPort, pid: process.pid, version: VERSION }, null, 2) + "\n", { mode: 0o644 });
     ready = true;
-    logger.info({ apiUrl, caFile: tls.caFile }, "parhelion is ready");
-    return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, ownerKeyFile, stop: stopAll };
+    logger.info({ apiUrl, caFile: tls.caFile, gatewayPort }, "parhelion is ready");
+    return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, gatewayPort, engine, workspaces, reconciler, gateway: gw, ownerKeyFile, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

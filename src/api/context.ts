@@ -3,6 +3,8 @@ import type { Logger } from "../log/logger.js";
 import type { AuditLog } from "../audit/index.js";
 import type { ApiKeyAuthenticator, LoginThrottle, OrganizationDirectory } from "../identity/index.js";
 import type { Clock } from "../identity/types.js";
+import type { WorkspaceService } from "../workspaces/service.js";
+import type { DatabaseAdmin } from "../workspaces/databases.js";
 
 /** What route handlers may use. Each is an interface from its own context. */
 export interface Services {
@@ -11,6 +13,9 @@ export interface Services {
   apiKeys: ApiKeyAuthenticator;
   throttle: LoginThrottle;
   orgs: Pick<OrganizationDirectory, "get" | "invalidate">;
+  workspaces: WorkspaceService;
+  /** Databases and users inside workspaces. */
+  databases: DatabaseAdmin;
   /** Counts requests in flight so shutdown can wait for their audit records. */
   inflight: InflightTracker;
   clock: Clock;

@@ -46,8 +46,11 @@ export interface RouteSpec<P extends z.ZodType = z.ZodType, Q extends z.ZodType 
   summary: string;
   tag: string;
   access: Access;
-  /** The resource a permission is checked against (group- and team-level grants). */
-  resource?: (params: z.output<P>) => ResourceRef;
+  /**
+   * The resource a permission is checked against (group- and team-level grants). May look it up: a
+   * workspace is checked against its group.
+   */
+  resource?: (params: z.output<P>, ctx: { services: Services; principal: Principal; rawBody: unknown }) => ResourceRef | Promise<ResourceRef>;
   /**
    * A list of resources of this type: allowed to anyone holding the permission on the organization or on
    * at least one such resource; the handler shows only what `ctx.visible` names.
@@ -203,8 +206,8 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
       if (spec.access !== "authenticated") {
         // Params are parsed before the decision only to name the resource: without an organization-wide right,
         // a malformed id answers 403 like any other.
-        const params = spec.params ? spec.params.safeParse(req.params) : undefined;
-        const resource = spec.resource && params?.success ? spec.resource(params.data) : undefined;
+        const params = spec.params ? spec.params.safeParse(req.params) : { success: true as const, data: {} };
+        const resource = spec.resource && params?.success ? await spec.resource(params.data, { services, principal, rawBody: req.body }) : undefined;
         const d = authorize(principal, grants, spec.access, resource);
         if (!d.allow) {
           if (spec.listOf !== undefined) visible = visibleResources(principal, grants, spec.access, spec.listOf);

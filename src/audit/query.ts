@@ -16,6 +16,7 @@ const USER_TYPES: Record<ActorType, HeliosUserType> = {
   apiKey: "Automation",
   system: "System",
   anonymous: "Unspecified",
+  databaseUser: "Customer",
 };
 
 function bad(param: string, why: string): ParhelionError {

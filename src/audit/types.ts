@@ -1,8 +1,8 @@
 /** Public types of the audit context. Callers depend on `AuditLog` (or a `Pick<>` of it), never on a class. */
 
-export const AUDIT_SOURCES = ["Portal", "API", "CLI", "System"] as const;
+export const AUDIT_SOURCES = ["Portal", "API", "CLI", "System", "Gateway"] as const;
 export const AUDIT_RESULTS = ["SUCCESS", "DENIED", "FAILURE"] as const;
-export const ACTOR_TYPES = ["user", "apiKey", "anonymous", "system"] as const;
+export const ACTOR_TYPES = ["user", "apiKey", "anonymous", "system", "databaseUser"] as const;
 
 export type AuditSource = (typeof AUDIT_SOURCES)[number];
 export type AuditResult = (typeof AUDIT_RESULTS)[number];

@@ -10,6 +10,7 @@ import { registerOrg } from "./commands/org.js";
 import { registerTeams } from "./commands/teams.js";
 import { registerUp } from "./commands/up.js";
 import { registerUsers } from "./commands/users.js";
+import { registerWorkspaces } from "./commands/workspaces.js";
 
 function version(): string {
   try {
@@ -42,5 +43,6 @@ export async function buildProgram(argv: readonly string[]): Promise<Command> {
   registerAccess(program);
   registerApiKeys(program);
   registerAudit(program);
+  registerWorkspaces(program);
   return program;
 }

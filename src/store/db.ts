@@ -6,6 +6,7 @@ import type { Logger } from "../log/logger.js";
 import type { Database, Db } from "./schema.js";
 import * as m0001 from "./migrations/0001_foundation.js";
 import * as m0002 from "./migrations/0002_audit_org_index.js";
+import * as m0003 from "./migrations/0003_workspaces.js";
 
 export type { Db, Database } from "./schema.js";
 
@@ -16,6 +17,7 @@ export type { Db, Database } from "./schema.js";
 const MIGRATIONS: Record<string, Migration> = {
   "0001_foundation": m0001,
   "0002_audit_org_index": m0002,
+  "0003_workspaces": m0003,
 };
 
 class StaticProvider implements MigrationProvider {

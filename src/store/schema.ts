@@ -118,6 +118,53 @@ export interface SettingsTable {
   updated_at: GeneratedTimestamp;
 }
 
+export interface RegionsTable {
+  id: string;
+  name: string;
+  provider: string;
+  created_at: GeneratedTimestamp;
+}
+
+export type GroupState = "PENDING" | "ACTIVE" | "FAILED" | "TERMINATED";
+export type WorkspaceState = "PENDING" | "ACTIVE" | "SUSPENDED" | "RESUMING" | "FAILED" | "TERMINATED";
+export type DesiredWorkspaceState = "ACTIVE" | "SUSPENDED" | "TERMINATED";
+
+export interface WorkspaceGroupsTable {
+  id: string;
+  org_id: string;
+  name: string;
+  region_id: string;
+  firewall_ranges: string[]; // normalised CIDRs
+  allow_all_traffic: boolean;
+  admin_verifier: string; // SCRAM-SHA-256 verifier of the admin password; the password itself is never stored
+  tls_min_version: "1.2" | "1.3";
+  update_window: { day: number; hour: number } | null;
+  expires_at: Timestamp | null;
+  state: GroupState;
+  created_at: GeneratedTimestamp;
+  updated_at: GeneratedTimestamp;
+  terminated_at: Timestamp | null;
+}
+
+export interface WorkspacesTable {
+  id: string;
+  org_id: string;
+  group_id: string;
+  name: string;
+  size: string;
+  auto_suspend: { suspendType: "IDLE" | "SCHEDULED"; suspendAfterSeconds: number } | null;
+  desired_state: DesiredWorkspaceState;
+  state: WorkspaceState;
+  state_reason: string | null;
+  generation: ColumnType<number, number | undefined, number>;
+  created_at: GeneratedTimestamp;
+  updated_at: GeneratedTimestamp;
+  last_resumed_at: Timestamp | null;
+  suspended_at: Timestamp | null;
+  terminated_at: Timestamp | null;
+  last_activity_at: Timestamp | null;
+}
+
 export interface Database {
   organizations: OrganizationsTable;
   users: UsersTable;
@@ -129,6 +176,9 @@ export interface Database {
   access_controls: AccessControlsTable;
   audit_log: AuditLogTable;
   settings: SettingsTable;
+  regions: RegionsTable;
+  workspace_groups: WorkspaceGroupsTable;
+  workspaces: WorkspacesTable;
 }
 
 export type Db = Kysely<Database>;

@@ -3,6 +3,8 @@ export {
   createCA,
   issueServerCert,
   ensureTlsMaterial,
+  ensureCA,
+  ensureServerCert,
   fingerprint,
   RENEW_BEFORE_DAYS,
   CA_VALID_DAYS,

@@ -283,14 +283,20 @@ export async function ensureTlsMaterial(opts: EnsureTlsMaterialOptions): Promise
   }
   if (opts.certFile !== undefined && opts.keyFile !== undefined) return loadOperatorMaterial(opts.certFile, opts.keyFile, now);
 
-  const requested = [...new Set([...ALWAYS_HOSTS, ...opts.hosts.map((h) => (isIP(h) ? h : checkDnsName(h)))])];
-  mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
-  chmodSync(opts.dir, 0o700);
-  const caFile = join(opts.dir, "ca.crt");
-  const caKeyFile = join(opts.dir, "ca.key");
+  const requested = [...new Set([...ALWAYS_HOSTS, ...opts.hosts])];
+  const ca = await ensureCA(opts.dir, now);
   const certFile = join(opts.dir, "server.crt");
   const keyFile = join(opts.dir, "server.key");
+  const pair = await ensureServerCert(ca, { certFile, keyFile, hosts: requested, now });
+  return { certPem: pair.certPem, keyPem: pair.keyPem, caPem: ca.certPem, caFile: ca.caFile, certFile, keyFile };
+}
 
+/** parhelion's own CA in `dir` (made once, kept; made again only when expired). */
+export async function ensureCA(dir: string, now: Date = new Date()): Promise<CertAndKey & { caFile: string }> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+  const caFile = join(dir, "ca.crt");
+  const caKeyFile = join(dir, "ca.key");
   let ca = loadPair(caFile, caKeyFile);
   if (ca === "broken") {
     throw new ParhelionError("ERR_CONFIG", `${caFile} and ${caKeyFile} are missing one another, unreadable or do not match; restore them, or remove both to have parhelion create a new CA (clients must then trust the new ca.crt)`);
@@ -302,12 +308,23 @@ export async function ensureTlsMaterial(opts: EnsureTlsMaterialOptions): Promise
     ca = { pair: made, cert: new X509Certificate(made.certPem), key: createPrivateKey(made.keyPem) };
   }
   chmodSync(caKeyFile, 0o600);
+  return { ...ca.pair, caFile };
+}
 
+/**
+ * A server certificate for `hosts` issued by `ca`, kept in certFile/keyFile: reused while it covers the
+ * hosts, was issued by the CA and has more than RENEW_BEFORE_DAYS left; issued again otherwise.
+ */
+export async function ensureServerCert(ca: CertAndKey, opts: { certFile: string; keyFile: string; hosts: string[]; now?: Date }): Promise<CertAndKey> {
+  const now = opts.now ?? new Date();
+  const { certFile, keyFile } = opts;
+  const requested = [...new Set(opts.hosts.map((h) => (isIP(h) ? h : checkDnsName(h))))];
+  const caCert = new X509Certificate(ca.certPem);
   const server = loadPair(certFile, keyFile);
   const reusable =
     typeof server === "object" &&
-    server.cert.checkIssued(ca.cert) &&
-    server.cert.verify(ca.cert.publicKey) &&
+    server.cert.checkIssued(caCert) &&
+    server.cert.verify(caCert.publicKey) &&
     server.cert.validToDate.getTime() - now.getTime() > RENEW_BEFORE_DAYS * DAY_MS &&
     covers(server.cert, requested);
   let pair: CertAndKey;
@@ -316,10 +333,10 @@ export async function ensureTlsMaterial(opts: EnsureTlsMaterialOptions): Promise
   } else {
     const ipAddresses = requested.filter((h) => isIP(h));
     const dnsNames = requested.filter((h) => !isIP(h));
-    pair = await issueServerCert(ca.pair, { commonName: dnsNames.find((d) => d !== "localhost") ?? "localhost", dnsNames, ipAddresses, validDays: SERVER_VALID_DAYS }, now);
+    pair = await issueServerCert(ca, { commonName: dnsNames.find((d) => d !== "localhost") ?? "localhost", dnsNames, ipAddresses, validDays: SERVER_VALID_DAYS }, now);
     writeFileAtomic(keyFile, pair.keyPem, 0o600);
     writeFileAtomic(certFile, pair.certPem, 0o644);
   }
   chmodSync(keyFile, 0o600);
-  return { certPem: pair.certPem, keyPem: pair.keyPem, caPem: ca.pair.certPem, caFile, certFile, keyFile };
+  return pair;
 }

@@ -8,6 +8,8 @@ import { ORG_ROLES, type OrgRole } from "../../src/identity/types.js";
 const ALL = ORG_ROLES;
 const READERS: OrgRole[] = ["Owner", "Admin", "Auditor"];
 const WRITERS: OrgRole[] = ["Owner", "Admin"];
+const WS_READERS: OrgRole[] = ["Owner", "Admin", "Operator", "Auditor"];
+const WS_WRITERS: OrgRole[] = ["Owner", "Admin", "Operator"];
 
 /**
  * Who may call each route with an organization-level API key. Every route must be here: a new route
@@ -45,6 +47,28 @@ const EXPECTED: Record<string, readonly OrgRole[] | "public"> = {
   "POST /v1/auth/logout": ALL,
   "GET /v1/auth/whoami": ALL,
   "POST /v1/auth/password": ALL,
+  "GET /v1/regions": WS_READERS,
+  "POST /v1/workspaceGroups": WS_WRITERS,
+  "GET /v1/workspaceGroups": WS_READERS,
+  "GET /v1/workspaceGroups/{workspaceGroupID}": WS_READERS,
+  "PATCH /v1/workspaceGroups/{workspaceGroupID}": WS_WRITERS,
+  "DELETE /v1/workspaceGroups/{workspaceGroupID}": WS_WRITERS,
+  "GET /v1/workspaceGroups/{workspaceGroupID}/accessControls": READERS,
+  "PATCH /v1/workspaceGroups/{workspaceGroupID}/accessControls": WRITERS,
+  "POST /v1/workspaces": WS_WRITERS,
+  "GET /v1/workspaces": WS_READERS,
+  "GET /v1/workspaces/{workspaceID}": WS_READERS,
+  "PATCH /v1/workspaces/{workspaceID}": WS_WRITERS,
+  "DELETE /v1/workspaces/{workspaceID}": WS_WRITERS,
+  "POST /v1/workspaces/{workspaceID}/suspend": WS_WRITERS,
+  "POST /v1/workspaces/{workspaceID}/resume": WS_WRITERS,
+  "GET /v1/workspaces/{workspaceID}/databases": WS_READERS,
+  "POST /v1/workspaces/{workspaceID}/databases": WS_WRITERS,
+  "DELETE /v1/workspaces/{workspaceID}/databases/{databaseName}": WS_WRITERS,
+  "GET /v1/workspaces/{workspaceID}/users": WS_READERS,
+  "POST /v1/workspaces/{workspaceID}/users": WS_WRITERS,
+  "PATCH /v1/workspaces/{workspaceID}/users/{userName}": WS_WRITERS,
+  "DELETE /v1/workspaces/{workspaceID}/users/{userName}": WS_WRITERS,
 };
 
 let tp: TestPlatform;
@@ -54,6 +78,7 @@ let teamId = "";
 let ownerId = "";
 let invitationId = "";
 let spareKeyId = "";
+let groupId = "";
 
 before(async () => {
   tp = await startTestPlatform();
@@ -70,6 +95,10 @@ before(async () => {
   spareKeyId = spare.body.apiKeyID;
   teamId = (await tp.call("POST", "/v1/teams", { body: { name: "rbac-team" } })).body.teamID;
   invitationId = (await tp.call("POST", "/v1/invitations", { body: { email: "rbac-invitee@example.com" } })).body.invitationID;
+  const regionID = (await tp.call("GET", "/v1/regions")).body[0].regionID;
+  const g = await tp.call("POST", "/v1/workspaceGroups", { body: { name: "rbac-group", regionID } });
+  assert.equal(g.status, 200, g.text);
+  groupId = g.body.workspaceGroupID;
 });
 
 after(async () => {
@@ -88,7 +117,12 @@ function concretePath(path: string): string {
     .replace("{userID}", path.endsWith("{userID}") ? randomUUID() : ownerId)
     .replace("{teamID}", teamId)
     .replace("{invitationID}", path.startsWith("/v1/invitations/") ? invitationId : randomUUID())
-    .replace("{apiKeyID}", spareKeyId);
+    .replace("{apiKeyID}", spareKeyId)
+    // A real group for reads and validated mutations; DELETE gets an unknown one (allowed: 404).
+    .replace("{workspaceGroupID}", groupId)
+    .replace("{workspaceID}", randomUUID())
+    .replace("{databaseName}", "nodb")
+    .replace("{userName}", "nouser");
 }
 
 test("every route × every role answers as the policy table says", async () => {
@@ -106,6 +140,7 @@ test("every route × every role answers as the policy table says", async () => {
       if (route.method === "DELETE" && route.path.endsWith("{apiKeyID}")) path = path.replace(spareKeyId, randomUUID());
       if (route.method === "DELETE" && route.path.endsWith("{teamID}")) path = path.replace(teamId, randomUUID());
       if (route.method === "DELETE" && route.path.endsWith("{invitationID}")) path = path.replace(invitationId, randomUUID());
+      if (route.method === "DELETE" && route.path.endsWith("{workspaceGroupID}")) path = path.replace(groupId, randomUUID());
       const body = isMutation && route.body ? { "not-a-field": true } : undefined;
       const res = await tp.call(route.method, path, { key: keys.get(role)!, ...(body ? { body } : {}) });
       const allowed = expected.includes(role);

@@ -1,0 +1,611 @@
+import { createServer, type Server, type Socket, type AddressInfo } from "node:net";
+import { TLSSocket } from "node:tls";
+import { randomInt, randomUUID, timingSafeEqual } from "node:crypto";
+import type { Logger } from "../log/logger.js";
+import type { AuditEvent, AuditLog } from "../audit/index.js";
+import { ERROR_CATALOG, ParhelionError, type ErrorCode } from "../lib/errors.js";
+import { canonicalPeer } from "../workspaces/firewall.js";
+import { StartupReader, parseStartupPacket, parseOptionsEndpoint, MessageReader, FrontendScanner, FrontendType, parseSASLInitialResponse, parseSASLResponse, type StartupPacket } from "./protocol/frontend.js";
+import { BackendScanner, SSL_YES, SSL_NO, errorResponse, authenticationSASL, authenticationSASLContinue, authenticationSASLFinal, authenticationOk, parameterStatus, backendKeyData, readyForQuery } from "./protocol/backend.js";
+import { ScramServer, parseScramVerifier } from "./protocol/scram.js";
+import { peekClientHello } from "./protocol/clienthello.js";
+import { MessagePump } from "./pump.js";
+import { BackendPool, UpstreamRefused, cancelBackend, openBackend, type Backend } from "./upstream.js";
+import type { Router, TlsIdentity, WorkspaceRoute, GroupRoute } from "./routing.js";
+
+/** What the gateway needs of the engine (src/engine). */
+export interface GatewayEngine {
+  socketDir(id: string): string;
+  isRunning(id: string): boolean;
+  getLoginInfo(id: string, role: string): Promise<{ verifier: string | null; canLogin: boolean; validUntil: Date | null } | null>;
+}
+
+export interface GatewayOptions {
+  router: Router;
+  engine: GatewayEngine;
+  audit: Pick<AuditLog, "record">;
+  logger: Logger;
+  /** The identity for clients that send no SNI naming a group (a certificate for the host and the domain). */
+  defaultIdentity: TlsIdentity;
+  authTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxMessageBytes: number;
+  /** Client sessions a workspace may have at once (beyond: 53300). */
+  connectionLimit: (ws: WorkspaceRoute) => number;
+  /** Takes over a TLS connection that asked for HTTP (the Data API); null: refuse it. */
+  http?: ((socket: TLSSocket, ctx: { peer: string | undefined; group: GroupRoute | null; workspaceId: string | undefined }) => void) | null;
+}
+
+/** One client session past authentication. */
+interface Session {
+  id: string;
+  workspaceId: string;
+  orgId: string;
+  groupId: string;
+  user: string;
+  database: string;
+  peer: string | undefined;
+  client: TLSSocket;
+  backend: Backend;
+  socketDir: string;
+  pid: number;
+  secret: number;
+  started: number;
+  lastActivity: number;
+  bytesIn: number;
+  bytesOut: number;
+  scanner: BackendScanner;
+  ended: boolean;
+}
+
+const TLS_RECORD = 0x16;
+const PRE_AUTH_AUDIT_WINDOW_MS = 10_000;
+
+function sendError(socket: Socket | TLSSocket, code: ErrorCode, message?: string, hint?: string): void {
+  if (socket.destroyed) return;
+  try {
+    socket.end(errorResponse({ severity: "FATAL", sqlstate: ERROR_CATALOG[code].sqlstate, message: message ?? ERROR_CATALOG[code].title, ...(hint ? { hint } : {}) }));
+  } catch {
+    socket.destroy();
+  }
+  socket.destroySoon?.();
+}
+
+/**
+ * The PostgreSQL wire-protocol gateway: the only way into a workspace. On every connection, in order:
+ * firewall (before any TLS byte), SSLRequest (or direct TLS), TLS at the group's minimum version with the
+ * group's certificate, SCRAM-SHA-256(-PLUS) against the workspace's own verifiers, then a relay to a
+ * pooled server session. No plaintext path exists.
+ */
+export class Gateway {
+  private server: Server | undefined;
+  private readonly sessions = new Map<string, Session>();
+  private readonly byPid = new Map<number, Session>();
+  private readonly perWorkspace = new Map<string, number>();
+  private readonly lastActivityByWs = new Map<string, number>();
+  private readonly sockets = new Set<Socket>();
+  private readonly pool = new BackendPool({ maxIdlePerKey: 16, idleTimeoutMs: 60_000, resetTimeoutMs: 5000 });
+  private readonly preAuthAudit = new Map<string, { at: number; suppressed: number }>();
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: GatewayOptions) {}
+
+  async listen(host: string, port: number): Promise<number> {
+    const server = createServer({ noDelay: true, pauseOnConnect: false }, (s) => this.accept(s));
+    server.on("error", (err) => this.o.logger.error({ err: { message: err.message } }, "gateway listener error"));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ host, port }, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    this.idleTimer = setInterval(() => this.sweepIdle(), 1000);
+    this.idleTimer.unref();
+    return (server.address() as AddressInfo).port;
+  }
+
+  get port(): number {
+    return (this.server?.address() as AddressInfo | null)?.port ?? 0;
+  }
+
+  /** Client sessions of a workspace now. */
+  activeSessions(workspaceId: string): number {
+    return this.perWorkspace.get(workspaceId) ?? 0;
+  }
+
+  /** When a session of the workspace last moved a byte (or ended). */
+  lastActivity(workspaceId: string): Date | undefined {
+    let t = this.lastActivityByWs.get(workspaceId);
+    for (const s of this.sessions.values()) if (s.workspaceId === workspaceId && (t === undefined || s.lastActivity > t)) t = s.lastActivity;
+    return t === undefined ? undefined : new Date(t);
+  }
+
+  /** Ends every session of a workspace and drops its pooled server sessions (it is suspended or deleted). */
+  disconnectWorkspace(workspaceId: string, reason: ErrorCode = "ERR_WORKSPACE_UNAVAILABLE"): void {
+    for (const s of [...this.sessions.values()]) {
+      if (s.workspaceId === workspaceId) this.end(s, reason, "the workspace is being stopped");
+    }
+    this.pool.drop(workspaceId);
+  }
+
+  async close(): Promise<void> {
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    const server = this.server;
+    this.server = undefined;
+    const closed = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
+    for (const s of [...this.sessions.values()]) this.end(s, "ERR_NOT_READY", "parhelion is shutting down");
+    this.pool.close();
+    for (const s of this.sockets) s.destroy();
+    await closed;
+  }
+
+  // ---- audit ----
+
+  private audit(e: Omit<AuditEvent, "source" | "actor"> & { user?: string; peer?: string | undefined }): void {
+    const { user, peer, ...rest } = e;
+    void this.o.audit.record({
+      ...rest, source: "Gateway", sourceIp: peer ?? null,
+      actor: user === undefined ? { type: "anonymous" } : { type: "databaseUser" },
+      attributes: { ...(user === undefined ? {} : { databaseUser: user }), ...(e.attributes ?? {}) },
+    }).catch(() => undefined);
+  }
+
+  /**
+   * Events before a client is identified (firewall denies, TLS failures, garbage) are recorded once per
+   * peer and type per window, with a count of the ones folded in, so a flood cannot flood the audit log.
+   */
+  private auditPreAuth(type: string, peer: string | undefined, reason: string, extra: Partial<AuditEvent> = {}): void {
+    const key = `${type}|${peer}`;
+    const now = Date.now();
+    const seen = this.preAuthAudit.get(key);
+    if (seen && now - seen.at < PRE_AUTH_AUDIT_WINDOW_MS) {
+      seen.suppressed++;
+      return;
+    }
+    const suppressed = seen?.suppressed ?? 0;
+    this.preAuthAudit.set(key, { at: now, suppressed: 0 });
+    if (this.preAuthAudit.size > 10_000) {
+      for (const [k, v] of this.preAuthAudit) if (now - v.at >= PRE_AUTH_AUDIT_WINDOW_MS) this.preAuthAudit.delete(k);
+    }
+    this.audit({ type, result: "DENIED", peer, reason, ...extra, attributes: { ...(extra.attributes ?? {}), ...(suppressed ? { suppressedSinceLast: suppressed } : {}) } });
+  }
+
+  // ---- connection ----
+
+  private accept(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.on("close", () => this.sockets.delete(socket));
+    socket.on("error", () => undefined); // reported where it matters; never fatal to the process
+    const peer = canonicalPeer(socket.remoteAddress);
+    void this.handshake(socket, peer).catch((err: unknown) => {
+      this.o.logger.debug({ peer, err: { message: (err as Error).message } }, "gateway connection failed");
+      socket.destroy();
+    });
+  }
+
+  private async handshake(raw: Socket, peer: string | undefined): Promise<void> {
+    if (!(await this.o.router.anyGroupAllows(peer))) {
+      this.auditPreAuth("GatewayFirewallDeny", peer, "no workspace group's firewall admits this address");
+      raw.destroy();
+      return;
+    }
+    const deadline = setTimeout(() => {
+      raw.destroy();
+    }, this.o.authTimeoutMs);
+    deadline.unref();
+    raw.once("close", () => clearTimeout(deadline));
+
+    // Pre-TLS: SSLRequest (answered 'S'), GSSENCRequest (answered 'N'), CancelRequest, or a TLS ClientHello
+    // straight away (PostgreSQL 17's sslnegotiation=direct). A plaintext StartupMessage is refused.
+    const first = await this.readPreTls(raw, peer);
+    if (first === null) return;
+    const { hello, bytes } = first;
+    const sni = this.o.router.parseServerName(hello.serverName);
+    let group: GroupRoute | null = null;
+    let identity = this.o.defaultIdentity;
+    if (sni) {
+      group = await this.o.router.group(sni.groupId);
+      if (group && !group.terminated) {
+        if (!group.firewall.allows(peer)) {
+          this.auditPreAuth("GatewayFirewallDeny", peer, "outside the workspace group's firewall ranges", { orgId: group.orgId, resource: { type: "WorkspaceGroup", id: group.id } });
+          raw.destroy();
+          return;
+        }
+        identity = await this.o.router.groupIdentity(group.id, group.tlsMinVersion);
+      } else {
+        group = null;
+      }
+    }
+    const wantsHttp = hello.alpn.length > 0 && !hello.alpn.includes("postgresql") && hello.alpn.includes("http/1.1");
+    const tls = await this.startTls(raw, bytes, identity, peer, group);
+    if (tls === null) return;
+    if (wantsHttp || tls.alpnProtocol === "http/1.1") {
+      clearTimeout(deadline);
+      if (!this.o.http) {
+        tls.destroy();
+        return;
+      }
+      this.o.http(tls, { peer, group, workspaceId: sni?.workspaceId });
+      return;
+    }
+    const session = await this.authenticate(tls, peer, sni, group);
+    clearTimeout(deadline);
+    if (session) this.relay(session);
+  }
+
+  /** Reads until a TLS ClientHello is complete; answers null when the connection was handled (closed). */
+  private readPreTls(raw: Socket, peer: string | undefined): Promise<{ hello: { serverName: string | null; alpn: string[] }; bytes: Buffer } | null> {
+    return new Promise((resolve) => {
+      const startup = new StartupReader();
+      let tlsBytes: Buffer[] | null = null;
+      let tlsLen = 0;
+      let sentSsl = false;
+      const done = (v: { hello: { serverName: string | null; alpn: string[] }; bytes: Buffer } | null) => {
+        raw.off("data", onData);
+        raw.off("close", onClose);
+        if (v === null && !raw.destroyed) raw.destroySoon();
+        resolve(v);
+      };
+      const onClose = () => done(null);
+      const onData = (chunk: Buffer) => {
+        try {
+          if (tlsBytes === null && !sentSsl && startup.buffered === 0 && chunk[0] === TLS_RECORD) tlsBytes = [];
+          if (tlsBytes !== null) {
+            tlsBytes.push(chunk);
+            tlsLen += chunk.length;
+            const all = tlsBytes.length === 1 ? chunk : Buffer.concat(tlsBytes, tlsLen);
+            tlsBytes = [all];
+            const h = peekClientHello(all);
+            if (h.status === "need-more") return;
+            raw.pause();
+            if (h.status === "not-tls") {
+              this.auditPreAuth("GatewayTlsFailure", peer, "the client sent something other than a TLS ClientHello");
+              done(null);
+              raw.destroy();
+              return;
+            }
+            done({ hello: { serverName: h.serverName, alpn: h.alpn }, bytes: all });
+            return;
+          }
+          let packet = startup.push(chunk);
+          while (packet !== null) {
+            const p: StartupPacket = parseStartupPacket(packet);
+            if (p.kind === "ssl") {
+              // Bytes sent before our answer were not protected by TLS (CVE-2021-23214): refuse them.
+              if (startup.buffered > 0) throw new ParhelionError("ERR_GW_PROTOCOL", "received unencrypted data after SSL request");
+              sentSsl = true;
+              tlsBytes = [];
+              raw.write(SSL_YES);
+              return;
+            }
+            if (p.kind === "gssenc") {
+              raw.write(SSL_NO);
+            } else if (p.kind === "cancel") {
+              this.cancel(p.pid, p.secret, peer);
+              done(null);
+              return;
+            } else {
+              this.auditPreAuth("GatewayPlaintextRefused", peer, "a client tried to connect without TLS", { attributes: { user: p.params.get("user") ?? null } });
+              sendError(raw, "ERR_GW_SSL_REQUIRED", "parhelion accepts only TLS connections", "set sslmode=require (or verify-full with the CA parhelion gives you) in the connection string");
+              done(null);
+              return;
+            }
+            packet = startup.push(Buffer.alloc(0));
+          }
+        } catch (err) {
+          const e = err instanceof ParhelionError ? err : new ParhelionError("ERR_GW_PROTOCOL", (err as Error).message);
+          this.auditPreAuth("GatewayProtocolError", peer, e.message);
+          sendError(raw, e.code, e.message);
+          done(null);
+        }
+      };
+      raw.on("data", onData);
+      raw.on("close", onClose);
+    });
+  }
+
+  private startTls(raw: Socket, hello: Buffer, identity: TlsIdentity, peer: string | undefined, group: GroupRoute | null): Promise<TLSSocket | null> {
+    raw.unshift(hello);
+    const tls = new TLSSocket(raw, { isServer: true, secureContext: identity.context, ALPNProtocols: ["postgresql", "http/1.1"] });
+    return new Promise((resolve) => {
+      const fail = (err: Error) => {
+        tls.off("secure", ok);
+        this.auditPreAuth("GatewayTlsFailure", peer, `TLS handshake failed: ${err.message.slice(0, 200)}`, group ? { orgId: group.orgId, resource: { type: "WorkspaceGroup", id: group.id } } : {});
+        tls.destroy();
+        raw.destroy();
+        resolve(null);
+      };
+      const ok = () => {
+        tls.off("error", fail);
+        tls.on("error", () => undefined);
+        resolve(tls);
+      };
+      tls.once("secure", ok);
+      tls.once("error", fail);
+      tls.once("close", () => resolve(null));
+      // No raw.resume(): the TLS socket reads the handle itself and takes the unshifted bytes first.
+    });
+  }
+
+  /** Startup, routing, limits and SCRAM; answers the session ready to relay, or null (the client got an error). */
+  private async authenticate(tls: TLSSocket, peer: string | undefined, sni: { workspaceId?: string; groupId: string } | null, sniGroup: GroupRoute | null): Promise<Session | null> {
+    const startup = new StartupReader();
+    let params: Map<string, string>;
+    let leftover: Buffer;
+    try {
+      const r = await new Promise<{ p: StartupPacket; rest: Buffer } | null>((resolve, reject) => {
+        const onData = (chunk: Buffer) => {
+          try {
+            const packet = startup.push(chunk);
+            if (packet === null) return;
+            cleanup();
+            resolve({ p: parseStartupPacket(packet), rest: startup.takeRest() });
+          } catch (err) {
+            cleanup();
+            reject(err);
+          }
+        };
+        const onClose = () => {
+          cleanup();
+          resolve(null);
+        };
+        const cleanup = () => {
+          tls.off("data", onData);
+          tls.off("close", onClose);
+        };
+        tls.on("data", onData);
+        tls.on("close", onClose);
+      });
+      if (r === null) return null;
+      if (r.p.kind === "cancel") {
+        this.cancel(r.p.pid, r.p.secret, peer);
+        tls.end();
+        return null;
+      }
+      if (r.p.kind !== "startup") throw new ParhelionError("ERR_GW_PROTOCOL", r.p.kind === "ssl" ? "repeated SSL request inside TLS" : "GSSAPI encryption is not supported inside TLS");
+      params = r.p.params;
+      leftover = r.rest;
+    } catch (err) {
+      const e = err instanceof ParhelionError ? err : new ParhelionError("ERR_GW_PROTOCOL", (err as Error).message);
+      this.auditPreAuth("GatewayProtocolError", peer, e.message);
+      sendError(tls, e.code, e.message);
+      return null;
+    }
+
+    const user = params.get("user")!;
+    const database = params.get("database") ?? user;
+    if (params.has("replication") && params.get("replication") !== "false" && params.get("replication") !== "0") {
+      sendError(tls, "ERR_GW_PROTOCOL", "replication connections are not available through the gateway");
+      return null;
+    }
+    const opt = parseOptionsEndpoint(params.get("options") ?? "");
+    const workspaceId = sni?.workspaceId ?? opt.endpoint;
+    if (sni?.workspaceId && opt.endpoint && opt.endpoint !== sni.workspaceId) {
+      sendError(tls, "ERR_GW_UNKNOWN_ENDPOINT", "the endpoint option names another workspace than the host name");
+      return null;
+    }
+    const ws = workspaceId === undefined ? null : await this.o.router.workspace(workspaceId);
+    if (!ws || ws.state === "TERMINATED" || ws.desiredState === "TERMINATED") {
+      this.auditPreAuth("GatewayUnknownEndpoint", peer, `no workspace for endpoint ${workspaceId ?? "(none)"}`, { attributes: { endpoint: workspaceId ?? null } });
+      sendError(tls, "ERR_GW_UNKNOWN_ENDPOINT", workspaceId === undefined ? "no workspace named: connect to <workspaceID>.<groupID>.<domain> or pass options=endpoint=<workspaceID>" : `no workspace answers to endpoint ${workspaceId}`);
+      return null;
+    }
+    const group = sniGroup?.id === ws.groupId ? sniGroup : await this.o.router.group(ws.groupId);
+    if (!group) {
+      sendError(tls, "ERR_GW_UNKNOWN_ENDPOINT");
+      return null;
+    }
+    const resource = { type: "Workspace", id: ws.id };
+    const base = { orgId: ws.orgId, resource, peer, user, attributes: { workspaceGroupID: ws.groupId, database } };
+    if (sni && sni.groupId !== ws.groupId) {
+      sendError(tls, "ERR_GW_UNKNOWN_ENDPOINT", "the host name names another workspace group than the workspace's");
+      return null;
+    }
+    if (!sniGroup && !group.firewall.allows(peer)) {
+      // Without SNI the group is known only now, after TLS; the client still learns nothing.
+      this.audit({ ...base, type: "GatewayFirewallDeny", result: "DENIED", reason: "outside the workspace group's firewall ranges" });
+      sendError(tls, "ERR_GW_FIREWALL_DENIED");
+      return null;
+    }
+    if (group.tlsMinVersion === "1.3" && tls.getProtocol() !== "TLSv1.3") {
+      this.audit({ ...base, type: "GatewayTlsFailure", result: "DENIED", reason: `TLS ${tls.getProtocol()} is below the group's minimum 1.3` });
+      sendError(tls, "ERR_GW_TLS_VERSION", "this workspace group requires TLS 1.3");
+      return null;
+    }
+    this.audit({ ...base, type: "DatabaseConnect", result: "SUCCESS", reason: `connection for ${user}@${database}`, attributes: { ...base.attributes, tls: tls.getProtocol(), applicationName: params.get("application_name") ?? null } });
+    if (ws.state !== "ACTIVE" || ws.desiredState !== "ACTIVE" || !this.o.engine.isRunning(ws.id)) {
+      sendError(tls, "ERR_WORKSPACE_UNAVAILABLE", `the workspace is ${ws.desiredState === "ACTIVE" ? ws.state.toLowerCase() : ws.desiredState.toLowerCase()}`, ws.desiredState === "SUSPENDED" ? "resume it: parhelion workspace resume <id>" : undefined);
+      return null;
+    }
+    if ((this.perWorkspace.get(ws.id) ?? 0) >= this.o.connectionLimit(ws)) {
+      this.audit({ ...base, type: "DatabaseLoginFailure", result: "DENIED", reason: "connection limit reached" });
+      sendError(tls, "ERR_GW_TOO_MANY_CONNECTIONS", `sorry, too many clients already (the workspace allows ${this.o.connectionLimit(ws)})`);
+      return null;
+    }
+
+    // SCRAM-SHA-256 (-PLUS when the certificate has a tls-server-end-point hash) against the workspace's verifier.
+    const identity = sniGroup ? await this.o.router.groupIdentity(group.id, group.tlsMinVersion) : this.o.defaultIdentity;
+    const pump = new MessagePump(tls, new MessageReader(), leftover);
+    let clientKey: Buffer;
+    let serverKey: Buffer;
+    try {
+      const info = await this.o.engine.getLoginInfo(ws.id, user);
+      const usable = info !== null && info.canLogin && (info.validUntil === null || info.validUntil.getTime() > Date.now());
+      const verifier = usable ? parseScramVerifier(info.verifier) : null;
+      const scram = new ScramServer({ user, verifier, channelBinding: identity.endPoint });
+      tls.write(authenticationSASL(scram.mechanisms()));
+      const first = await pump.next();
+      if (first.type !== FrontendType.Password) throw new ParhelionError("ERR_GW_PROTOCOL", "expected SASL response");
+      const init = parseSASLInitialResponse(first.body);
+      tls.write(authenticationSASLContinue(scram.clientFirst(init.mechanism, init.data)));
+      const fin = await pump.next();
+      if (fin.type !== FrontendType.Password) throw new ParhelionError("ERR_GW_PROTOCOL", "expected SASL response");
+      const r = scram.clientFinal(parseSASLResponse(fin.body));
+      clientKey = r.clientKey;
+      serverKey = verifier!.serverKey;
+      tls.write(authenticationSASLFinal(r.serverFinal));
+    } catch (err) {
+      pump.detach();
+      const e = err instanceof ParhelionError ? err : new ParhelionError("ERR_GW_PROTOCOL", (err as Error).message);
+      const authFailed = e.code === "ERR_GW_AUTH_FAILED";
+      this.audit({ ...base, type: "DatabaseLoginFailure", result: authFailed ? "DENIED" : "FAILURE", reason: authFailed ? "password authentication failed" : e.message });
+      sendError(tls, e.code, authFailed ? `password authentication failed for user "${user}"` : e.message);
+      return null;
+    }
+    const rest = pump.detach();
+
+    // A pooled server session for (workspace, database, role, startup parameters), or a new one.
+    const forward: Record<string, string> = { user, database };
+    for (const [k, v] of params) {
+      if (k === "user" || k === "database" || k === "replication") continue;
+      if (k === "options") {
+        if (opt.rest.trim() !== "") forward[k] = opt.rest;
+        continue;
+      }
+      forward[k] = v;
+    }
+    const key = `${ws.id}\u0000${JSON.stringify(Object.entries(forward).sort(([a], [b]) => (a < b ? -1 : 1)))}`;
+    const socketDir = this.o.engine.socketDir(ws.id);
+    let backend = this.pool.take(key);
+    if (!backend) {
+      try {
+        backend = await openBackend({ socketDir, workspaceId: ws.id, key, params: forward, auth: { clientKey, serverKey }, timeoutMs: this.o.authTimeoutMs });
+      } catch (err) {
+        if (err instanceof UpstreamRefused) {
+          this.audit({ ...base, type: "DatabaseLoginFailure", result: "FAILURE", reason: `the server refused the session: ${err.fields.sqlstate} ${err.fields.message}` });
+          if (!tls.destroyed) tls.end(err.raw);
+          return null;
+        }
+        const e = err instanceof ParhelionError ? err : new ParhelionError("ERR_WORKSPACE_UNAVAILABLE", (err as Error).message);
+        this.audit({ ...base, type: "DatabaseLoginFailure", result: "FAILURE", reason: e.message });
+        sendError(tls, e.code === "ERR_GW_AUTH_FAILED" ? "ERR_GW_AUTH_FAILED" : "ERR_WORKSPACE_UNAVAILABLE", e.code === "ERR_GW_AUTH_FAILED" ? `password authentication failed for user "${user}"` : e.message);
+        return null;
+      }
+    }
+    if (tls.destroyed) {
+      void this.pool.release(backend);
+      return null;
+    }
+    let pid = randomInt(1, 0x7fffffff);
+    while (this.byPid.has(pid)) pid = randomInt(1, 0x7fffffff);
+    const secret = randomInt(0, 0x7fffffff) | 0;
+    const parts: Buffer[] = [authenticationOk()];
+    for (const [k, v] of backend.params) parts.push(parameterStatus(k, v));
+    parts.push(backendKeyData(pid, secret), readyForQuery("I"));
+    tls.write(Buffer.concat(parts));
+    if (rest.length > 0) backend.socket.write(rest);
+    const now = Date.now();
+    const s: Session = {
+      id: randomUUID(), workspaceId: ws.id, orgId: ws.orgId, groupId: ws.groupId, user, database, peer, client: tls, backend, socketDir, pid, secret,
+      started: now, lastActivity: now, bytesIn: rest.length, bytesOut: 0, scanner: new BackendScanner(), ended: false,
+    };
+    s.scanner.lastReadyStatus = "I";
+    this.sessions.set(s.id, s);
+    this.byPid.set(pid, s);
+    this.perWorkspace.set(ws.id, (this.perWorkspace.get(ws.id) ?? 0) + 1);
+    this.audit({ ...base, type: "DatabaseLoginSuccess", result: "SUCCESS", reason: `${user} signed in to ${database}`, attributes: { ...base.attributes, sessionID: s.id, mechanism: identity.endPoint ? "SCRAM-SHA-256(-PLUS offered)" : "SCRAM-SHA-256" } });
+    return s;
+  }
+
+  /** Byte relay: no stream layers, client headers checked by a scanner that neither copies nor allocates. */
+  private relay(s: Session): void {
+    const client = s.client;
+    const server = s.backend.socket;
+    const frontend = new FrontendScanner({ maxMessageBytes: this.o.maxMessageBytes });
+    client.on("data", (chunk: Buffer) => {
+      try {
+        frontend.scan(chunk);
+      } catch (err) {
+        this.end(s, "ERR_GW_PROTOCOL", (err as Error).message, true);
+        return;
+      }
+      s.bytesIn += chunk.length;
+      s.lastActivity = Date.now();
+      if (frontend.sawTerminate) {
+        // The client is leaving: its Terminate is not forwarded, so the server session can be pooled.
+        this.end(s, null, "client terminated");
+        return;
+      }
+      if (!server.write(chunk)) client.pause();
+    });
+    server.on("drain", () => client.resume());
+    server.on("data", (chunk: Buffer) => {
+      try {
+        s.scanner.scan(chunk);
+      } catch (err) {
+        this.end(s, "ERR_GW_PROTOCOL", `the workspace server broke the protocol: ${(err as Error).message}`, true);
+        return;
+      }
+      s.bytesOut += chunk.length;
+      s.lastActivity = Date.now();
+      if (!client.write(chunk)) server.pause();
+    });
+    client.on("drain", () => server.resume());
+    client.on("close", () => this.end(s, null, "client disconnected"));
+    client.on("error", () => undefined);
+    server.on("close", () => this.end(s, null, "the workspace server closed the session", true));
+    server.on("error", () => undefined);
+    (s as Session & { frontend: FrontendScanner }).frontend = frontend;
+  }
+
+  /**
+   * Ends a session: the client gets an error when there is one to tell, the server session goes back to
+   * the pool when it is idle between whole messages, and the disconnect is audited with bytes and duration.
+   */
+  private end(s: Session, code: ErrorCode | null, reason: string, brokenServer = false): void {
+    if (s.ended) return;
+    s.ended = true;
+    this.sessions.delete(s.id);
+    this.byPid.delete(s.pid);
+    const n = (this.perWorkspace.get(s.workspaceId) ?? 1) - 1;
+    if (n <= 0) this.perWorkspace.delete(s.workspaceId);
+    else this.perWorkspace.set(s.workspaceId, n);
+    this.lastActivityByWs.set(s.workspaceId, Date.now());
+    const client = s.client;
+    const server = s.backend.socket;
+    client.removeAllListeners("data");
+    client.removeAllListeners("drain");
+    server.removeAllListeners("data");
+    server.removeAllListeners("drain");
+    server.removeAllListeners("close");
+    server.removeAllListeners("error");
+    server.resume();
+    if (code !== null) sendError(client, code, reason);
+    else if (!client.destroyed) client.end();
+    const frontend = (s as Session & { frontend?: FrontendScanner }).frontend;
+    const reusable = !brokenServer && s.scanner.lastReadyStatus === "I" && s.scanner.atBoundary && (frontend?.atBoundary ?? true) && !server.destroyed;
+    if (reusable) void this.pool.release(s.backend);
+    else this.pool.destroy(s.backend);
+    this.audit({
+      type: "DatabaseDisconnect", result: code === null ? "SUCCESS" : "FAILURE", orgId: s.orgId, resource: { type: "Workspace", id: s.workspaceId },
+      peer: s.peer, user: s.user, reason,
+      attributes: { workspaceGroupID: s.groupId, database: s.database, sessionID: s.id, bytesIn: s.bytesIn, bytesOut: s.bytesOut, durationMs: Date.now() - s.started, ...(code ? { code } : {}) },
+    });
+  }
+
+  /** CancelRequest (§55.2.7): forwarded to the server session behind the gateway's key, if the key matches. */
+  private cancel(pid: number, secret: number, peer: string | undefined): void {
+    const s = this.byPid.get(pid);
+    if (!s) return;
+    const a = Buffer.alloc(4);
+    const b = Buffer.alloc(4);
+    a.writeInt32BE(secret | 0);
+    b.writeInt32BE(s.secret | 0);
+    if (!timingSafeEqual(a, b)) return;
+    void this.o.router.group(s.groupId).then((g) => {
+      if (!g || !g.firewall.allows(peer)) return;
+      cancelBackend(s.socketDir, s.backend.pid, s.backend.secret);
+      this.audit({ type: "DatabaseCancel", result: "SUCCESS", orgId: s.orgId, resource: { type: "Workspace", id: s.workspaceId }, peer, user: s.user, reason: "query cancel request forwarded", attributes: { sessionID: s.id } });
+    }).catch(() => undefined);
+  }
+
+  private sweepIdle(): void {
+    if (this.o.idleTimeoutMs <= 0) return;
+    const cutoff = Date.now() - this.o.idleTimeoutMs;
+    for (const s of [...this.sessions.values()]) {
+      if (s.lastActivity < cutoff && s.scanner.lastReadyStatus === "I") this.end(s, "ERR_GW_IDLE_TIMEOUT", `terminating connection due to idle-session timeout (${Math.round(this.o.idleTimeoutMs / 1000)} s)`);
+    }
+  }
+}

@@ -1,0 +1,157 @@
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { connect as tlsConnect } from "node:tls";
+import { connect as netConnect } from "node:net";
+import { startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { createTestWorkspace, gatewayClient, psql, conninfo, type TestWorkspace } from "../support/workspaces.js";
+
+let tp: TestPlatform;
+let ws: TestWorkspace;
+
+before(async () => {
+  tp = await startTestPlatform({ env: { PARHELION_WORKSPACE_FSYNC: "false" } });
+  ws = await createTestWorkspace(tp);
+});
+
+after(async () => {
+  await tp?.stop();
+});
+
+test("psql connects with verify-full through SNI and runs a query as the non-superuser admin", async () => {
+  const r = await psql(conninfo(ws), ["-At", "-c", "select current_user, (select rolsuper from pg_roles where rolname = current_user)"], { PGPASSWORD: ws.adminPassword });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), "admin|f");
+});
+
+test("a client without SNI picks the workspace with options=endpoint=<id>", async () => {
+  const c = gatewayClient(tp, ws, { sni: false });
+  await c.connect();
+  const r = await c.query("select 41 + 1 as n");
+  assert.equal(r.rows[0].n, 42);
+  await c.end();
+});
+
+test("rejects a plaintext startup with 28000 and tells the user to set sslmode", async () => {
+  const r = await psql(`host=127.0.0.1 port=${ws.port} user=admin dbname=postgres sslmode=disable options=endpoint=${ws.workspaceId}`, ["-c", "select 1"], { PGPASSWORD: ws.adminPassword });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /only TLS connections/);
+  assert.match(r.stderr, /sslmode/);
+});
+
+test("rejects a wrong password and an unknown user with the same 28P01 error", async () => {
+  const bad = gatewayClient(tp, ws, { password: "wrong-password-123" });
+  await assert.rejects(bad.connect(), (err: any) => err.code === "28P01" && /password authentication failed for user "admin"/.test(err.message));
+  const nobody = gatewayClient(tp, ws, { user: "nobody", password: "wrong-password-123" });
+  await assert.rejects(nobody.connect(), (err: any) => err.code === "28P01" && /password authentication failed for user "nobody"/.test(err.message));
+});
+
+test("channel_binding=require works through the gateway (SCRAM-SHA-256-PLUS)", async () => {
+  const r = await psql(conninfo(ws, "channel_binding=require"), ["-At", "-c", "select 'bound'"], { PGPASSWORD: ws.adminPassword });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), "bound");
+});
+
+test("Ctrl-C in psql cancels a pg_sleep through the gateway within a second", async () => {
+  let pid = 0;
+  const started = Date.now();
+  const run = psql(conninfo(ws), ["-c", "select pg_sleep(30)"], { PGPASSWORD: ws.adminPassword }, { onSpawn: (p) => (pid = p) });
+  await new Promise((r) => setTimeout(r, 1500));
+  const signalled = Date.now();
+  process.kill(pid, "SIGINT");
+  const r = await run;
+  const took = Date.now() - signalled;
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /canceling statement due to user request/);
+  assert.ok(took < 1000, `cancel took ${took} ms`);
+  assert.ok(Date.now() - started < 10_000);
+});
+
+test("a malformed message closes that connection with 08P01 and nothing else is affected", async () => {
+  const other = gatewayClient(tp, ws);
+  await other.connect();
+  const c = gatewayClient(tp, ws);
+  await c.connect();
+  const stream = (c as any).connection.stream as import("node:tls").TLSSocket;
+  const got = new Promise<string>((resolve) => {
+    let buf = "";
+    stream.on("data", (d: Buffer) => (buf += d.toString("latin1")));
+    stream.on("close", () => resolve(buf));
+  });
+  stream.write(Buffer.from([0x07, 0, 0, 0, 8, 1, 2, 3, 4])); // an unknown message type
+  const text = await got;
+  assert.match(text, /08P01/);
+  const r = await other.query("select 'still here' as s");
+  assert.equal(r.rows[0].s, "still here");
+  await other.end();
+});
+
+test("HTTP and TLS garbage on the PostgreSQL port is closed cleanly and the gateway keeps serving", async () => {
+  for (const junk of [Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Buffer.from([0x16, 3, 1, 0, 5, 1, 0, 0, 1, 0]), Buffer.alloc(64, 0xff)]) {
+    await new Promise<void>((resolve) => {
+      const s = netConnect({ host: "127.0.0.1", port: ws.port }, () => s.write(junk));
+      s.on("error", () => undefined);
+      s.on("close", () => resolve());
+      s.resume();
+    });
+  }
+  // A TLS client that rejects the certificate (unknown CA) fails its handshake; the process stays up.
+  await new Promise<void>((resolve) => {
+    const s = netConnect({ host: "127.0.0.1", port: ws.port }, () => {
+      s.write(Buffer.from([0, 0, 0, 8, 4, 210, 22, 47]));
+      s.once("data", () => {
+        const t = tlsConnect({ socket: s, servername: ws.endpoint, rejectUnauthorized: true });
+        t.on("error", () => resolve());
+        t.on("secureConnect", () => {
+          t.destroy();
+          resolve();
+        });
+      });
+    });
+    s.on("error", () => resolve());
+  });
+  const c = gatewayClient(tp, ws);
+  await c.connect();
+  assert.equal((await c.query("select 1 as one")).rows[0].one, 1);
+  await c.end();
+});
+
+test("a client outside the firewall ranges cannot begin a TLS handshake, and the deny is audited", async () => {
+  const patch = await tp.call("PATCH", `/v1/workspaceGroups/${ws.groupId}`, { body: { firewallRanges: ["127.0.0.1/32"] } });
+  assert.equal(patch.status, 200, patch.text);
+  await new Promise((r) => setTimeout(r, 2100)); // routing cache
+  // 127.0.0.2 is loopback too, but outside 127.0.0.1/32.
+  const outcome = await new Promise<string>((resolve) => {
+    const s = netConnect({ host: "127.0.0.1", port: ws.port, localAddress: "127.0.0.2" }, () => {
+      s.write(Buffer.from([0, 0, 0, 8, 4, 210, 22, 47])); // SSLRequest
+    });
+    let got = Buffer.alloc(0);
+    s.on("data", (d: Buffer) => (got = Buffer.concat([got, d])));
+    s.on("error", () => undefined);
+    s.on("close", () => resolve(got.length === 0 ? "closed-before-any-byte" : `got ${got.toString("latin1")}`));
+  });
+  assert.equal(outcome, "closed-before-any-byte");
+  const inside = gatewayClient(tp, ws);
+  await inside.connect();
+  await inside.end();
+  const logs = await tp.call("GET", "/v1/auditLogs?type=GatewayFirewallDeny&source=Gateway");
+  assert.equal(logs.status, 200);
+  // The pre-TLS deny names no organization (no group was identified yet); it is in the chain, not the org's list.
+  const verify = await tp.call("GET", "/v1/auditLogs/verify");
+  assert.equal(verify.body.ok, true);
+  await tp.call("PATCH", `/v1/workspaceGroups/${ws.groupId}`, { body: { firewallRanges: ["127.0.0.1/32", "::1/128"] } });
+});
+
+test("session events reach the audit log: connect, login success and failure, disconnect with bytes", async () => {
+  const c = gatewayClient(tp, ws);
+  await c.connect();
+  await c.query("select repeat('x', 1000)");
+  await c.end();
+  await new Promise((r) => setTimeout(r, 300));
+  const logs = await tp.call("GET", "/v1/auditLogs?source=Gateway&limit=200");
+  const types = new Set(logs.body.auditLogs.map((l: any) => l.type));
+  for (const t of ["DatabaseConnect", "DatabaseLoginSuccess", "DatabaseLoginFailure", "DatabaseDisconnect"]) assert.ok(types.has(t), `missing ${t}`);
+  const disc = logs.body.auditLogs.find((l: any) => l.type === "DatabaseDisconnect" && l.attributes.bytesOut > 1000);
+  assert.ok(disc, "a disconnect with bytes");
+  assert.equal(disc.resourceID, ws.workspaceId);
+  assert.ok(disc.attributes.durationMs >= 0);
+});
