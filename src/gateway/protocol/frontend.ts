@@ -7,6 +7,7 @@
 import { ByteQueue, EMPTY, HeaderScanner, TypedMessageReader, decodeUtf8, protocolError, readCString, typeTable } from "./wire.js";
 import type { MessageReaderOptions } from "./wire.js";
 
+/** A typed message and the reader options, shared with backend.ts. */
 export type { Message, MessageReaderOptions } from "./wire.js";
 
 /** PostgreSQL's MAX_STARTUP_PACKET_LENGTH: the most bytes a startup packet may carry after its length word. */
@@ -157,8 +158,8 @@ export function parseOptionsEndpoint(options: string): { endpoint: string | unde
   return { endpoint, rest: kept.join(" ") };
 }
 
-/** Default limit of MessageReader: authentication-phase messages are small (PostgreSQL allows 65535-byte SASL tokens). */
-export const DEFAULT_MAX_AUTH_MESSAGE_BYTES = 65536 + 1024;
+/** Default limit of MessageReader: PostgreSQL reads authentication messages of at most PG_MAX_AUTH_TOKEN_LENGTH (65535) body bytes. */
+export const DEFAULT_MAX_AUTH_MESSAGE_BYTES = 65535 + 4;
 
 /** Reads typed client messages (type byte + int32 length) from chunks; zero-copy when a message lies in one chunk. */
 export class MessageReader extends TypedMessageReader {
@@ -208,8 +209,8 @@ export function parsePasswordMessage(body: Buffer): string {
   return password;
 }
 
-/** PostgreSQL's PQ_LARGE_MESSAGE_LIMIT (1 GiB): the default limit of the relay scanners. */
-export const DEFAULT_MAX_RELAY_MESSAGE_BYTES = 0x3fffffff;
+/** Default limit of the relay scanners: PostgreSQL's PQ_LARGE_MESSAGE_LIMIT (MaxAllocSize - 1) body bytes plus the length word. */
+export const DEFAULT_MAX_RELAY_MESSAGE_BYTES = 0x3ffffffe + 4;
 
 const FRONTEND_TYPES = typeTable("BCdcfDEHFPpQSX");
 

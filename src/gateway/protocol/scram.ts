@@ -73,8 +73,9 @@ export function parseScramVerifier(s: string | null | undefined): ScramVerifier 
 
 // ---- Message syntax (RFC 5802 §7) ----
 
-/** SASL mechanism names. */
+/** SASL mechanism name of SCRAM-SHA-256 without channel binding. */
 export const SCRAM_SHA_256 = "SCRAM-SHA-256";
+/** SASL mechanism name of SCRAM-SHA-256 with channel binding. */
 export const SCRAM_SHA_256_PLUS = "SCRAM-SHA-256-PLUS";
 /** The only channel-binding type PostgreSQL supports. */
 const CBIND_TYPE = "tls-server-end-point";

@@ -11,6 +11,7 @@ export function protocolError(message: string): ParhelionError {
   return new ParhelionError("ERR_GW_PROTOCOL", message);
 }
 
+/** A shared empty buffer. */
 export const EMPTY = Buffer.alloc(0);
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });

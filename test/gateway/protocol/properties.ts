@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ParhelionError, type ErrorCode } from "../../../src/lib/errors.js";
-import { FrontendScanner, MessageReader, StartupReader, parseStartupPacket, type StartupPacket } from "../../../src/gateway/protocol/frontend.js";
+import { DEFAULT_MAX_RELAY_MESSAGE_BYTES, FrontendScanner, MessageReader, StartupReader, parseStartupPacket, type StartupPacket } from "../../../src/gateway/protocol/frontend.js";
 import { BackendScanner, encodeCancelRequest, encodeStartup } from "../../../src/gateway/protocol/backend.js";
 import { SCRAM_SHA_256, ScramClient, ScramServer, deriveScramKeys } from "../../../src/gateway/protocol/scram.js";
 import { MAX_CLIENT_HELLO_BYTES, peekClientHello } from "../../../src/gateway/protocol/clienthello.js";
@@ -60,7 +60,7 @@ type Mutation =
   | { k: "delete"; at: number; n: number }
   | { k: "lie"; at: number; value: number };
 
-const LIES = [0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 10004, 10005, 65536, 1 << 20, 0x3fffffff, 0x7fffffff, 0x80000000, 0xffffffff];
+const LIES = [0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 10004, 10005, 65539, 65540, 1 << 20, 0x3fffffff, 0x40000002, 0x40000003, 0x7fffffff, 0x80000000, 0xffffffff];
 const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ k: fc.constant("flip" as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }),
   fc.record({ k: fc.constant("trunc" as const), at: fc.nat() }),
@@ -314,7 +314,7 @@ const scannersMutated: FuzzProperty = {
           assert.equal(scanOutcome(make, chunks), whole);
           if (!whole.startsWith("error")) {
             // a stream the scanner accepts splits into the same number of messages for the reader
-            const read = readAll([stream], max ?? 0x3fffffff);
+            const read = readAll([stream], max ?? DEFAULT_MAX_RELAY_MESSAGE_BYTES);
             assert.equal(read.error, null);
             assert.equal(read.msgs.length, Number(whole.split("/")[0]));
           }
