@@ -266,7 +266,7 @@ describe("workspace engine lifecycle", { concurrency: 2 }, () => {
     }
   });
 
-  test("with a spare ready, a create is a rename and a start (under 3 s to the first query), and each workspace has its own system identifier", async (t) => {
+  test("with a spare ready, a create is a rename and a start (under 3 s to the first query), each workspace has its own system identifier, and stopAll stops them all", async (t) => {
     const root = tempRoot();
     const engine = newEngine(root);
     const a = randomUUID();
@@ -290,6 +290,11 @@ describe("workspace engine lifecycle", { concurrency: 2 }, () => {
       assert.ok(firstQuery < 3000, `create to first query took ${firstQuery.toFixed(0)} ms`);
       const sysid = (id: string) => engine.withSystem(id, "postgres", async (cl) => String((await cl.query("SELECT system_identifier FROM pg_control_system()")).rows[0]?.system_identifier));
       assert.notEqual(await sysid(a), await sysid(b));
+
+      await engine.stopAll();
+      assert.equal(engine.isRunning(a) || engine.isRunning(b), false);
+      assert.deepEqual([...serverProcesses(root, a), ...serverProcesses(root, b)], [], "stopAll leaves no server process");
+      assert.deepEqual(engine.listOnDisk(), [a, b].sort(), "stopAll keeps the workspaces' data");
     } finally {
       await cleanup(root, engine);
     }
