@@ -1,11 +1,11 @@
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { EventEmitter } from "node:events";
 import pg from "pg";
 import { ParhelionError } from "../lib/errors.js";
 import { isUuid } from "../lib/ids.js";
 import type { Logger } from "../log/logger.js";
-import { PostgresServer, findPgBin, ownDir, peerIdentMap, resolveServiceAccount, syncDir, type ServiceAccount } from "./postgres.js";
+import { PostgresServer, findPgBin, peerIdentMap, resolveServiceAccount, syncDir, type ServiceAccount } from "./postgres.js";
 import { SparePool } from "./spare.js";
 import { detectMemoryLimiter, type MemoryLimiter } from "./cgroup.js";
 import { WORKSPACE_SIZES, isWorkspaceSize, sizeSettings, type WorkspaceSize } from "./sizes.js";
@@ -59,7 +59,10 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     for (const e of this.extensions) {
       if (!/^[a-z0-9_-]{1,63}$/.test(e)) throw new ParhelionError("ERR_CONFIG", `extension name "${e}" is not valid`);
     }
-    ownDir(this.dir, 0o700, this.account);
+    // The servers may traverse this directory but not change it: a workspace's server (all run as the same
+    // OS user) cannot rename or plant siblings, such as the spare.
+    mkdirSync(this.dir, { recursive: true, mode: 0o711 });
+    chmodSync(this.dir, 0o711);
     this.limiter = opts.memoryLimiter ?? detectMemoryLimiter(this.logger);
     if (this.limiter.mechanism === "none") this.logger.warn({ reason: this.limiter.reason }, "workspace memory limits are not enforced on this host");
     if (opts.spare !== false) {
@@ -190,7 +193,9 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
       }
       ws.size = spec.size;
       ws.verifier = verifier;
-      const server = ws.server ?? this.newServer(id, ws);
+      // A server object left from a crash (restarting with backoff) carries its old settings: replace it.
+      if (ws.server) await ws.server.stop();
+      const server = this.newServer(id, ws);
       ws.server = server;
       try {
         await server.start();

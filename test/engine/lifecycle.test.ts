@@ -75,6 +75,8 @@ describe("workspace engine lifecycle", { concurrency: 2 }, () => {
       const tcp = tcpInodes();
       assert.deepEqual([...mine].filter((i) => tcp.has(i)), [], "no server process owns a TCP socket");
 
+      const top = statSync(join(root, "ws"));
+      assert.deepEqual([top.mode & 0o777, top.uid], [0o711, process.getuid?.()], "the servers may traverse the engine's directory but not change it");
       for (const d of [join(root, "ws", id), join(root, "ws", id, "pgdata"), engine.socketDir(id)]) {
         const st = statSync(d);
         assert.equal(st.mode & 0o777, 0o700, `${d} mode ${(st.mode & 0o777).toString(8)}`);
