@@ -86,6 +86,8 @@ describe("workspace engine lifecycle", { concurrency: 2 }, () => {
 
       const row = (await asAdmin(engine, id, (c) => c.query("SELECT current_setting('listen_addresses') AS la, current_setting('unix_socket_permissions') AS perm, current_setting('password_encryption') AS pe, current_user AS who"))).rows[0];
       assert.deepEqual(row, { la: "", perm: "0700", pe: "scram-sha-256", who: "admin" });
+      const preload = await engine.withSystem(id, "postgres", async (c) => (await c.query("SELECT current_setting('shared_preload_libraries') AS libs, current_setting('pgaudit.log') AS audit")).rows[0]);
+      assert.deepEqual(preload, { libs: "parhelion_guard,pgaudit", audit: "none" }, "the guard and pgaudit are loaded");
       const hba = await engine.withSystem(id, "postgres", async (c) => (await c.query("SELECT type, user_name, auth_method, options FROM pg_hba_file_rules ORDER BY line_number")).rows);
       assert.deepEqual(hba, [
         { type: "local", user_name: ["parhelion_system"], auth_method: "peer", options: ["map=system"] },
