@@ -22,6 +22,7 @@ import { Reconciler } from "./workspaces/reconciler.js";
 import { WORKSPACE_SIZE_NAMES } from "./workspaces/sizes.js";
 import { Router, tlsIdentity } from "./gateway/routing.js";
 import { Gateway } from "./gateway/server.js";
+import { DataApi } from "./gateway/dataApi.js";
 import { InflightTracker, type Services } from "./api/context.js";
 
 export const VERSION = "0.1.0";
@@ -170,21 +171,29 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     const ca = await ensureCA(tlsDir);
     const router = new Router({ db, ca, tlsDir, domain: cfg.gatewayDomain, hostNames: (g) => workspaces.groupHostNames(g) });
     const defaultPair = await ensureServerCert(ca, { certFile: join(tlsDir, "gateway.crt"), keyFile: join(tlsDir, "gateway.key"), hosts: ["localhost", "127.0.0.1", "::1", cfg.host, cfg.gatewayDomain].filter((h) => h !== "0.0.0.0" && h !== "::") });
+    const dataApi = new DataApi({ router, engine, audit, logger: logger.child({ component: "data-api" }) });
     gateway = new Gateway({
       router, engine, audit, logger: logger.child({ component: "gateway" }), defaultIdentity: tlsIdentity(defaultPair, "TLSv1.2"),
       authTimeoutMs: cfg.gatewayAuthTimeoutSeconds * 1000, idleTimeoutMs: cfg.gatewayIdleTimeoutSeconds * 1000, maxMessageBytes: cfg.gatewayMaxMessageBytes,
       // A few server connections stay for the superuser reserve, parhelion's own and the pool's spare.
       connectionLimit: (ws) => Math.max(1, (isWorkspaceSize(ws.size) ? WORKSPACE_SIZES[ws.size].maxConnections : 25) - 5),
+      http: (socket, ctx) => dataApi.accept(socket, ctx),
     });
     const gw = gateway;
-    const reconciler = new Reconciler({ db, engine, logger: logger.child({ component: "reconciler" }), audit, clock, activity: gw, onStopping: (id) => gw.disconnectWorkspace(id) });
+    const reconciler = new Reconciler({ db, engine, logger: logger.child({ component: "reconciler" }), audit, clock, activity: gw, onStopping: (id) => {
+      gw.disconnectWorkspace(id);
+      dataApi.drop(id);
+    } });
     stack.push({ name: "reconciler", stop: () => reconciler.stop() });
     workspaces.on("change", (e) => {
       router.invalidate(e);
       reconciler.kick();
     });
     const gatewayPort = await gw.listen(cfg.host, cfg.gatewayPort);
-    stack.push({ name: "gateway", stop: () => gw.close() });
+    stack.push({ name: "gateway", stop: async () => {
+      await gw.close();
+      await dataApi.close();
+    } });
     reconciler.start();
 
     Object.assign(services, {

@@ -1,4 +1,5 @@
-import { test, before, after } from "node:test";
+import { test, describe, before, after } from "node:test";
+import { Agent, request } from "undici";
 import assert from "node:assert/strict";
 import { connect as tlsConnect } from "node:tls";
 import { connect as netConnect } from "node:net";
@@ -154,4 +155,75 @@ test("session events reach the audit log: connect, login success and failure, di
   assert.ok(disc, "a disconnect with bytes");
   assert.equal(disc.resourceID, ws.workspaceId);
   assert.ok(disc.attributes.durationMs >= 0);
+});
+
+describe("Data API (HTTPS on the gateway port, ALPN http/1.1)", () => {
+  async function dataApi(path: string, o: { body?: unknown; raw?: string; auth?: string | null; sni?: boolean; method?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; body: any; text: string }> {
+    const agent = new Agent({ connect: { ca: tp.caPem, ...(o.sni === false ? { rejectUnauthorized: false } : { servername: ws.endpoint }) } });
+    try {
+      const headers: Record<string, string> = { ...(o.headers ?? {}) };
+      const auth = o.auth === undefined ? `admin:${ws.adminPassword}` : o.auth;
+      if (auth !== null) headers["authorization"] = `Basic ${Buffer.from(auth).toString("base64")}`;
+      const payload = o.raw ?? (o.body === undefined ? undefined : JSON.stringify(o.body));
+      if (payload !== undefined) headers["content-type"] = "application/json";
+      const r = await request(`https://127.0.0.1:${ws.port}${path}`, { method: (o.method ?? (payload === undefined ? "GET" : "POST")) as never, headers, body: payload, dispatcher: agent });
+      const text = await r.body.text();
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = undefined;
+      }
+      return { status: r.statusCode, body, text };
+    } finally {
+      await agent.close();
+    }
+  }
+
+  test("GET /ping answers without credentials", async () => {
+    const r = await dataApi("/ping", { auth: null });
+    assert.equal(r.status, 200);
+    assert.equal(r.text, "pong");
+  });
+
+  test("exec, query/rows and query/tuples in Helios's shapes, with ? args bound as parameters", async () => {
+    let r = await dataApi("/api/v2/exec", { body: { sql: "create table api_t(id int primary key, name text)" } });
+    assert.equal(r.status, 200, r.text);
+    r = await dataApi("/api/v2/exec", { body: { sql: "insert into api_t values (?, ?), (?, ?)", args: [1, "one", 2, "it's two; drop table api_t"] } });
+    assert.deepEqual(r.body, { lastInsertId: 0, rowsAffected: 2 });
+    r = await dataApi("/api/v2/query/rows", { body: { sql: "select id, name from api_t where id >= ? order by id", args: [1] } });
+    assert.deepEqual(r.body, { results: [{ rows: [{ id: 1, name: "one" }, { id: 2, name: "it's two; drop table api_t" }] }] });
+    r = await dataApi("/api/v2/query/tuples", { body: { sql: "select id, name, '?' as q from api_t order by id limit 1" } });
+    assert.deepEqual(r.body, { results: [{ columns: [{ name: "id", dataType: "INT", nullable: true }, { name: "name", dataType: "TEXT", nullable: true }, { name: "q", dataType: "TEXT", nullable: true }], rows: [[1, "one", "?"]] }] });
+    r = await dataApi("/api/v2/query/rows", { body: { sql: "select 1 as a; select 2 as b" } });
+    assert.deepEqual(r.body, { results: [{ rows: [{ a: 1 }] }, { rows: [{ b: 2 }] }] }, "one result per statement");
+  });
+
+  test("bad credentials, bad input and SQL errors answer typed problems", async () => {
+    let r = await dataApi("/api/v2/query/rows", { body: { sql: "select 1" }, auth: "admin:wrong-password-123" });
+    assert.equal(r.status, 401);
+    assert.equal(r.body.code, "ERR_GW_AUTH_FAILED");
+    r = await dataApi("/api/v2/query/rows", { body: { sql: "select 1" }, auth: null });
+    assert.equal(r.status, 401);
+    r = await dataApi("/api/v2/query/rows", { body: { sql: "select ?::int", args: [] } });
+    assert.equal(r.body.code, "ERR_VALIDATION");
+    r = await dataApi("/api/v2/query/rows", { body: { sql: "select * from no_such_table" } });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.code, "ERR_SQL");
+    assert.equal(r.body.sqlstate, "42P01");
+    r = await dataApi("/api/v2/query/rows", { body: { sql: "select 1", bogus: true } });
+    assert.equal(r.body.code, "ERR_UNKNOWN_FIELD");
+    r = await dataApi("/api/v2/query/rows", { raw: "{not json" });
+    assert.equal(r.body.code, "ERR_VALIDATION");
+    r = await dataApi("/api/v2/query/rows", { raw: JSON.stringify({ sql: `select '${"x".repeat(1024 * 1024)}'` }) });
+    assert.equal(r.status, 413);
+    r = await dataApi("/api/v2/nope", { body: { sql: "select 1" } });
+    assert.equal(r.status, 404);
+  });
+
+  test("a client without SNI names the workspace with X-Workspace-ID", async () => {
+    const r = await dataApi("/api/v2/query/rows", { body: { sql: "select current_user as u" }, sni: false, headers: { "x-workspace-id": ws.workspaceId } });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.body.results[0].rows, [{ u: "admin" }]);
+  });
 });
