@@ -4,11 +4,12 @@ import { usageError } from "../errors.js";
 import { emit, printTable } from "../output.js";
 import type { Organization, ResourceRoleView } from "../types.js";
 
-interface Target { org?: boolean; team?: string }
+interface Target { org?: boolean; team?: string; group?: string }
 
-/** The accessControls path of --org or --team ID (exactly one). */
+/** The accessControls path of --org, --team ID or --group ID (exactly one). */
 async function accessPath({ client }: Ctx, t: Target): Promise<{ path: string; label: string }> {
-  if (Boolean(t.org) === (t.team !== undefined)) throw usageError("give exactly one of --org and --team ID");
+  if ([Boolean(t.org), t.team !== undefined, t.group !== undefined].filter(Boolean).length !== 1) throw usageError("give exactly one of --org, --team ID and --group ID");
+  if (t.group !== undefined) return { path: `/v1/workspaceGroups/${encodeURIComponent(t.group)}/accessControls`, label: `workspace group ${t.group}` };
   if (t.team !== undefined) return { path: `/v1/teams/${encodeURIComponent(t.team)}/accessControls`, label: `team ${t.team}` };
   const org = await client.get<Organization>("/v1/organizations/current");
   return { path: `/v1/organizations/${org.orgID}/accessControls`, label: `organization ${org.name}` };
@@ -21,6 +22,7 @@ export function registerAccess(program: Command): void {
   access.command("show").description("Show the roles on the organization or a team and who holds them")
     .option("--org", "the organization")
     .option("--team <teamID>", "a team")
+    .option("--group <workspaceGroupID>", "a workspace group (roles Owner, Writer, Reader)")
     .action(apiAction(async (ctx, opts: Target) => {
       const { path } = await accessPath(ctx, opts);
       const views = await ctx.client.get<ResourceRoleView[]>(path);
@@ -33,6 +35,7 @@ export function registerAccess(program: Command): void {
     access.command(verb).description(`${verb === "grant" ? "Grant" : "Revoke"} a role on the organization or a team`)
       .option("--org", "on the organization")
       .option("--team <teamID>", "on a team")
+      .option("--group <workspaceGroupID>", "on a workspace group")
       .requiredOption("--role <role>", "role name (`parhelion role list Organization|Team`)")
       .option("--user <user...>", `users ${verb === "grant" ? "receiving" : "losing"} the role (ID or email)`)
       .option("--team-member <teamID...>", `teams ${verb === "grant" ? "receiving" : "losing"} the role`)
