@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync, chmodSync, renameSync } from "node:fs";
+import { mkdirSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
@@ -14,6 +14,7 @@ import { ApiKeyAuthenticator, LoginThrottle, OrganizationDirectory, createApiKey
 import { grantOrgRole } from "./rbac/accessControls.js";
 import { buildApiServer } from "./api/server.js";
 import { ensureCA, ensureServerCert } from "./tls/index.js";
+import { writeFileAtomic } from "./tls/pki.js";
 import { createWorkspaceEngine, type WorkspaceEngine } from "./engine/index.js";
 import { WORKSPACE_SIZES, isWorkspaceSize } from "./engine/sizes.js";
 import { WorkspaceService } from "./workspaces/service.js";
@@ -52,11 +53,6 @@ export interface StartOptions {
   clock?: Clock;
 }
 
-function writeSecretFile(path: string, content: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, content, { mode: 0o600 });
-  renameSync(tmp, path);
-}
 
 /**
  * Creates the organization, its owner and an owner API key the first time the store is used. Serialized by
@@ -78,7 +74,7 @@ async function bootstrapOrganization(db: Db, cfg: Config, audit: AuditLog, logge
   });
   if (created === null) return null;
   mkdirSync(join(cfg.dataDir, "bootstrap"), { recursive: true, mode: 0o700 });
-  writeSecretFile(keyFile, created.key.token + "\n");
+  writeFileAtomic(keyFile, created.key.token + "\n", 0o600);
   await audit.record({
     type: "OrganizationBootstrap", source: "System", result: "SUCCESS", orgId: created.orgId, actor: { type: "system" },
     resource: { type: "Organization", id: created.orgId }, reason: `organization "${cfg.orgName}" created with owner ${created.owner.email}`,
@@ -133,7 +129,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     const port = (app.server.address() as AddressInfo).port;
     const hostForUrl = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host === "0.0.0.0" ? "127.0.0.1" : cfg.host;
     const apiUrl = `https://${hostForUrl}:${port}`;
-    writeFileSync(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile, pid: process.pid, version: VERSION }, null, 2) + "\n", { mode: 0o644 });
+    writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile, pid: process.pid, version: VERSION }, null, 2) + "\n", 0o644);
 
     let store: EmbeddedPostgres | null = null;
     let connectionString = cfg.databaseUrl;
@@ -202,7 +198,8 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       orgs: new OrganizationDirectory(db, clock),
       workspaces, databases: new DatabaseAdmin(workspaces, engine),
     } satisfies Omit<Services, "clock" | "logger" | "inflight" | "settings">);
-    writeFileSync(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile ?? ca.caFile, gatewayPort, pid: process.pid, version: VERSION }, null, 2) + "\n", { mode: 0o644 });
+    // Readers (`parhelion login`, tests) see the old file or the new one, never a half-written one.
+    writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile ?? ca.caFile, gatewayPort, pid: process.pid, version: VERSION }, null, 2) + "\n", 0o644);
     ready = true;
     logger.info({ apiUrl, caFile: tls.caFile, gatewayPort }, "parhelion is ready");
     return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, gatewayPort, engine, workspaces, reconciler, gateway: gw, ownerKeyFile, stop: stopAll };

@@ -117,6 +117,22 @@ test("kill -9 of parhelion at any step of create/suspend/resume/delete: every wo
         if (Date.now() > deadline) assert.fail(`round ${round}: not converged: ${JSON.stringify(wrong.map(([id, st]) => [st, all.find((w) => w.workspaceID === id)?.state]))}\n${up.output().slice(-3000)}`);
         await new Promise((r) => setTimeout(r, 100));
       }
+      // Serving: each ACTIVE workspace answers a query (its row may say ACTIVE from before the kill while the
+      // reconciler is still replacing the orphan server).
+      for (const [id, st] of expected) {
+        if (st !== "ACTIVE") continue;
+        const ws = all.find((w) => w.workspaceID === id);
+        const until = Date.now() + 30_000;
+        for (;;) {
+          try {
+            await query(dataDir, port, ws, "crash-test-password-1", "select 1");
+            break;
+          } catch (err) {
+            if (Date.now() > until) throw err;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+      }
       // Exactly one server per ACTIVE workspace, none otherwise, no directory for a terminated one.
       for (const [id, st] of expected) {
         const pms = postmasters(dataDir, id);
