@@ -55,10 +55,21 @@ interface Session {
   bytesIn: number;
   bytesOut: number;
   scanner: BackendScanner;
+  /** The server's ReadyForQuery count when the client last sent bytes: a later one means the server answered. */
+  readyAtLastSend: number;
   ended: boolean;
 }
 
 const TLS_RECORD = 0x16;
+
+/**
+ * Idle between transactions: the server has answered everything the client sent (a ReadyForQuery came after
+ * the client's last bytes, or nothing was sent), outside a transaction, between whole messages. A session
+ * running a long query is not idle however quiet the wire is.
+ */
+function idle(s: Session): boolean {
+  return s.scanner.readyForQuery > s.readyAtLastSend && s.scanner.lastReadyStatus === "I" && s.scanner.atBoundary;
+}
 const PRE_AUTH_AUDIT_WINDOW_MS = 10_000;
 
 function sendError(socket: Socket | TLSSocket, code: ErrorCode, message?: string, hint?: string): void {
@@ -425,6 +436,31 @@ export class Gateway {
       return null;
     }
 
+    // The slot is taken before authenticating, so concurrent handshakes cannot all pass the check; it is given
+    // back unless a session results.
+    this.adjust(ws.id, 1);
+    let session: Session | null = null;
+    try {
+      session = await this.login({ tls, peer, ws, group, sniGroup, user, database, params, opt, leftover, base });
+      return session;
+    } finally {
+      if (session === null) this.adjust(ws.id, -1);
+    }
+  }
+
+  private adjust(workspaceId: string, delta: number): void {
+    const n = (this.perWorkspace.get(workspaceId) ?? 0) + delta;
+    if (n <= 0) this.perWorkspace.delete(workspaceId);
+    else this.perWorkspace.set(workspaceId, n);
+  }
+
+  /** SCRAM, then a server session; answers the session ready to relay, or null (the client got an error). */
+  private async login(a: {
+    tls: TLSSocket; peer: string | undefined; ws: WorkspaceRoute; group: GroupRoute; sniGroup: GroupRoute | null; user: string; database: string;
+    params: Map<string, string>; opt: { endpoint: string | undefined; rest: string }; leftover: Buffer;
+    base: { orgId: string; resource: { type: string; id: string }; peer: string | undefined; user: string; attributes: Record<string, unknown> };
+  }): Promise<Session | null> {
+    const { tls, peer, ws, group, sniGroup, user, database, params, opt, leftover, base } = a;
     // SCRAM-SHA-256 (-PLUS when the certificate has a tls-server-end-point hash) against the workspace's verifier.
     const identity = sniGroup ? await this.o.router.groupIdentity(group.id, group.tlsMinVersion) : this.o.defaultIdentity;
     const pump = new MessagePump(tls, new MessageReader(), leftover);
@@ -499,12 +535,11 @@ export class Gateway {
     const now = Date.now();
     const s: Session = {
       id: randomUUID(), workspaceId: ws.id, orgId: ws.orgId, groupId: ws.groupId, user, database, peer, client: tls, backend, socketDir, pid, secret,
-      started: now, lastActivity: now, bytesIn: rest.length, bytesOut: 0, scanner: new BackendScanner(), ended: false,
+      started: now, lastActivity: now, bytesIn: rest.length, bytesOut: 0, scanner: new BackendScanner(), readyAtLastSend: rest.length > 0 ? 0 : -1, ended: false,
     };
     s.scanner.lastReadyStatus = "I";
     this.sessions.set(s.id, s);
     this.byPid.set(pid, s);
-    this.perWorkspace.set(ws.id, (this.perWorkspace.get(ws.id) ?? 0) + 1);
     this.audit({ ...base, type: "DatabaseLoginSuccess", result: "SUCCESS", reason: `${user} signed in to ${database}`, attributes: { ...base.attributes, sessionID: s.id, mechanism: identity.endPoint ? "SCRAM-SHA-256(-PLUS offered)" : "SCRAM-SHA-256" } });
     return s;
   }
@@ -523,6 +558,7 @@ export class Gateway {
       }
       s.bytesIn += chunk.length;
       s.lastActivity = Date.now();
+      s.readyAtLastSend = s.scanner.readyForQuery;
       if (frontend.sawTerminate) {
         // The client is leaving: its Terminate is not forwarded, so the server session can be pooled.
         this.end(s, null, "client terminated");
@@ -559,9 +595,7 @@ export class Gateway {
     s.ended = true;
     this.sessions.delete(s.id);
     this.byPid.delete(s.pid);
-    const n = (this.perWorkspace.get(s.workspaceId) ?? 1) - 1;
-    if (n <= 0) this.perWorkspace.delete(s.workspaceId);
-    else this.perWorkspace.set(s.workspaceId, n);
+    this.adjust(s.workspaceId, -1);
     this.lastActivityByWs.set(s.workspaceId, Date.now());
     const client = s.client;
     const server = s.backend.socket;
@@ -575,7 +609,7 @@ export class Gateway {
     if (code !== null) sendError(client, code, reason);
     else if (!client.destroyed) client.end();
     const frontend = (s as Session & { frontend?: FrontendScanner }).frontend;
-    const reusable = !brokenServer && s.scanner.lastReadyStatus === "I" && s.scanner.atBoundary && (frontend?.atBoundary ?? true) && !server.destroyed;
+    const reusable = !brokenServer && idle(s) && (frontend?.atBoundary ?? true) && !server.destroyed;
     if (reusable) void this.pool.release(s.backend);
     else this.pool.destroy(s.backend);
     this.audit({
@@ -605,7 +639,7 @@ export class Gateway {
     if (this.o.idleTimeoutMs <= 0) return;
     const cutoff = Date.now() - this.o.idleTimeoutMs;
     for (const s of [...this.sessions.values()]) {
-      if (s.lastActivity < cutoff && s.scanner.lastReadyStatus === "I") this.end(s, "ERR_GW_IDLE_TIMEOUT", `terminating connection due to idle-session timeout (${Math.round(this.o.idleTimeoutMs / 1000)} s)`);
+      if (s.lastActivity < cutoff && idle(s)) this.end(s, "ERR_GW_IDLE_TIMEOUT", `terminating connection due to idle-session timeout (${Math.round(this.o.idleTimeoutMs / 1000)} s)`);
     }
   }
 }

@@ -1,8 +1,10 @@
 import { test, describe, before, after } from "node:test";
 import { Agent, request } from "undici";
+import pg from "pg";
 import assert from "node:assert/strict";
 import { connect as tlsConnect } from "node:tls";
 import { connect as netConnect } from "node:net";
+import { spawn } from "node:child_process";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
 import { createTestWorkspace, gatewayClient, psql, conninfo, type TestWorkspace } from "../support/workspaces.js";
 
@@ -10,7 +12,7 @@ let tp: TestPlatform;
 let ws: TestWorkspace;
 
 before(async () => {
-  tp = await startTestPlatform({ env: { PARHELION_WORKSPACE_FSYNC: "false" } });
+  tp = await startTestPlatform({ env: { PARHELION_WORKSPACE_FSYNC: "false", PARHELION_GATEWAY_AUTH_TIMEOUT_SECONDS: "5", PARHELION_GATEWAY_IDLE_TIMEOUT_SECONDS: "8" } });
   ws = await createTestWorkspace(tp);
 });
 
@@ -225,5 +227,66 @@ describe("Data API (HTTPS on the gateway port, ALPN http/1.1)", () => {
     const r = await dataApi("/api/v2/query/rows", { body: { sql: "select current_user as u" }, sni: false, headers: { "x-workspace-id": ws.workspaceId } });
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(r.body.results[0].rows, [{ u: "admin" }]);
+  });
+});
+
+describe("limits and timeouts", () => {
+  test("a group with tlsMinVersion 1.3 refuses a TLS 1.2 handshake (openssl s_client) and accepts 1.3", async () => {
+    const strict = await createTestWorkspace(tp, { group: { tlsMinVersion: "1.3" }, name: "strict" });
+    const sclient = (flag: string) => new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn("openssl", ["s_client", flag, "-connect", `127.0.0.1:${strict.port}`, "-servername", strict.endpoint, "-starttls", "postgres", "-CAfile", strict.caFile, "-verify_return_error", "-brief"], { stdio: ["pipe", "pipe", "pipe"] });
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+      child.stdin.end();
+      child.on("exit", (code) => resolve({ code, out }));
+    });
+    const old = await sclient("-tls1_2");
+    assert.notEqual(old.code, 0, old.out);
+    assert.doesNotMatch(old.out, /Protocol version: TLSv1\.2/);
+    const ok = await sclient("-tls1_3");
+    assert.match(ok.out, /Protocol version: TLSv1\.3/, ok.out);
+    // Without SNI the handshake may succeed at 1.2, and the startup is then refused for the group.
+    const c = new pg.Client({ host: "127.0.0.1", port: strict.port, user: "admin", password: strict.adminPassword, database: "postgres", options: `endpoint=${strict.workspaceId}`, ssl: { ca: tp.caPem, rejectUnauthorized: false, maxVersion: "TLSv1.2" } } as pg.ClientConfig);
+    c.on("error", () => undefined);
+    await assert.rejects(c.connect(), (err: any) => err.code === "28000" && /TLS 1\.3/.test(err.message));
+  });
+
+  test("beyond the workspace's connection limit the gateway answers 53300", async () => {
+    // All at once: the slot is taken before authentication, so concurrent handshakes cannot overshoot.
+    const clients = Array.from({ length: 24 }, () => gatewayClient(tp, ws));
+    const results = await Promise.allSettled(clients.map((c) => c.connect()));
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => r.reason);
+    assert.equal(results.length - refused.length, 20, "S-00 admits max_connections - 5 sessions");
+    assert.ok(refused.every((e) => e.code === "53300"), JSON.stringify(refused.map((e) => e.code)));
+    await Promise.all(clients.map((c, i) => (results[i]!.status === "fulfilled" ? c.end() : undefined)));
+    const again = gatewayClient(tp, ws);
+    await again.connect();
+    await again.end();
+  });
+
+  test("a client that does not finish authentication in time is disconnected", async () => {
+    const started = Date.now();
+    await new Promise<void>((resolve) => {
+      const s = netConnect({ host: "127.0.0.1", port: ws.port }, () => s.write(Buffer.from([0, 0, 0, 8, 4, 210, 22, 47])));
+      s.on("error", () => undefined);
+      s.on("close", () => resolve());
+      s.resume();
+    });
+    const took = Date.now() - started;
+    assert.ok(took >= 4500 && took < 15_000, `closed after ${took} ms (auth timeout 5 s)`);
+  });
+
+  test("an idle session is closed with 57P05 after the idle timeout; a busy one is not", async () => {
+    const idle = gatewayClient(tp, ws);
+    await idle.connect();
+    const ended = new Promise<any>((resolve) => idle.on("error", resolve));
+    const busy = gatewayClient(tp, ws);
+    await busy.connect();
+    await busy.query("select pg_sleep(10)");
+    const err = await ended;
+    assert.equal(err.code, "57P05");
+    assert.equal((await busy.query("select 1 as one")).rows[0].one, 1, "the busy session survived");
+    await busy.end();
   });
 });
