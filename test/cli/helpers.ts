@@ -64,11 +64,11 @@ export interface SignedInPlatform {
 }
 
 /** A real platform plus a CLI home signed in as its owner (through `parhelion login --api-key-file`). */
-export async function startSignedInPlatform(prefix: string): Promise<SignedInPlatform> {
+export async function startSignedInPlatform(prefix: string, env: Record<string, string> = {}): Promise<SignedInPlatform> {
   const dir = tempDir(prefix);
   let tp: TestPlatform;
   try {
-    tp = await startTestPlatform();
+    tp = await startTestPlatform({ env });
   } catch (err) {
     dir.remove();
     throw err;

@@ -1,0 +1,67 @@
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { runCli, startSignedInPlatform, type SignedInPlatform } from "./helpers.js";
+import { passwordFile } from "../support/workspaces.js";
+
+let env: SignedInPlatform;
+let pwFile = "";
+
+before(async () => {
+  env = await startSignedInPlatform("parhelion-cli-ws-", { PARHELION_WORKSPACE_FSYNC: "false" });
+  pwFile = passwordFile(env.dir.path, "admin.pw", "cli-admin-password-1");
+});
+
+after(async () => {
+  await env?.stop();
+});
+
+const cli = (args: string[], extra: Record<string, string> = {}) => runCli(args, { env: { PARHELION_HOME: env.home, ...extra }, timeoutMs: 120_000 });
+
+test("workspace-group create, workspace create --wait, sql and connect --print, suspend and delete from the CLI", async () => {
+  let r = await cli(["-o", "json", "workspace-group", "create", "cli-group", "--firewall", "127.0.0.1/32,::1", "--admin-password-file", pwFile]);
+  assert.equal(r.code, 0, r.stderr);
+  const groupId = JSON.parse(r.stdout).workspaceGroupID as string;
+  assert.equal(JSON.parse(r.stdout).adminPassword, undefined, "a given password is not echoed");
+
+  r = await cli(["-o", "json", "workspace", "create", "app", "--group", "cli-group", "--wait"]);
+  assert.equal(r.code, 0, r.stderr);
+  const ws = JSON.parse(r.stdout);
+  assert.equal(ws.state, "ACTIVE");
+
+  r = await cli(["-o", "json", "sql", "app", "select current_user as u, 6 * 7 as n", "--password-file", pwFile]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout).rows, [{ u: "admin", n: 42 }]);
+
+  r = await cli(["sql", "app", "select nope from nowhere", "--password-file", pwFile]);
+  assert.equal(r.code, 6);
+  assert.match(r.stderr, /nowhere/);
+
+  r = await cli(["connect", "app", "--print"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`host=${ws.endpoint} hostaddr=127\\.0\\.0\\.1 port=${ws.port} user=admin dbname=postgres sslmode=verify-full sslrootcert=${join(env.tp.dataDir, "tls", "ca.crt").replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+
+  r = await cli(["connect", "app", "-c", "select 1"]);
+  assert.notEqual(r.code, 0, "connect takes no psql arguments (it runs psql interactively)");
+
+  r = await cli(["-o", "table", "workspace", "list"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /app\s+ACTIVE\s+S-00/);
+
+  r = await cli(["-o", "table", "workspace", "user", "create", "app", "reader"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /password \(shown once\): \S{20,}/);
+
+  r = await cli(["workspace", "suspend", "app", "--wait"]);
+  assert.equal(r.code, 0, r.stderr);
+  r = await cli(["sql", "app", "select 1", "--password-file", pwFile]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /suspended/);
+
+  r = await cli(["workspace-group", "delete", "cli-group"]);
+  assert.equal(r.code, 6, "a group with workspaces needs --force");
+  r = await cli(["workspace", "delete", "app", "--wait"]);
+  assert.equal(r.code, 0, r.stderr);
+  r = await cli(["-o", "json", "workspace-group", "delete", groupId]);
+  assert.equal(r.code, 0, r.stderr);
+});
