@@ -179,11 +179,14 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     const reconciler = new Reconciler({ db, engine, logger: logger.child({ component: "reconciler" }), audit, clock, activity: gw, onStopping: (id) => {
       gw.disconnectWorkspace(id);
       dataApi.drop(id);
-    } });
+    }, onGroupExpired: (id) => router.invalidate({ workspaceGroupID: id }) });
     stack.push({ name: "reconciler", stop: () => reconciler.stop() });
     workspaces.on("change", (e) => {
       router.invalidate(e);
       reconciler.kick();
+      if (e.workspaceGroupID && !e.workspaceID) {
+        gw.recheckGroup(e.workspaceGroupID).catch((err: unknown) => logger.warn({ err: { message: (err as Error).message } }, "could not re-check sessions against a changed firewall"));
+      }
     });
     const gatewayPort = await gw.listen(cfg.host, cfg.gatewayPort);
     stack.push({ name: "gateway", stop: async () => {

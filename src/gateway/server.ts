@@ -141,6 +141,21 @@ export class Gateway {
     this.pool.drop(workspaceId);
   }
 
+  /**
+   * Applies a group's current firewall to its open sessions: a session whose address the ranges no longer
+   * admit is ended (a narrowed firewall takes effect at once, not at the next connection).
+   */
+  async recheckGroup(groupId: string): Promise<void> {
+    const group = await this.o.router.group(groupId);
+    for (const s of [...this.sessions.values()]) {
+      if (s.groupId !== groupId) continue;
+      if (!group || group.terminated || !group.firewall.allows(s.peer)) {
+        this.audit({ type: "GatewayFirewallDeny", result: "DENIED", orgId: s.orgId, resource: { type: "Workspace", id: s.workspaceId }, peer: s.peer, user: s.user, reason: "the workspace group's firewall no longer admits this session's address", attributes: { sessionID: s.id } });
+        this.end(s, "ERR_GW_FIREWALL_DENIED", "the workspace group's firewall no longer admits this address");
+      }
+    }
+  }
+
   async close(): Promise<void> {
     if (this.idleTimer) clearInterval(this.idleTimer);
     const server = this.server;

@@ -31,6 +31,8 @@ export interface ReconcilerOptions {
   activity?: ActivitySource;
   /** Called before a workspace's server is stopped or removed (the gateway ends its sessions). */
   onStopping?: (workspaceId: string) => void;
+  /** Called when a group expired (the gateway drops its routing). */
+  onGroupExpired?: (groupId: string) => void;
 }
 
 interface Row {
@@ -110,8 +112,26 @@ export class Reconciler {
     } while (this.again && !this.stopped);
   }
 
+  /** Groups past their `expiresAt` are terminated with their workspaces (Helios's expiring groups). */
+  private async expireGroups(): Promise<void> {
+    const now = this.o.clock();
+    const due = await this.o.db.selectFrom("workspace_groups").select(["id", "org_id", "name"]).where("state", "<>", "TERMINATED").where("expires_at", "<=", now).execute();
+    for (const g of due) {
+      await this.o.db.transaction().execute(async (trx) => {
+        await trx.updateTable("workspaces").set({ desired_state: "TERMINATED", generation: sql`generation + 1`, updated_at: sql`now()` }).where("group_id", "=", g.id).where("desired_state", "<>", "TERMINATED").execute();
+        await trx.updateTable("workspace_groups").set({ state: "TERMINATED", terminated_at: sql`now()`, updated_at: sql`now()` }).where("id", "=", g.id).where("state", "<>", "TERMINATED").execute();
+      });
+      await this.o.audit.record({
+        type: "WorkspaceGroupExpired", source: "System", result: "SUCCESS", orgId: g.org_id, actor: { type: "system" },
+        resource: { type: "WorkspaceGroup", id: g.id }, reason: `workspace group "${g.name}" reached its expiresAt; it and its workspaces are terminated`,
+      });
+      this.o.onGroupExpired?.(g.id);
+    }
+  }
+
   /** One pass over every workspace that is not settled as terminated, then the directory sweep. */
   async pass(): Promise<void> {
+    await this.expireGroups();
     const rows = (await this.o.db
       .selectFrom("workspaces as w")
       .innerJoin("workspace_groups as g", "g.id", "w.group_id")

@@ -8,7 +8,7 @@ test("every audit event type a route writes is documented in docs/audit.md", () 
   const types = new Set<string>(["OrganizationBootstrap", "AuthFailure", "ApiRequest", "ApiRequestRejected"]);
   for (const r of ROUTES) if (r.method !== "GET") types.add(r.auditType ?? r.operationId);
   // Written outside the API: the reconciler and the gateway.
-  for (const t of ["WorkspaceProvisioned", "WorkspaceResumed", "WorkspaceSuspended", "WorkspaceTerminated", "WorkspaceAutoSuspend", "WorkspaceFailed",
+  for (const t of ["WorkspaceProvisioned", "WorkspaceResumed", "WorkspaceSuspended", "WorkspaceTerminated", "WorkspaceAutoSuspend", "WorkspaceFailed", "WorkspaceGroupExpired",
     "DatabaseConnect", "DatabaseLoginSuccess", "DatabaseLoginFailure", "DatabaseDisconnect", "DatabaseCancel", "DataApiRequest",
     "GatewayFirewallDeny", "GatewayTlsFailure", "GatewayPlaintextRefused", "GatewayProtocolError", "GatewayUnknownEndpoint"]) types.add(t);
   for (const dir of ["src/gateway", "src/workspaces"]) {

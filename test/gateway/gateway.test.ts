@@ -58,7 +58,15 @@ test("Ctrl-C in psql cancels a pg_sleep through the gateway within a second", as
   let pid = 0;
   const started = Date.now();
   const run = psql(conninfo(ws), ["-c", "select pg_sleep(30)"], { PGPASSWORD: ws.adminPassword }, { onSpawn: (p) => (pid = p) });
-  await new Promise((r) => setTimeout(r, 1500));
+  // Wait until the statement is running on the server (psql exits on SIGINT before that).
+  const watcher = gatewayClient(tp, ws);
+  await watcher.connect();
+  for (let i = 0; i < 200; i++) {
+    const r = await watcher.query("select count(*)::int as n from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'");
+    if (r.rows[0].n > 0) break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  await watcher.end();
   const signalled = Date.now();
   process.kill(pid, "SIGINT");
   const r = await run;
@@ -141,6 +149,14 @@ test("a client outside the firewall ranges cannot begin a TLS handshake, and the
   // The pre-TLS deny names no organization (no group was identified yet); it is in the chain, not the org's list.
   const verify = await tp.call("GET", "/v1/auditLogs/verify");
   assert.equal(verify.body.ok, true);
+  // Narrowing the ranges ends open sessions the new ranges do not admit.
+  const open = gatewayClient(tp, ws);
+  await open.connect();
+  const ended = new Promise<any>((resolve) => open.on("error", resolve));
+  assert.equal((await tp.call("PATCH", `/v1/workspaceGroups/${ws.groupId}`, { body: { firewallRanges: ["10.0.0.0/8"] } })).status, 200);
+  const err = await ended;
+  assert.equal(err.code, "28000");
+  assert.match(err.message, /firewall/);
   await tp.call("PATCH", `/v1/workspaceGroups/${ws.groupId}`, { body: { firewallRanges: ["127.0.0.1/32", "::1/128"] } });
 });
 

@@ -234,3 +234,13 @@ test("a Member granted Writer on one group sees and manages only that group", as
   const patch = await tp.call("PATCH", `/v1/workspaceGroups/${mine.body.workspaceGroupID}`, { key: null, headers, body: { firewallRanges: ["0.0.0.0/0"] } });
   assert.equal(patch.status, 403, "a Writer manages workspaces, not the group's firewall");
 });
+
+test("a group past its expiresAt is terminated with its workspaces", async () => {
+  const expiring = await createTestWorkspace(tp, { name: "brief", group: { expiresAt: new Date(Date.now() + 1500).toISOString() } });
+  const w = await waitForState(tp, expiring.workspaceId, "TERMINATED", 30_000);
+  assert.ok(w.terminatedAt);
+  const g = await tp.call("GET", `/v1/workspaceGroups/${expiring.groupId}`);
+  assert.equal(g.body.state, "TERMINATED");
+  const logs = await tp.call("GET", "/v1/auditLogs?type=WorkspaceGroupExpired");
+  assert.equal(logs.body.auditLogs[0].resourceID, expiring.groupId);
+});
