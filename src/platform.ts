@@ -174,6 +174,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       // A few server connections stay for the superuser reserve, parhelion's own and the pool's spare.
       connectionLimit: (ws) => Math.max(1, (isWorkspaceSize(ws.size) ? WORKSPACE_SIZES[ws.size].maxConnections : 25) - 5),
       http: (socket, ctx) => dataApi.accept(socket, ctx),
+      onServerFull: (id) => dataApi.drop(id),
     });
     const gw = gateway;
     const reconciler = new Reconciler({ db, engine, logger: logger.child({ component: "reconciler" }), audit, clock, activity: gw, onStopping: (id) => {

@@ -45,6 +45,11 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
   private readonly spare: SparePool | undefined;
   private readonly limiter: MemoryLimiter;
   private readonly workspaces = new Map<string, Workspace>();
+  /**
+   * One small pool of system connections per running workspace for getLoginInfo: the gateway asks on every
+   * login, and a new connection would start a backend (~50 ms of CPU here) each time.
+   */
+  private readonly loginPools = new Map<string, pg.Pool>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly extensions: readonly string[];
 
@@ -211,6 +216,11 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
 
   /** Stops whatever server runs in the workspace's directory (ours, or one a killed parhelion left). */
   private async stopServer(id: string): Promise<void> {
+    const pool = this.loginPools.get(id);
+    if (pool) {
+      this.loginPools.delete(id);
+      await pool.end().catch(() => undefined);
+    }
     const ws = this.workspaces.get(id);
     if (ws?.server) {
       await ws.server.stop();
@@ -312,6 +322,18 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
 
   async getLoginInfo(id: string, role: string): Promise<sql.LoginInfo | null> {
     if (typeof role !== "string" || role.length === 0 || Buffer.byteLength(role) > 63) return null;
-    return this.api(id, "reading login information", (c) => sql.getLoginInfo(c, role));
+    const wid = checkId(id);
+    if (!this.isRunning(wid)) throw new ParhelionError("ERR_WORKSPACE_UNAVAILABLE", `workspace ${wid} is not running`);
+    let pool = this.loginPools.get(wid);
+    if (!pool) {
+      pool = new pg.Pool({ host: join(this.wsDir(wid), "run"), user: sql.SYSTEM_ROLE, database: "postgres", application_name: "parhelion", max: 2, idleTimeoutMillis: 60_000, connectionTimeoutMillis: 10_000 });
+      pool.on("error", () => undefined); // a connection lost while idle (server restart) is dropped by the pool
+      this.loginPools.set(wid, pool);
+    }
+    try {
+      return await sql.getLoginInfo(pool as unknown as pg.Client, role);
+    } catch (err) {
+      throw sql.mapPgError(err, "reading login information");
+    }
   }
 }

@@ -183,6 +183,7 @@ export class DataApi {
       this.audit({ ...base, type: "DataApiRequest", result: "FAILURE", reason: `${op}: ${e.code ?? ""} ${e.message}`.slice(0, 300), attributes: { database, sqlstate: e.code ?? null } }, creds.user);
       if (e.code === "28P01" || e.code === "28000") throw new ParhelionError("ERR_GW_AUTH_FAILED", e.message);
       if (e.code === undefined) throw new ParhelionError("ERR_WORKSPACE_UNAVAILABLE", `the workspace server is not reachable: ${e.message}`);
+      if (e.code === "53300") throw new ParhelionError("ERR_GW_TOO_MANY_CONNECTIONS", e.message);
       throw new ParhelionError("ERR_SQL", e.message, { details: { sqlstate: e.code } });
     }
     const results = Array.isArray(result) ? result : [result];

@@ -32,6 +32,8 @@ export interface GatewayOptions {
   maxMessageBytes: number;
   /** Client sessions a workspace may have at once (beyond: 53300). */
   connectionLimit: (ws: WorkspaceRoute) => number;
+  /** Called when a workspace server is out of connection slots (the Data API drops its idle connections). */
+  onServerFull?: (workspaceId: string) => void;
   /** Takes over a TLS connection that asked for HTTP (the Data API); null: refuse it. */
   http?: ((socket: TLSSocket, ctx: { peer: string | undefined; group: GroupRoute | null; workspaceId: string | undefined }) => void) | null;
 }
@@ -463,6 +465,24 @@ export class Gateway {
     }
   }
 
+  /**
+   * Opens a server session; when the server is out of connection slots, idle pooled sessions of the
+   * workspace are closed to make room (a client session outranks a spare) and the open is retried.
+   */
+  private async openWithRoom(o: Parameters<typeof openBackend>[0]): Promise<Backend> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await openBackend(o);
+      } catch (err) {
+        const full = err instanceof UpstreamRefused && (err.fields.sqlstate === "53300" || err.fields.sqlstate === "53400");
+        if (!full || attempt >= 3 || (attempt === 0 && this.pool.idleCount(o.workspaceId) === 0 && !this.o.onServerFull)) throw err;
+        this.pool.drop(o.workspaceId);
+        this.o.onServerFull?.(o.workspaceId);
+        await new Promise((r) => setTimeout(r, 50 * (attempt + 1))); // the closed backends exit and free their slots
+      }
+    }
+  }
+
   private adjust(workspaceId: string, delta: number): void {
     const n = (this.perWorkspace.get(workspaceId) ?? 0) + delta;
     if (n <= 0) this.perWorkspace.delete(workspaceId);
@@ -522,7 +542,7 @@ export class Gateway {
     let backend = this.pool.take(key);
     if (!backend) {
       try {
-        backend = await openBackend({ socketDir, workspaceId: ws.id, key, params: forward, auth: { clientKey, serverKey }, timeoutMs: this.o.authTimeoutMs });
+        backend = await this.openWithRoom({ socketDir, workspaceId: ws.id, key, params: forward, auth: { clientKey, serverKey }, timeoutMs: this.o.authTimeoutMs });
       } catch (err) {
         if (err instanceof UpstreamRefused) {
           this.audit({ ...base, type: "DatabaseLoginFailure", result: "FAILURE", reason: `the server refused the session: ${err.fields.sqlstate} ${err.fields.message}` });
