@@ -184,6 +184,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     stack.push({ name: "reconciler", stop: () => reconciler.stop() });
     workspaces.on("change", (e) => {
       router.invalidate(e);
+      engine.prepare();
       reconciler.kick();
       if (e.workspaceGroupID && !e.workspaceID) {
         gw.recheckGroup(e.workspaceGroupID).catch((err: unknown) => logger.warn({ err: { message: (err as Error).message } }, "could not re-check sessions against a changed firewall"));
@@ -195,6 +196,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       await dataApi.close();
     } });
     reconciler.start();
+    if (await db.selectFrom("workspace_groups").select("id").where("state", "<>", "TERMINATED").limit(1).executeTakeFirst()) engine.prepare();
 
     Object.assign(services, {
       db, audit, apiKeys,

@@ -72,7 +72,6 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     if (this.limiter.mechanism === "none") this.logger.warn({ reason: this.limiter.reason }, "workspace memory limits are not enforced on this host");
     if (opts.spare !== false) {
       this.spare = new SparePool({ dir: this.dir, bin: this.bin, account: this.account, superuser: sql.SYSTEM_ROLE, logger: this.logger });
-      void this.spare.fill();
     }
   }
 
@@ -254,6 +253,10 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     if (!this.isRunning(wid)) throw new ParhelionError("ERR_WORKSPACE_UNAVAILABLE", `workspace ${wid} is not running`);
     if (typeof database !== "string" || database.length === 0 || Buffer.byteLength(database) > 63) throw new ParhelionError("ERR_VALIDATION", "database name must be 1 to 63 bytes");
     return this.connectSystem(wid, database, fn);
+  }
+
+  prepare(): void {
+    void this.spare?.fill();
   }
 
   async stopAll(): Promise<void> {

@@ -50,6 +50,11 @@ export interface WorkspaceEngine {
   socketDir(id: string): string;
   /** Runs fn with a superuser connection (role parhelion_system, peer authentication) to a database of a running workspace. */
   withSystem<T>(id: string, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T>;
+  /**
+   * Prepares a spare data directory in the background so the next create is fast (initdb costs ~1-3 s of
+   * CPU here); idempotent. Called once workspaces are expected: an install with no group does not pay it.
+   */
+  prepare(): void;
   /** Stops every server this process started (platform shutdown; desired state unchanged). */
   stopAll(): Promise<void>;
   /** The size and the limits actually enforced on a workspace's server. */
