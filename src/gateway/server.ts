@@ -59,6 +59,10 @@ interface Session {
   scanner: BackendScanner;
   /** The server's ReadyForQuery count when the client last sent bytes: a later one means the server answered. */
   readyAtLastSend: number;
+  /** Client bytes read during authentication, past its last SASL message: the relay forwards them first. */
+  pending: Buffer;
+  /** Header scanner of the client's bytes (message boundaries, sizes, Terminate). */
+  frontend: FrontendScanner;
   ended: boolean;
 }
 
@@ -526,6 +530,9 @@ export class Gateway {
       return null;
     }
     const rest = pump.detach();
+    // Anything the client sends before its session is ready waits in the socket's buffer (no listener may
+    // see it, and none may lose it) until relay() takes over.
+    tls.pause();
 
     // A pooled server session for (workspace, database, role, startup parameters), or a new one.
     const forward: Record<string, string> = { user, database };
@@ -566,11 +573,11 @@ export class Gateway {
     for (const [k, v] of backend.params) parts.push(parameterStatus(k, v));
     parts.push(backendKeyData(pid, secret), readyForQuery("I"));
     tls.write(Buffer.concat(parts));
-    if (rest.length > 0) backend.socket.write(rest);
     const now = Date.now();
     const s: Session = {
       id: randomUUID(), workspaceId: ws.id, orgId: ws.orgId, groupId: ws.groupId, user, database, peer, client: tls, backend, socketDir, pid, secret,
-      started: now, lastActivity: now, bytesIn: rest.length, bytesOut: 0, scanner: new BackendScanner(), readyAtLastSend: rest.length > 0 ? 0 : -1, ended: false,
+      started: now, lastActivity: now, bytesIn: 0, bytesOut: 0, scanner: new BackendScanner(), readyAtLastSend: -1, pending: rest,
+      frontend: new FrontendScanner({ maxMessageBytes: this.o.maxMessageBytes }), ended: false,
     };
     s.scanner.lastReadyStatus = "I";
     this.sessions.set(s.id, s);
@@ -583,8 +590,8 @@ export class Gateway {
   private relay(s: Session): void {
     const client = s.client;
     const server = s.backend.socket;
-    const frontend = new FrontendScanner({ maxMessageBytes: this.o.maxMessageBytes });
-    client.on("data", (chunk: Buffer) => {
+    const frontend = s.frontend;
+    const fromClient = (chunk: Buffer) => {
       try {
         frontend.scan(chunk);
       } catch (err) {
@@ -593,14 +600,17 @@ export class Gateway {
       }
       s.bytesIn += chunk.length;
       s.lastActivity = Date.now();
-      s.readyAtLastSend = s.scanner.readyForQuery;
-      if (frontend.sawTerminate) {
-        // The client is leaving: its Terminate is not forwarded, so the server session can be pooled.
+      if (frontend.sawTerminate && chunk.length === 5) {
+        // The client is leaving: its Terminate alone is not forwarded, so the server session can be pooled.
         this.end(s, null, "client terminated");
         return;
       }
+      // Anything else (Terminate included, when it came with other messages) goes to the server, which then
+      // owes an answer: the session is busy until a ReadyForQuery follows.
+      s.readyAtLastSend = s.scanner.readyForQuery;
       if (!server.write(chunk)) client.pause();
-    });
+    };
+    client.on("data", fromClient);
     server.on("drain", () => client.resume());
     server.on("data", (chunk: Buffer) => {
       try {
@@ -618,7 +628,10 @@ export class Gateway {
     client.on("error", () => undefined);
     server.on("close", () => this.end(s, null, "the workspace server closed the session", true));
     server.on("error", () => undefined);
-    (s as Session & { frontend: FrontendScanner }).frontend = frontend;
+    const pending = s.pending;
+    s.pending = Buffer.alloc(0);
+    if (pending.length > 0) fromClient(pending);
+    client.resume();
   }
 
   /**
@@ -643,8 +656,7 @@ export class Gateway {
     server.resume();
     if (code !== null) sendError(client, code, reason);
     else if (!client.destroyed) client.end();
-    const frontend = (s as Session & { frontend?: FrontendScanner }).frontend;
-    const reusable = !brokenServer && idle(s) && (frontend?.atBoundary ?? true) && !server.destroyed;
+    const reusable = !brokenServer && idle(s) && s.frontend.atBoundary && !server.destroyed;
     if (reusable) void this.pool.release(s.backend);
     else this.pool.destroy(s.backend);
     this.audit({

@@ -306,3 +306,88 @@ describe("limits and timeouts", () => {
     await busy.end();
   });
 });
+
+describe("pooled server sessions", () => {
+  test("a session left idle is reset with DISCARD ALL and reused; one left mid-transaction is not", async () => {
+    // Its own startup parameters, so no other test's idle session shares the pool key.
+    const a = gatewayClient(tp, ws, { applicationName: "pool-test" });
+    await a.connect();
+    const pidA = (await a.query("create temp table scratch(x int); set work_mem = '7MB'; select pg_backend_pid() as pid") as any)[2].rows[0].pid;
+    await a.end();
+    await new Promise((r) => setTimeout(r, 200)); // the reset completes
+    const b = gatewayClient(tp, ws, { applicationName: "pool-test" });
+    await b.connect();
+    assert.equal((await b.query("select pg_backend_pid() as pid")).rows[0].pid, pidA, "the same server session");
+    assert.equal((await b.query("show work_mem")).rows[0].work_mem, "2MB", "settings reset");
+    assert.equal((await b.query("select count(*)::int as n from pg_class where relname = 'scratch' and relpersistence = 't'")).rows[0].n, 0, "temp objects gone");
+    await b.query("begin");
+    const pidB = (await b.query("select pg_backend_pid() as pid")).rows[0].pid;
+    await b.end();
+    await new Promise((r) => setTimeout(r, 200));
+    const c = gatewayClient(tp, ws, { applicationName: "pool-test" });
+    await c.connect();
+    assert.notEqual((await c.query("select pg_backend_pid() as pid")).rows[0].pid, pidB, "a session left in a transaction is never handed to another client");
+    await c.end();
+  });
+
+  test("bytes a client sends right after authenticating are not lost", async () => {
+    const raw = await new Promise<import("node:tls").TLSSocket>((resolve) => {
+      const s = netConnect({ host: "127.0.0.1", port: ws.port }, () => s.write(Buffer.from([0, 0, 0, 8, 4, 210, 22, 47])));
+      s.once("data", () => resolve(tlsConnect({ socket: s, servername: ws.endpoint, ca: tp.caPem })));
+    });
+    await new Promise((r) => raw.once("secureConnect", r));
+    // A minimal SCRAM client on the raw socket, then a Query in the same write as the last SASL message.
+    const { ScramClient } = await import("../../src/gateway/protocol/scram.js");
+    const { MessageReader } = await import("../../src/gateway/protocol/backend.js").then(async (m) => ({ MessageReader: m.BackendMessageReader }));
+    const reader = new MessageReader();
+    const next = () => new Promise<{ type: number; body: Buffer }>((resolve) => {
+      const tryRead = () => {
+        const m = reader.next();
+        if (m) {
+          raw.off("data", onData);
+          resolve(m);
+        }
+      };
+      const onData = (d: Buffer) => {
+        reader.push(d);
+        tryRead();
+      };
+      raw.on("data", onData);
+      tryRead();
+    });
+    const params = Buffer.from(`user\0admin\0database\0postgres\0\0`);
+    const start = Buffer.alloc(8);
+    start.writeUInt32BE(8 + params.length);
+    start.writeUInt32BE(196608, 4);
+    raw.write(Buffer.concat([start, params]));
+    await next(); // AuthenticationSASL
+    const scram = new ScramClient({ password: ws.adminPassword });
+    const first = scram.clientFirst();
+    const mech = Buffer.from("SCRAM-SHA-256\0");
+    const init = Buffer.alloc(1 + 4 + mech.length + 4);
+    init[0] = 0x70;
+    init.writeUInt32BE(4 + mech.length + 4 + first.length, 1);
+    mech.copy(init, 5);
+    init.writeInt32BE(first.length, 5 + mech.length);
+    raw.write(Buffer.concat([init, first]));
+    const cont = await next();
+    const final = scram.serverFirst(cont.body.subarray(4));
+    const resp = Buffer.alloc(5);
+    resp[0] = 0x70;
+    resp.writeUInt32BE(4 + final.length, 1);
+    const sql = Buffer.from("select 'pipelined' as p\0");
+    const q = Buffer.alloc(5);
+    q[0] = 0x51;
+    q.writeUInt32BE(4 + sql.length, 1);
+    raw.write(Buffer.concat([resp, final, q, sql]));
+    let text = "";
+    for (;;) {
+      const m = await next();
+      text += m.body.toString("latin1");
+      if (m.type === 0x45) assert.fail(`error: ${m.body.toString("latin1")}`);
+      if (m.type === 0x5a && text.includes("pipelined")) break;
+    }
+    assert.match(text, /pipelined/);
+    raw.destroy();
+  });
+});

@@ -40,11 +40,12 @@ export async function createTestWorkspace(tp: TestPlatform, opts: { group?: Reco
 }
 
 /** A `pg` client to the workspace through the gateway with verified TLS and SNI. */
-export function gatewayClient(tp: TestPlatform, ws: TestWorkspace, o: { user?: string; password?: string; database?: string; sni?: boolean } = {}): pg.Client {
+export function gatewayClient(tp: TestPlatform, ws: TestWorkspace, o: { user?: string; password?: string; database?: string; sni?: boolean; applicationName?: string } = {}): pg.Client {
   const c = new pg.Client({
     host: "127.0.0.1", port: ws.port, user: o.user ?? "admin", password: o.password ?? ws.adminPassword, database: o.database ?? "postgres",
     ssl: { ca: tp.caPem, servername: o.sni === false ? undefined : ws.endpoint, rejectUnauthorized: o.sni !== false },
     ...(o.sni === false ? { options: `endpoint=${ws.workspaceId}` } : {}),
+    ...(o.applicationName ? { application_name: o.applicationName } : {}),
     connectionTimeoutMillis: 10_000,
   } as pg.ClientConfig);
   c.on("error", () => undefined);
