@@ -180,7 +180,8 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     const reconciler = new Reconciler({ db, engine, logger: logger.child({ component: "reconciler" }), audit, clock, activity: gw, onStopping: (id) => {
       gw.disconnectWorkspace(id);
       dataApi.drop(id);
-    }, onGroupExpired: (id) => router.invalidate({ workspaceGroupID: id }) });
+    }, onGroupExpired: (id) => router.invalidate({ workspaceGroupID: id }),
+      onStateChange: (id) => router.invalidate({ workspaceID: id }) });
     stack.push({ name: "reconciler", stop: () => reconciler.stop() });
     workspaces.on("change", (e) => {
       router.invalidate(e);

@@ -31,6 +31,8 @@ export interface ReconcilerOptions {
   activity?: ActivitySource;
   /** Called before a workspace's server is stopped or removed (the gateway ends its sessions). */
   onStopping?: (workspaceId: string) => void;
+  /** Called after the reconciler recorded a workspace's new observed state (the gateway's routing cache). */
+  onStateChange?: (workspaceId: string) => void;
   /** Called when a group expired (the gateway drops its routing). */
   onGroupExpired?: (groupId: string) => void;
 }
@@ -159,7 +161,9 @@ export class Reconciler {
       .set({ state, state_reason: null, updated_at: sql`now()`, ...extra } as never)
       .where("id", "=", row.id).where("desired_state", "=", row.desired_state)
       .executeTakeFirst();
-    return Number(r.numUpdatedRows) > 0;
+    const changed = Number(r.numUpdatedRows) > 0;
+    if (changed) this.o.onStateChange?.(row.id);
+    return changed;
   }
 
   private async event(row: Row, type: string, reason: string, result: "SUCCESS" | "FAILURE" = "SUCCESS"): Promise<void> {
@@ -238,6 +242,7 @@ export class Reconciler {
       .set({ state: "FAILED", state_reason: err.message.slice(0, 1000), updated_at: sql`now()` })
       .where("id", "=", row.id).where("desired_state", "=", row.desired_state)
       .execute();
+    this.o.onStateChange?.(row.id);
     if (prev === 0) await this.event(row, "WorkspaceFailed", `could not make the workspace ${row.desired_state}: ${err.message.slice(0, 300)}`, "FAILURE");
   }
 
