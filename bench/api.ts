@@ -18,13 +18,16 @@
  * Exit status: 0 every target met, 1 a target missed, 2 the benchmark itself failed.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
 import { createRequire } from "node:module";
-import { cpus, loadavg, tmpdir, totalmem } from "node:os";
+import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { AddressInfo } from "node:net";
+import { alive, childPort, cleanupAll, onCleanup, runBench, sleep, stopChild, tempDir } from "./support/run.js";
+import { memoryKb } from "./support/proc.js";
+import { f0, f1, f2, table } from "./support/format.js";
 
 // ---------------------------------------------------------------------------------------------- targets
 
@@ -93,55 +96,6 @@ function parseOptions(argv: string[]): Options {
 
 // ---------------------------------------------------------------------------------------------- cleanup
 
-/** Everything the run started, undone in reverse order whatever happens. */
-const cleanups: Array<{ name: string; run: () => Promise<void> | void }> = [];
-let cleaning: Promise<void> | null = null;
-
-function onCleanup(name: string, run: () => Promise<void> | void): void {
-  cleanups.push({ name, run });
-}
-
-function cleanupAll(): Promise<void> {
-  cleaning ??= (async () => {
-    while (cleanups.length > 0) {
-      const c = cleanups.pop()!;
-      try {
-        await c.run();
-      } catch (err) {
-        process.stderr.write(`bench: cleanup ${c.name}: ${(err as Error).message}\n`);
-      }
-    }
-  })();
-  return cleaning;
-}
-
-function tempDir(prefix: string): string {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  onCleanup(`rm ${d}`, () => rmSync(d, { recursive: true, force: true }));
-  return d;
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-/** SIGTERM, then SIGKILL after graceMs; resolves when the child has exited. */
-async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-  await exited;
-  clearTimeout(timer);
-}
-
 // ---------------------------------------------------------------------------------------------- /proc
 
 function procStatus(pid: number): { ppid: number; utime: number; stime: number } | undefined {
@@ -162,17 +116,6 @@ function cpuSeconds(pids: number[]): number {
     if (s) ticks += s.utime + s.stime;
   }
   return ticks / 100;
-}
-
-/** Pss and Rss of one process in kB (smaps_rollup). */
-function memoryKb(pid: number): { pss: number; rss: number } | undefined {
-  try {
-    const t = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
-    const get = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(t)?.[1] ?? NaN);
-    return { pss: get("Pss"), rss: get("Rss") };
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -243,23 +186,7 @@ async function helloServer(certFile: string, keyFile: string): Promise<void> {
 function startHelloChild(certFile: string, keyFile: string): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "--hello-server", certFile, keyFile], { stdio: ["ignore", "pipe", "inherit"] });
   onCleanup("hello-world server", () => stopChild(child, 3000));
-  return new Promise((res, rej) => {
-    let buf = "";
-    const onData = (d: Buffer) => {
-      buf += d.toString("utf8");
-      const nl = buf.indexOf("\n");
-      if (nl < 0) return;
-      child.stdout!.off("data", onData);
-      try {
-        const { port } = JSON.parse(buf.slice(0, nl)) as { port: number };
-        res({ child, url: `https://127.0.0.1:${port}/` });
-      } catch (err) {
-        rej(err as Error);
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.once("exit", (code) => rej(new Error(`hello-world server exited (${code}) before listening`)));
-  });
+  return childPort(child, "hello-world server").then((port) => ({ child, url: `https://127.0.0.1:${port}/` }));
 }
 
 // ---------------------------------------------------------------------------------------------- autocannon
@@ -292,14 +219,13 @@ async function autocannon(url: string, o: { connections: number; duration: numbe
   for (const [k, v] of Object.entries(o.headers)) args.push("-H", `${k}=${v}`);
   args.push(url);
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NODE_EXTRA_CA_CERTS: o.caFile } });
-  const cleanup = { name: "autocannon", run: () => stopChild(child, 1000) };
-  cleanups.push(cleanup);
+  const forget = onCleanup("autocannon", () => stopChild(child, 1000));
   let out = "";
   let err = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString("utf8")));
   child.stderr!.on("data", (d: Buffer) => (err += d.toString("utf8")));
   const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
-  cleanups.splice(cleanups.indexOf(cleanup), 1);
+  forget();
   const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop();
   if (code !== 0 || line === undefined) throw new Error(`autocannon failed (exit ${code}): ${err.trim().slice(0, 500)}`);
   return JSON.parse(line) as AutocannonResult;
@@ -422,16 +348,6 @@ async function measureUp(o: Options, root: string): Promise<RssResult> {
 
 // ---------------------------------------------------------------------------------------------- output
 
-const f0 = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "n/a");
-const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "n/a");
-const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "n/a");
-
-function table(headers: string[], rows: string[][]): string {
-  const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) => "| " + cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(" | ") + " |";
-  return [line(headers), "|" + w.map((n, i) => (i === 0 ? "-".repeat(n + 2) : "-".repeat(n + 1) + ":")).join("|") + "|", ...rows.map(line)].join("\n");
-}
-
 // ---------------------------------------------------------------------------------------------- main
 
 async function run(o: Options): Promise<boolean> {
@@ -456,7 +372,6 @@ async function run(o: Options): Promise<boolean> {
     }
     // Stop it (and remove its data dir) now, before the load phase.
     await cleanupAll();
-    cleaning = null;
   }
 
   // 2. The control plane in this process.
@@ -550,25 +465,7 @@ async function main(): Promise<void> {
     return;
   }
   const o = parseOptions(argv);
-  let interrupted = false;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    process.stderr.write(`bench: ${sig}: cleaning up\n`);
-    void cleanupAll().finally(() => process.exit(130));
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  let code = 2;
-  try {
-    code = (await run(o)) ? 0 : 1;
-  } catch (err) {
-    if (!interrupted) process.stderr.write(`bench: failed: ${(err as Error).stack ?? String(err)}\n`);
-    code = interrupted ? 130 : 2;
-  } finally {
-    await cleanupAll();
-  }
-  process.exit(code);
+  await runBench(() => run(o));
 }
 
 await main();

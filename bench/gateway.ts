@@ -45,7 +45,7 @@ import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { cleanupAll, freePort, runCommand, say, sleep, tempDir } from "./support/run.js";
+import { cleanupAll, freePort, runBench, runCommand, say, sleep, tempDir } from "./support/run.js";
 import { machineBusy, processCpu, reapedChildrenCpu, serverCpu, serverMemory, type ProcessMemory } from "./support/proc.js";
 import { PGBENCH, pgbench, type PgbenchResult } from "./support/pgbench.js";
 import { ensurePgBouncer, startParhelion, startPgBouncer, startTlsPostgres, withSystemClient, type ParhelionProcess, type PgBouncerProcess, type TlsPostgres } from "./support/servers.js";
@@ -798,25 +798,7 @@ async function run(o: Options): Promise<boolean> {
 
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
-  let interrupted = false;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    process.stderr.write(`bench: ${sig}: cleaning up\n`);
-    void cleanupAll().finally(() => process.exit(130));
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  let code = 2;
-  try {
-    code = (await run(o)) ? 0 : 1;
-  } catch (err) {
-    if (!interrupted) process.stderr.write(`bench: failed: ${(err as Error).stack ?? String(err)}\n`);
-    code = interrupted ? 130 : 2;
-  } finally {
-    await cleanupAll();
-  }
-  process.exit(code);
+  await runBench(() => run(o));
 }
 
 await main();

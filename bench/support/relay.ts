@@ -13,7 +13,7 @@ import { readFileSync } from "node:fs";
 import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import { TLSSocket, createSecureContext } from "node:tls";
 import { fileURLToPath } from "node:url";
-import { onCleanup, stopChild } from "./run.js";
+import { childPort, onCleanup, stopChild } from "./run.js";
 
 const SSL_REQUEST = 80877103;
 
@@ -71,23 +71,7 @@ function serve(certFile: string, keyFile: string, socketPath: string): void {
 export function startRelay(certFile: string, keyFile: string, socketPath: string): Promise<{ child: ChildProcess; pid: number; port: number }> {
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), certFile, keyFile, socketPath], { stdio: ["ignore", "pipe", "inherit"] });
   onCleanup("node relay", () => stopChild(child, 3000));
-  return new Promise((res, rej) => {
-    let buf = "";
-    const onData = (d: Buffer) => {
-      buf += d.toString("utf8");
-      const nl = buf.indexOf("\n");
-      if (nl < 0) return;
-      child.stdout!.off("data", onData);
-      try {
-        const { port } = JSON.parse(buf.slice(0, nl)) as { port: number };
-        res({ child, pid: child.pid!, port });
-      } catch (err) {
-        rej(err as Error);
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.once("exit", (code) => rej(new Error(`the node relay exited (${code}) before listening`)));
-  });
+  return childPort(child, "the node relay").then((port) => ({ child, pid: child.pid!, port }));
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

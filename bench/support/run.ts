@@ -30,7 +30,7 @@ export function onCleanup(name: string, run: () => Promise<void> | void): () => 
   };
 }
 
-/** Undoes everything registered, last first; errors are reported and do not stop the rest. */
+/** Undoes everything registered, last first; errors are reported and do not stop the rest. Concurrent calls share one run. */
 export function cleanupAll(): Promise<void> {
   cleaning ??= (async () => {
     while (cleanups.length > 0) {
@@ -41,6 +41,7 @@ export function cleanupAll(): Promise<void> {
         process.stderr.write(`bench: cleanup ${c.name}: ${(err as Error).message}\n`);
       }
     }
+    cleaning = null; // the registry can be used again (a benchmark may clean up between phases)
   })();
   return cleaning;
 }
@@ -109,4 +110,50 @@ export function runCommand(cmd: string, args: string[], opts: SpawnOptions = {})
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/** Resolves with the port a child process prints as its first stdout line (`{"port": N}`). */
+export function childPort(child: ChildProcess, name: string): Promise<number> {
+  return new Promise((res, rej) => {
+    let buf = "";
+    const onData = (d: Buffer) => {
+      buf += d.toString("utf8");
+      const nl = buf.indexOf("\n");
+      if (nl < 0) return;
+      child.stdout!.off("data", onData);
+      try {
+        res((JSON.parse(buf.slice(0, nl)) as { port: number }).port);
+      } catch (err) {
+        rej(err as Error);
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.once("exit", (code) => rej(new Error(`${name} exited (${code}) before listening`)));
+  });
+}
+
+/**
+ * Runs a benchmark to its exit status: 0 every target met, 1 a target missed, 2 the benchmark failed, 130
+ * interrupted (SIGINT/SIGTERM clean up first; a second signal exits at once). Cleanup runs in every case.
+ */
+export async function runBench(run: () => Promise<boolean>): Promise<never> {
+  let interrupted = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    process.stderr.write(`bench: ${sig}: cleaning up\n`);
+    void cleanupAll().finally(() => process.exit(130));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  let code = 2;
+  try {
+    code = (await run()) ? 0 : 1;
+  } catch (err) {
+    if (!interrupted) process.stderr.write(`bench: failed: ${(err as Error).stack ?? String(err)}\n`);
+    code = interrupted ? 130 : 2;
+  } finally {
+    await cleanupAll();
+  }
+  process.exit(code);
 }

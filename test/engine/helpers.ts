@@ -1,6 +1,4 @@
-import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, rmdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, rmSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { createWorkspaceEngine, type EngineOptions, type WorkspaceEngine } from "../../src/engine/index.js";
@@ -8,21 +6,17 @@ import { findPgBin, postgresProcessesIn } from "../../src/engine/postgres.js";
 import { makeScramVerifier } from "../../src/gateway/protocol/scram.js";
 import { createLogger } from "../../src/log/logger.js";
 import { isUuid } from "../../src/lib/ids.js";
+import { SERVICE_USER, serviceUid, socketInodes, tcpInodes, tempRoot as tempRootIn, withTimeout } from "../support/proc.js";
 
-export const SERVICE_USER = "parhelion";
+export { SERVICE_USER, serviceUid, socketInodes, tcpInodes, withTimeout };
+
 /** Fast and unsafe against power loss only: fine for throwaway test servers. */
 export const FAST = { fsync: "off", synchronous_commit: "off", full_page_writes: "off" } as const;
 export const POSTGRES = join(findPgBin(), "postgres");
 
-export function serviceUid(): number {
-  return Number(execFileSync("id", ["-u", SERVICE_USER], { encoding: "utf8" }).trim());
-}
-
 /** A temporary root the service user can traverse; workspaces go in `<root>/ws`. */
 export function tempRoot(): string {
-  const dir = mkdtempSync(join(tmpdir(), "parhelion-engine-test-"));
-  chmodSync(dir, 0o711);
-  return dir;
+  return tempRootIn("parhelion-engine-test-");
 }
 
 export function newEngine(root: string, opts: Partial<EngineOptions> = {}): WorkspaceEngine {
@@ -84,49 +78,6 @@ export function serverProcesses(root: string, id: string): { pid: number; uid: n
 
 export function postmasters(root: string, id: string): number[] {
   return serverProcesses(root, id).filter((p) => !p.cmdline.startsWith("postgres:")).map((p) => p.pid);
-}
-
-/** Inodes of the sockets the processes hold open. */
-export function socketInodes(pids: number[]): Set<string> {
-  const out = new Set<string>();
-  for (const pid of pids) {
-    let fds: string[] = [];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      try {
-        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-        if (m?.[1]) out.add(m[1]);
-      } catch {
-        // closed meanwhile
-      }
-    }
-  }
-  return out;
-}
-
-/** Inodes of every TCP socket (any state) in /proc/net/tcp and tcp6. */
-export function tcpInodes(): Set<string> {
-  const out = new Set<string>();
-  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    if (!existsSync(f)) continue;
-    for (const line of readFileSync(f, "utf8").split("\n").slice(1)) {
-      const inode = line.trim().split(/\s+/)[9];
-      if (inode && inode !== "0") out.add(inode);
-    }
-  }
-  return out;
-}
-
-export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    t = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
 }
 
 /** The SQLSTATE of a rejected query. */

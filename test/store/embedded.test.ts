@@ -1,8 +1,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, chmodSync, statSync, mkdirSync, writeFileSync, readFileSync, readdirSync, readlinkSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync, statSync, mkdirSync, writeFileSync, readFileSync, existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { createInterface } from "node:readline";
@@ -10,22 +9,16 @@ import pg from "pg";
 import { EmbeddedPostgres, findPgBin, isAlive, postgresProcessesIn } from "../../src/store/embedded.js";
 import { openDb, migrate } from "../../src/store/db.js";
 import { createLogger } from "../../src/log/logger.js";
+import { SERVICE_USER, serviceUid, socketInodes, tcpInodes, tempRoot as tempRootIn, withTimeout } from "../support/proc.js";
 
-const SERVICE_USER = "parhelion";
 // fsync off is safe against process crashes (the OS keeps the pages); synchronous_commit stays on so a
 // commit is in the WAL before the client hears of it, which the kill -9 tests rely on.
 const FAST = { fsync: "off", full_page_writes: "off" };
 const POSTGRES = join(findPgBin(), "postgres");
 
-function serviceUid(): number {
-  return Number(execFileSync("id", ["-u", SERVICE_USER], { encoding: "utf8" }).trim());
-}
-
 /** A temporary root the service user can traverse, with the store beneath it. */
 function tempRoot(): string {
-  const dir = mkdtempSync(join(tmpdir(), "parhelion-store-test-"));
-  chmodSync(dir, 0o711);
-  return dir;
+  return tempRootIn("parhelion-store-test-");
 }
 
 function newStore(root: string, settings: Record<string, string | number> = {}): EmbeddedPostgres {
@@ -56,47 +49,6 @@ async function query(connectionString: string, sql: string, params: unknown[] = 
   }
 }
 
-function socketInodes(pids: number[]): Set<string> {
-  const out = new Set<string>();
-  for (const pid of pids) {
-    let fds: string[] = [];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      try {
-        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-        if (m?.[1]) out.add(m[1]);
-      } catch {
-        // closed meanwhile
-      }
-    }
-  }
-  return out;
-}
-
-/** Inodes of the TCP sockets (any state) in /proc/net/tcp and tcp6. */
-function tcpInodes(): Set<string> {
-  const out = new Set<string>();
-  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    if (!existsSync(f)) continue;
-    for (const line of readFileSync(f, "utf8").split("\n").slice(1)) {
-      const inode = line.trim().split(/\s+/)[9];
-      if (inode && inode !== "0") out.add(inode);
-    }
-  }
-  return out;
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    t = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
-}
 
 // Each test has its own store in its own directory, so they run side by side.
 describe("EmbeddedPostgres", { concurrency: 3 }, () => {

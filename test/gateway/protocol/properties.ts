@@ -7,7 +7,7 @@ import fc from "fast-check";
 import { ParhelionError, type ErrorCode } from "../../../src/lib/errors.js";
 import { DEFAULT_MAX_RELAY_MESSAGE_BYTES, FrontendScanner, MessageReader, StartupReader, parseStartupPacket, type StartupPacket } from "../../../src/gateway/protocol/frontend.js";
 import { BackendScanner, encodeCancelRequest, encodeStartup } from "../../../src/gateway/protocol/backend.js";
-import { SCRAM_SHA_256, ScramClient, ScramServer, deriveScramKeys } from "../../../src/gateway/protocol/scram.js";
+import { ScramClient, ScramServer, deriveScramKeys } from "../../../src/gateway/protocol/scram.js";
 import { MAX_CLIENT_HELLO_BYTES, peekClientHello } from "../../../src/gateway/protocol/clienthello.js";
 import { bytes, int32 } from "./helpers.js";
 
