@@ -5,6 +5,9 @@ import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import fc from "fast-check";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
 import { createTestWorkspace, gatewayClient, type TestWorkspace } from "../support/workspaces.js";
+import { encodeStartup } from "../../src/gateway/protocol/backend.js";
+import { SSL_REQUEST_CODE } from "../../src/gateway/protocol/frontend.js";
+import { bytes, int32, msg } from "./protocol/helpers.js";
 
 let tp: TestPlatform;
 let ws: TestWorkspace;
@@ -18,21 +21,8 @@ after(async () => {
   await tp?.stop();
 });
 
-const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 4, 210, 22, 47]);
-
-function startup(params: Record<string, string>): Buffer {
-  const body = Buffer.concat([Buffer.from([0, 3, 0, 0]), ...Object.entries(params).map(([k, v]) => Buffer.from(`${k}\0${v}\0`)), Buffer.from([0])]);
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(body.length + 4);
-  return Buffer.concat([len, body]);
-}
-
-function message(type: number, body: Uint8Array): Buffer {
-  const h = Buffer.alloc(5);
-  h[0] = type;
-  h.writeUInt32BE(body.length + 4, 1);
-  return Buffer.concat([h, body]);
-}
+const SSL_REQUEST = bytes(int32(8), int32(SSL_REQUEST_CODE));
+const message = (type: number, body: Uint8Array): Buffer => msg(String.fromCharCode(type), Buffer.from(body));
 
 /** Sends the chunks, half-closes, and resolves with what came back once the gateway closes (or rejects on a hang). */
 function exchange(sock: Socket | TLSSocket, chunks: Buffer[], timeoutMs: number): Promise<Buffer> {
@@ -60,7 +50,7 @@ const mutate = (b: Buffer) => fc.tuple(fc.nat(Math.max(0, b.length - 1)), fc.int
 });
 
 test("pre-authentication: random and mutated bytes, plaintext and in TLS, are answered or closed, never hang or crash", async () => {
-  const good = startup({ user: "admin", database: "postgres", options: `endpoint=${ws.workspaceId}` });
+  const good = encodeStartup({ user: "admin", database: "postgres", options: `endpoint=${ws.workspaceId}` });
   const pre = fc.oneof(
     fc.uint8Array({ minLength: 1, maxLength: 300 }).map((a) => [Buffer.from(a)]),
     mutate(good).map((m) => [m]),

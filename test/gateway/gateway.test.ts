@@ -1,12 +1,21 @@
 import { test, describe, before, after } from "node:test";
 import { Agent, request } from "undici";
 import pg from "pg";
+import { MessagePump } from "../../src/gateway/pump.js";
+import { ScramClient } from "../../src/gateway/protocol/scram.js";
+import { BackendMessageReader, encodeCancelRequest, encodeQuery, encodeSASLInitialResponse, encodeSASLResponse, encodeStartup, parseAuthentication } from "../../src/gateway/protocol/backend.js";
+import { SSL_REQUEST_CODE } from "../../src/gateway/protocol/frontend.js";
+import { bytes, int32 } from "./protocol/helpers.js";
 import assert from "node:assert/strict";
 import { connect as tlsConnect } from "node:tls";
 import { connect as netConnect } from "node:net";
 import { spawn } from "node:child_process";
+import { request as httpsRequest } from "node:https";
+import { randomUUID } from "node:crypto";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
 import { createTestWorkspace, gatewayClient, psql, conninfo, type TestWorkspace } from "../support/workspaces.js";
+
+const SSL_REQUEST = bytes(int32(8), int32(SSL_REQUEST_CODE));
 
 let tp: TestPlatform;
 let ws: TestWorkspace;
@@ -108,7 +117,7 @@ test("HTTP and TLS garbage on the PostgreSQL port is closed cleanly and the gate
   // A TLS client that rejects the certificate (unknown CA) fails its handshake; the process stays up.
   await new Promise<void>((resolve) => {
     const s = netConnect({ host: "127.0.0.1", port: ws.port }, () => {
-      s.write(Buffer.from([0, 0, 0, 8, 4, 210, 22, 47]));
+      s.write(SSL_REQUEST);
       s.once("data", () => {
         const t = tlsConnect({ socket: s, servername: ws.endpoint, rejectUnauthorized: true });
         t.on("error", () => resolve());
@@ -133,7 +142,7 @@ test("a client outside the firewall ranges cannot begin a TLS handshake, and the
   // 127.0.0.2 is loopback too, but outside 127.0.0.1/32.
   const outcome = await new Promise<string>((resolve) => {
     const s = netConnect({ host: "127.0.0.1", port: ws.port, localAddress: "127.0.0.2" }, () => {
-      s.write(Buffer.from([0, 0, 0, 8, 4, 210, 22, 47])); // SSLRequest
+      s.write(SSL_REQUEST); // SSLRequest
     });
     let got = Buffer.alloc(0);
     s.on("data", (d: Buffer) => (got = Buffer.concat([got, d])));
@@ -284,7 +293,7 @@ describe("limits and timeouts", () => {
   test("a client that does not finish authentication in time is disconnected", async () => {
     const started = Date.now();
     await new Promise<void>((resolve) => {
-      const s = netConnect({ host: "127.0.0.1", port: ws.port }, () => s.write(Buffer.from([0, 0, 0, 8, 4, 210, 22, 47])));
+      const s = netConnect({ host: "127.0.0.1", port: ws.port }, () => s.write(SSL_REQUEST));
       s.on("error", () => undefined);
       s.on("close", () => resolve());
       s.resume();
@@ -332,54 +341,19 @@ describe("pooled server sessions", () => {
 
   test("bytes a client sends right after authenticating are not lost", async () => {
     const raw = await new Promise<import("node:tls").TLSSocket>((resolve) => {
-      const s = netConnect({ host: "127.0.0.1", port: ws.port }, () => s.write(Buffer.from([0, 0, 0, 8, 4, 210, 22, 47])));
+      const s = netConnect({ host: "127.0.0.1", port: ws.port }, () => s.write(SSL_REQUEST));
       s.once("data", () => resolve(tlsConnect({ socket: s, servername: ws.endpoint, ca: tp.caPem })));
     });
     await new Promise((r) => raw.once("secureConnect", r));
-    // A minimal SCRAM client on the raw socket, then a Query in the same write as the last SASL message.
-    const { ScramClient } = await import("../../src/gateway/protocol/scram.js");
-    const { MessageReader } = await import("../../src/gateway/protocol/backend.js").then(async (m) => ({ MessageReader: m.BackendMessageReader }));
-    const reader = new MessageReader();
-    const next = () => new Promise<{ type: number; body: Buffer }>((resolve) => {
-      const tryRead = () => {
-        const m = reader.next();
-        if (m) {
-          raw.off("data", onData);
-          resolve(m);
-        }
-      };
-      const onData = (d: Buffer) => {
-        reader.push(d);
-        tryRead();
-      };
-      raw.on("data", onData);
-      tryRead();
-    });
-    const params = Buffer.from(`user\0admin\0database\0postgres\0\0`);
-    const start = Buffer.alloc(8);
-    start.writeUInt32BE(8 + params.length);
-    start.writeUInt32BE(196608, 4);
-    raw.write(Buffer.concat([start, params]));
-    await next(); // AuthenticationSASL
+    // The gateway's own client-side codec on the raw socket, then a Query in the same write as the last SASL message.
+    const pump = new MessagePump(raw, new BackendMessageReader());
+    raw.write(encodeStartup({ user: "admin", database: "postgres" }));
+    await pump.next(); // AuthenticationSASL
     const scram = new ScramClient({ password: ws.adminPassword });
-    const first = scram.clientFirst();
-    const mech = Buffer.from("SCRAM-SHA-256\0");
-    const init = Buffer.alloc(1 + 4 + mech.length + 4);
-    init[0] = 0x70;
-    init.writeUInt32BE(4 + mech.length + 4 + first.length, 1);
-    mech.copy(init, 5);
-    init.writeInt32BE(first.length, 5 + mech.length);
-    raw.write(Buffer.concat([init, first]));
-    const cont = await next();
-    const final = scram.serverFirst(cont.body.subarray(4));
-    const resp = Buffer.alloc(5);
-    resp[0] = 0x70;
-    resp.writeUInt32BE(4 + final.length, 1);
-    const sql = Buffer.from("select 'pipelined' as p\0");
-    const q = Buffer.alloc(5);
-    q[0] = 0x51;
-    q.writeUInt32BE(4 + sql.length, 1);
-    raw.write(Buffer.concat([resp, final, q, sql]));
+    raw.write(encodeSASLInitialResponse("SCRAM-SHA-256", scram.clientFirst()));
+    const cont = await pump.next();
+    raw.write(Buffer.concat([encodeSASLResponse(scram.serverFirst(parseAuthentication(cont.body).data)), encodeQuery("select 'pipelined' as p")]));
+    const next = () => pump.next();
     let text = "";
     for (;;) {
       const m = await next();
@@ -388,6 +362,71 @@ describe("pooled server sessions", () => {
       if (m.type === 0x5a && text.includes("pipelined")) break;
     }
     assert.match(text, /pipelined/);
+    pump.detach();
     raw.destroy();
+  });
+});
+
+describe("routing and cancel keys", () => {
+  test("an unknown endpoint, and a host name naming another group than the workspace's, are refused with 08004", async () => {
+    const unknown = new pg.Client({ host: "127.0.0.1", port: ws.port, user: "admin", password: ws.adminPassword, database: "postgres", options: `endpoint=${randomUUID()}`, ssl: { ca: tp.caPem, rejectUnauthorized: false } } as pg.ClientConfig);
+    unknown.on("error", () => undefined);
+    await assert.rejects(unknown.connect(), (err: any) => err.code === "08004");
+    const other = await createTestWorkspace(tp, { name: "elsewhere" });
+    const crossed = new pg.Client({ host: "127.0.0.1", port: ws.port, user: "admin", password: ws.adminPassword, database: "postgres", options: `endpoint=${ws.workspaceId}`, ssl: { ca: tp.caPem, servername: `${other.groupId}.parhelion.localhost` } } as pg.ClientConfig);
+    crossed.on("error", () => undefined);
+    await assert.rejects(crossed.connect(), (err: any) => err.code === "08004" && /another workspace group/.test(err.message));
+  });
+
+  test("a CancelRequest with the wrong secret cancels nothing; with the gateway's key it cancels", async () => {
+    const c = gatewayClient(tp, ws);
+    await c.connect();
+    const { processID, secretKey } = c as unknown as { processID: number; secretKey: number };
+    const cancel = (secret: number) => new Promise<void>((resolve) => {
+      const s = netConnect({ host: "127.0.0.1", port: ws.port }, () => s.end(encodeCancelRequest(processID, secret)));
+      s.on("error", () => resolve());
+      s.on("close", () => resolve());
+    });
+    const slow = c.query("select pg_sleep(1.5) as done");
+    await new Promise((r) => setTimeout(r, 300));
+    await cancel((secretKey + 1) | 0);
+    assert.deepEqual((await slow).rows, [{ done: "" }], "the wrong secret did not cancel");
+    const again = c.query("select pg_sleep(30)");
+    await new Promise((r) => setTimeout(r, 300));
+    await cancel(secretKey);
+    await assert.rejects(again, (err: any) => err.code === "57014");
+    await c.end();
+  });
+
+  test("a Data API client without SNI is held to its workspace group's firewall", async () => {
+    // 127.0.0.2 passes the first check (another group admits it) but not this workspace's group.
+    const regionID = (await tp.call("GET", "/v1/regions")).body[0].regionID;
+    const g = await tp.call("POST", "/v1/workspaceGroups", { body: { name: "admits-127-0-0-2", regionID, firewallRanges: ["127.0.0.2/32"] } });
+    assert.equal(g.status, 200, g.text);
+    await new Promise((r) => setTimeout(r, 2100)); // the routing cache of all groups
+    const outcome = await new Promise<string>((resolve) => {
+      const body = JSON.stringify({ sql: "select 1" });
+      const req = httpsRequest(<import("node:https").RequestOptions>{
+        host: "127.0.0.1", port: ws.port, localAddress: "127.0.0.2", path: "/api/v2/query/rows", method: "POST", ca: tp.caPem, rejectUnauthorized: false, agent: false,
+        ALPNProtocols: ["http/1.1"], // how the gateway tells HTTP from the PostgreSQL protocol
+        headers: { "x-workspace-id": ws.workspaceId, "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: `Basic ${Buffer.from(`admin:${ws.adminPassword}`).toString("base64")}` },
+      }, (res) => {
+        let text = "";
+        res.on("data", (d: Buffer) => (text += d.toString()));
+        res.on("end", () => resolve(`${res.statusCode} ${text}`));
+        res.on("error", (err) => resolve(`closed: ${err.message}`));
+      });
+      req.on("error", (err) => resolve(`closed: ${err.message}`));
+      req.end(body);
+    });
+    assert.match(outcome, /^closed/, outcome);
+    let audited = false;
+    for (let i = 0; i < 40 && !audited; i++) {
+      const logs = await tp.call("GET", "/v1/auditLogs?type=GatewayFirewallDeny");
+      audited = logs.body.auditLogs.some((l: any) => l.resourceID === ws.workspaceId && /Data API/.test(l.reason));
+      if (!audited) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(audited, "the deny is audited");
+    await tp.call("DELETE", `/v1/workspaceGroups/${g.body.workspaceGroupID}`);
   });
 });
