@@ -13,7 +13,11 @@
  *    server's configuration sets it; parhelion writes it on the postmaster's command line). Extensions
  *    installed by CASCADE are checked as well, when their pg_extension row is created.
  *
- * Exempt: sessions whose session user is a superuser and that currently run as one (parhelion itself).
+ * 4. Every statement that can change what a login checks (CREATE/ALTER/DROP ROLE, renaming a role) sends
+ *    NOTIFY parhelion_roles, delivered at commit and dropped on rollback, for every session, parhelion's
+ *    own included: the gateway caches login information and forgets it when notified.
+ *
+ * Exempt from 1-3: sessions whose session user is a superuser and that currently run as one (parhelion itself).
  * Code that runs as a superuser on behalf of a non-superuser session (a trusted extension's script,
  * a SECURITY DEFINER function) is not exempt.
  *
@@ -27,6 +31,7 @@
 #include "catalog/objectaccess.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_extension.h"
+#include "commands/async.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -258,6 +263,23 @@ check_statement(Node *stmt)
 	}
 }
 
+/* Statements after which a login may check something else: a verifier, LOGIN, VALID UNTIL, a name. */
+static bool
+changes_logins(Node *stmt)
+{
+	switch (nodeTag(stmt))
+	{
+		case T_CreateRoleStmt:
+		case T_AlterRoleStmt:
+		case T_DropRoleStmt:
+			return true;
+		case T_RenameStmt:
+			return ((RenameStmt *) stmt)->renameType == OBJECT_ROLE;
+		default:
+			return false;
+	}
+}
+
 static void
 guard_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 			  ProcessUtilityContext context, ParamListInfo params,
@@ -265,6 +287,8 @@ guard_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 {
 	if (!guard_exempt())
 		check_statement(pstmt->utilityStmt);
+	if (changes_logins(pstmt->utilityStmt))
+		Async_Notify("parhelion_roles", NULL);
 	if (prev_utility_hook)
 		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 	else

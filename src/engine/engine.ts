@@ -10,6 +10,7 @@ import { SparePool } from "./spare.js";
 import { detectMemoryLimiter, type MemoryLimiter } from "./cgroup.js";
 import { WORKSPACE_SIZES, isWorkspaceSize, sizeSettings, type WorkspaceSize } from "./sizes.js";
 import * as sql from "./sql.js";
+import { LoginInfoCache } from "./logincache.js";
 import type { EngineOptions, WorkspaceEngine, WorkspaceLimits, WorkspaceSpec, CrashEvent } from "./index.js";
 
 /** The shared libraries every workspace server preloads; the engine refuses to start one without them. */
@@ -50,6 +51,8 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
    * login, and a new connection would start a backend (~50 ms of CPU here) each time.
    */
   private readonly loginPools = new Map<string, pg.Pool>();
+  /** What those logins found, kept while a session listening for role changes is up (see logincache.ts). */
+  private readonly loginCaches = new Map<string, LoginInfoCache>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly extensions: readonly string[];
 
@@ -215,6 +218,11 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
 
   /** Stops whatever server runs in the workspace's directory (ours, or one a killed parhelion left). */
   private async stopServer(id: string): Promise<void> {
+    const cache = this.loginCaches.get(id);
+    if (cache) {
+      this.loginCaches.delete(id);
+      await cache.close();
+    }
     const pool = this.loginPools.get(id);
     if (pool) {
       this.loginPools.delete(id);
@@ -327,16 +335,28 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     if (typeof role !== "string" || role.length === 0 || Buffer.byteLength(role) > 63) return null;
     const wid = checkId(id);
     if (!this.isRunning(wid)) throw new ParhelionError("ERR_WORKSPACE_UNAVAILABLE", `workspace ${wid} is not running`);
+    const host = join(this.wsDir(wid), "run");
     let pool = this.loginPools.get(wid);
     if (!pool) {
-      pool = new pg.Pool({ host: join(this.wsDir(wid), "run"), user: sql.SYSTEM_ROLE, database: "postgres", application_name: "parhelion", max: 2, idleTimeoutMillis: 60_000, connectionTimeoutMillis: 10_000 });
+      pool = new pg.Pool({ host, user: sql.SYSTEM_ROLE, database: "postgres", application_name: "parhelion", max: 2, idleTimeoutMillis: 60_000, connectionTimeoutMillis: 10_000 });
       pool.on("error", () => undefined); // a connection lost while idle (server restart) is dropped by the pool
       this.loginPools.set(wid, pool);
     }
-    try {
-      return await sql.getLoginInfo(pool as unknown as pg.Client, role);
-    } catch (err) {
-      throw sql.mapPgError(err, "reading login information");
+    let cache = this.loginCaches.get(wid);
+    if (!cache) {
+      cache = new LoginInfoCache({
+        connect: () => new pg.Client({ host, user: sql.SYSTEM_ROLE, database: "postgres", application_name: "parhelion listener", connectionTimeoutMillis: 10_000 }),
+        logger: this.logger,
+      });
+      this.loginCaches.set(wid, cache);
     }
+    const from = pool;
+    return cache.get(role, async () => {
+      try {
+        return await sql.getLoginInfo(from as unknown as pg.Client, role);
+      } catch (err) {
+        throw sql.mapPgError(err, "reading login information");
+      }
+    });
   }
 }

@@ -505,6 +505,7 @@ export class Gateway {
     const pump = new MessagePump(tls, new MessageReader(), leftover);
     let clientKey: Buffer;
     let serverKey: Buffer;
+    let saslFinal: Buffer;
     try {
       const info = await this.o.engine.getLoginInfo(ws.id, user);
       const usable = info !== null && info.canLogin && (info.validUntil === null || info.validUntil.getTime() > Date.now());
@@ -520,7 +521,8 @@ export class Gateway {
       const r = scram.clientFinal(parseSASLResponse(fin.body));
       clientKey = r.clientKey;
       serverKey = verifier!.serverKey;
-      tls.write(authenticationSASLFinal(r.serverFinal));
+      // Sent together with AuthenticationOk below: one TLS record and one write instead of two.
+      saslFinal = authenticationSASLFinal(r.serverFinal);
     } catch (err) {
       pump.detach();
       const e = err instanceof ParhelionError ? err : new ParhelionError("ERR_GW_PROTOCOL", (err as Error).message);
@@ -569,7 +571,7 @@ export class Gateway {
     let pid = randomInt(1, 0x7fffffff);
     while (this.byPid.has(pid)) pid = randomInt(1, 0x7fffffff);
     const secret = randomInt(0, 0x7fffffff) | 0;
-    const parts: Buffer[] = [authenticationOk()];
+    const parts: Buffer[] = [saslFinal, authenticationOk()];
     for (const [k, v] of backend.params) parts.push(parameterStatus(k, v));
     parts.push(backendKeyData(pid, secret), readyForQuery("I"));
     tls.write(Buffer.concat(parts));

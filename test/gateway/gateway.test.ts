@@ -13,6 +13,9 @@ import { spawn } from "node:child_process";
 import { request as httpsRequest } from "node:https";
 import { randomUUID } from "node:crypto";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { LoginInfoCache } from "../../src/engine/logincache.js";
+import { createLogger } from "../../src/log/logger.js";
+import { SYSTEM_ROLE, getLoginInfo } from "../../src/engine/sql.js";
 import { createTestWorkspace, gatewayClient, psql, conninfo, type TestWorkspace } from "../support/workspaces.js";
 
 const SSL_REQUEST = bytes(int32(8), int32(SSL_REQUEST_CODE));
@@ -364,6 +367,100 @@ describe("pooled server sessions", () => {
     assert.match(text, /pipelined/);
     pump.detach();
     raw.destroy();
+  });
+});
+
+describe("login information cache", () => {
+  /** Retries a connection until it fails (or succeeds, with `want`), for up to 3 s: notifications arrive within milliseconds. */
+  async function loginOutcome(user: string, password: string, want: "ok" | "refused"): Promise<"ok" | "refused"> {
+    let got: "ok" | "refused" = want === "ok" ? "refused" : "ok";
+    for (const deadline = Date.now() + 3000; Date.now() < deadline; ) {
+      const c = gatewayClient(tp, ws, { user, password });
+      try {
+        await c.connect();
+        await c.end();
+        got = "ok";
+      } catch (err: any) {
+        assert.equal(err.code, "28P01", err.message);
+        got = "refused";
+      }
+      if (got === want) return got;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return got;
+  }
+
+  test("a password change, NOLOGIN, VALID UNTIL and DROP ROLE made in SQL take effect at the gateway at once; a rolled-back change does not", async () => {
+    const admin = gatewayClient(tp, ws);
+    await admin.connect();
+    try {
+      await admin.query("create role cache_user login password 'first-Password-1'");
+      assert.equal(await loginOutcome("cache_user", "first-Password-1", "ok"), "ok");
+      assert.equal(await loginOutcome("cache_user", "first-Password-1", "ok"), "ok", "again, from the cache");
+      await admin.query("alter role cache_user password 'second-Password-2'");
+      assert.equal(await loginOutcome("cache_user", "first-Password-1", "refused"), "refused", "the old password stops working");
+      assert.equal(await loginOutcome("cache_user", "second-Password-2", "ok"), "ok");
+      await admin.query("begin; alter role cache_user password 'third-Password-3'; rollback");
+      assert.equal(await loginOutcome("cache_user", "second-Password-2", "ok"), "ok", "a rolled-back change changes nothing");
+      assert.equal(await loginOutcome("cache_user", "third-Password-3", "ok"), "refused");
+      await admin.query("alter role cache_user nologin");
+      assert.equal(await loginOutcome("cache_user", "second-Password-2", "refused"), "refused", "NOLOGIN");
+      await admin.query("alter role cache_user login valid until '2001-01-01'");
+      assert.equal(await loginOutcome("cache_user", "second-Password-2", "refused"), "refused", "an expired password");
+      await admin.query("alter role cache_user valid until 'infinity'");
+      assert.equal(await loginOutcome("cache_user", "second-Password-2", "ok"), "ok");
+      await admin.query("alter role cache_user rename to cache_user2");
+      assert.equal(await loginOutcome("cache_user", "second-Password-2", "refused"), "refused", "the old name after a rename");
+      await admin.query("alter role cache_user2 password 'fourth-Password-4'");
+      assert.equal(await loginOutcome("cache_user2", "fourth-Password-4", "ok"), "ok");
+      await admin.query("drop role cache_user2");
+      assert.equal(await loginOutcome("cache_user2", "fourth-Password-4", "refused"), "refused", "a dropped role");
+      await admin.query("create role cache_user2 login password 'fifth-Password-5'");
+      assert.equal(await loginOutcome("cache_user2", "fifth-Password-5", "ok"), "ok", "a role created after a cached miss");
+    } finally {
+      await admin.query("drop role if exists cache_user; drop role if exists cache_user2").catch(() => undefined);
+      await admin.end();
+    }
+  });
+
+  test("answers from memory while it listens, and asks the server again after a role change", async () => {
+    const host = tp.platform.engine.socketDir(ws.workspaceId);
+    const logLines: string[] = [];
+    const cache = new LoginInfoCache({ connect: () => new pg.Client({ host, user: SYSTEM_ROLE, database: "postgres" }), logger: createLogger({ level: "debug", destination: { write: (l: string) => (logLines.push(l), true) } as never }) });
+    const sys = new pg.Client({ host, user: SYSTEM_ROLE, database: "postgres" });
+    await sys.connect();
+    try {
+      let fetches = 0;
+      const fetch = async () => {
+        fetches++;
+        return getLoginInfo(sys, "admin");
+      };
+      assert.equal((await cache.get("admin", fetch))?.canLogin, true);
+      for (let i = 0; i < 100 && !cache.active; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(cache.active, true, `the listening session is up (${logLines.join("")})`);
+      await cache.get("admin", fetch); // the first answer came before it listened: not kept
+      const before = fetches;
+      for (let i = 0; i < 5; i++) assert.equal((await cache.get("admin", fetch))?.canLogin, true);
+      assert.equal(fetches, before, "answered from memory");
+      await sys.query("alter role admin connection limit -1"); // any ALTER ROLE notifies
+      let asked = false;
+      for (let i = 0; i < 100 && !asked; i++) {
+        await cache.get("admin", fetch);
+        asked = fetches > before;
+        if (!asked) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(asked, "asked the server again after the notification");
+      // Losing the listening session stops answers from memory until it is back.
+      await sys.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = '' and pid <> pg_backend_pid() and usename = $1 and query like 'LISTEN%'", [SYSTEM_ROLE]);
+      for (let i = 0; i < 100 && cache.active; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(cache.active, false);
+      const n = fetches;
+      await cache.get("admin", fetch);
+      assert.equal(fetches, n + 1, "not from memory while not listening");
+    } finally {
+      await cache.close();
+      await sys.end();
+    }
   });
 });
 
