@@ -222,4 +222,27 @@ test("constructor checks its options", () => {
   assert.throws(() => new StoreAuditLog({ db: store.db, logger: silentLogger(), maxBatch: 0 }), TypeError);
   assert.throws(() => new StoreAuditLog({ db: store.db, logger: silentLogger(), maxBatch: 1001 }), TypeError);
   assert.throws(() => new StoreAuditLog({ db: undefined as never, logger: silentLogger() }), TypeError);
+  assert.throws(() => new StoreAuditLog({ db: store.db, logger: silentLogger(), lingerMs: -1 }), TypeError);
+  assert.throws(() => new StoreAuditLog({ db: store.db, logger: silentLogger(), lingerMs: Number.NaN }), TypeError);
+});
+
+test("under a steady stream, records gather for the linger time: one INSERT per interval, not one per record", async () => {
+  const w = new StoreAuditLog({ db: store.db, logger: silentLogger(), lingerMs: 200 });
+  const before = await seqs();
+  assert.equal(await w.record(ev()), true, "after a quiet spell the first record is written at once");
+  const started = Date.now();
+  // Five records, one every 20 ms: all arrive within the next interval and go in one batch.
+  const pending: Promise<boolean>[] = [];
+  for (let i = 0; i < 5; i++) {
+    pending.push(w.record(ev()));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.deepEqual(await Promise.all(pending), [true, true, true, true, true]);
+  assert.ok(Date.now() - started >= 150, "they waited for the interval");
+  const rows = await store.db.selectFrom("audit_log").select(["seq", "xmin" as never]).where("seq", ">", String(before.at(-1) ?? 0) as never).orderBy("seq").execute();
+  const txids = new Set(rows.slice(1).map((r: any) => r.xmin));
+  assert.equal(rows.length, 6);
+  assert.equal(txids.size, 1, "the five later records were written by one INSERT");
+  assert.equal((await w.verify()).ok, true);
+  await w.close();
 });
