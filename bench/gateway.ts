@@ -13,6 +13,9 @@
  *   relay      pgbench → a bare TLS-terminating relay in Node.js (this benchmark's, in its own process: the
  *              gateway's TLS settings and relay loop, nothing else) → the workspace's unix socket, a new server
  *              session per client; the floor of what a Node.js proxy costs; sslmode=require
+ *   crelay     pgbench → a minimal TLS-terminating relay in C (bench/support/crelay.c: one epoll thread,
+ *              OpenSSL, the same certificate and ciphers) → the workspace's unix socket, a new server session
+ *              per client: the floor of what any TLS-terminating proxy costs here; sslmode=require
  *   pgbouncer  pgbench → PgBouncer (session pool, client TLS required, SCRAM against an auth_file holding
  *              admin's verifier) → the workspace's unix socket; sslmode=require
  *   gateway    pgbench → parhelion's gateway (SNI host name, hostaddr=127.0.0.1) → the workspace's unix
@@ -52,6 +55,7 @@ import { ensurePgBouncer, startParhelion, startPgBouncer, startTlsPostgres, with
 import { f0, f1, f2, f3, median, table } from "./support/format.js";
 import { formatSummary, summarizeProfile } from "./support/cpuprofile.js";
 import { startRelay } from "./support/relay.js";
+import { buildCRelay, startCRelay } from "./support/crelay.js";
 import { resolveServiceAccount } from "../src/engine/postgres.js";
 import { WORKSPACE_SIZES, isWorkspaceSize, type WorkspaceSize } from "../src/engine/sizes.js";
 import { createCA, issueServerCert } from "../src/tls/pki.js";
@@ -65,8 +69,8 @@ const TARGET_CREATE_MS = 3000; // POST /v1/workspaces → first query through th
 
 // ---------------------------------------------------------------------------------------------- options
 
-type PathKey = "unix" | "tls" | "relay" | "pgbouncer" | "gateway";
-const ALL_PATHS: PathKey[] = ["unix", "tls", "relay", "pgbouncer", "gateway"];
+type PathKey = "unix" | "tls" | "relay" | "crelay" | "pgbouncer" | "gateway";
+const ALL_PATHS: PathKey[] = ["unix", "tls", "relay", "crelay", "pgbouncer", "gateway"];
 type Mode = "select" | "rate" | "tpcb" | "connect";
 const ALL_MODES: Mode[] = ["select", "rate", "tpcb", "connect"];
 
@@ -108,7 +112,7 @@ const USAGE = `usage: node dist/bench/gateway.js [options]
       --reps N              workspaces created for the create-to-first-query time (5)
       --idle SEC            idle time before the workspace's memory is read (5)
       --rounds N            measured runs per path and script, alternating paths; the best counts (1)
-      --paths LIST          comma-separated subset of unix,tls,relay,pgbouncer,gateway (all)
+      --paths LIST          comma-separated subset of unix,tls,relay,crelay,pgbouncer,gateway (all)
       --modes LIST          comma-separated subset of select,rate,tpcb,connect (all)
       --skip-create         one workspace only (the create time is still reported, from one sample)
       --serve               set everything up, print each path's pgbench environment and pids, wait for Ctrl-C
@@ -228,6 +232,7 @@ interface Snapshot {
   tlsServer: number;
   bouncer: number;
   relay: number;
+  crelay: number;
 }
 
 interface Env {
@@ -237,8 +242,9 @@ interface Env {
   tls: TlsPostgres | undefined;
   bouncer: PgBouncerProcess | undefined;
   relayPid: number | undefined;
+  crelayPid: number | undefined;
   home: string;
-  paths: Record<PathKey, { label: string; env: Record<string, string>; server: "workspace" | "tlsServer"; proxy: "parhelion" | "bouncer" | "relay" | null }>;
+  paths: Record<PathKey, { label: string; env: Record<string, string>; server: "workspace" | "tlsServer"; proxy: "parhelion" | "bouncer" | "relay" | "crelay" | null }>;
 }
 
 function snapshot(e: Env): Snapshot {
@@ -253,6 +259,7 @@ function snapshot(e: Env): Snapshot {
     tlsServer: e.tls ? serverCpu(e.tls.pgdata) : 0,
     bouncer: e.bouncer ? processCpu(e.bouncer.pid) : 0,
     relay: e.relayPid ? processCpu(e.relayPid) : 0,
+    crelay: e.crelayPid ? processCpu(e.crelayPid) : 0,
   };
 }
 
@@ -275,7 +282,7 @@ function cpuUse(e: Env, path: PathKey, a: Snapshot, b: Snapshot, transactions: n
   const d = (k: keyof Snapshot) => b[k] - a[k];
   const seconds = (b.t - a.t) / 1000;
   const capacity = seconds * cpus().length;
-  const ours = d("self") + d("reaped") + d("parhelion") + d("store") + d("workspace") + d("tlsServer") + d("bouncer") + d("relay");
+  const ours = d("self") + d("reaped") + d("parhelion") + d("store") + d("workspace") + d("tlsServer") + d("bouncer") + d("relay") + d("crelay");
   const def = e.paths[path];
   const per = (x: number) => x / Math.max(1, transactions);
   const proxy = def.proxy === null ? NaN : per(d(def.proxy));
@@ -521,6 +528,7 @@ async function run(o: Options): Promise<boolean> {
 
   // PgBouncer (installed when missing).
   let bouncerVersion = "";
+  let crelayBuild = "";
   if (o.paths.includes("pgbouncer")) {
     const b = await ensurePgBouncer();
     bouncerVersion = b.version;
@@ -631,13 +639,25 @@ async function run(o: Options): Promise<boolean> {
     say(`node relay on 127.0.0.1:${relay.port} (pid ${relay.pid})`);
   }
 
+  let crelay: { pid: number; port: number } | undefined;
+  if (o.paths.includes("crelay")) {
+    const dir = tempDir("parhelion-bench-crelay-");
+    writeFileSync(join(dir, "server.crt"), cert.certPem, { mode: 0o600 });
+    writeFileSync(join(dir, "server.key"), cert.keyPem, { mode: 0o600 });
+    const built = await buildCRelay(dir);
+    crelayBuild = `${built.compiler}; ${built.openssl}`;
+    crelay = await startCRelay(built.bin, join(dir, "server.crt"), join(dir, "server.key"), join(wsSocketDir, ".s.PGSQL.5432"));
+    say(`C relay on 127.0.0.1:${crelay.port} (pid ${crelay.pid}; ${crelayBuild})`);
+  }
+
   const common = { PGUSER: "admin", PGPASSWORD: password, PGDATABASE: "postgres" };
   const e: Env = {
-    p, wsPgdata, wsSocketDir, tls, bouncer, relayPid: relay?.pid, home,
+    p, wsPgdata, wsSocketDir, tls, bouncer, relayPid: relay?.pid, crelayPid: crelay?.pid, home,
     paths: {
       unix: { label: "direct, unix socket", env: { ...common, PGHOST: wsSocketDir, PGPORT: "5432", PGSSLMODE: "disable" }, server: "workspace", proxy: null },
       tls: { label: "direct TLS (PostgreSQL ssl=on)", env: { ...common, PGHOST: "127.0.0.1", PGPORT: String(tls?.port ?? 0), PGSSLMODE: "require" }, server: "tlsServer", proxy: null },
       relay: { label: "bare Node.js TLS relay", env: { ...common, PGHOST: "127.0.0.1", PGPORT: String(relay?.port ?? 0), PGSSLMODE: "require" }, server: "workspace", proxy: "relay" },
+      crelay: { label: "minimal C TLS relay (epoll, OpenSSL)", env: { ...common, PGHOST: "127.0.0.1", PGPORT: String(crelay?.port ?? 0), PGSSLMODE: "require" }, server: "workspace", proxy: "crelay" },
       pgbouncer: { label: `PgBouncer ${bouncerVersion.replace(/^PgBouncer\s*/i, "")} (session, TLS)`, env: { ...common, PGHOST: "127.0.0.1", PGPORT: String(bouncer?.port ?? 0), PGSSLMODE: "require" }, server: "workspace", proxy: "bouncer" },
       gateway: { label: "parhelion gateway", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" }, server: "workspace", proxy: "parhelion" },
     },
@@ -646,6 +666,7 @@ async function run(o: Options): Promise<boolean> {
   const probes: Record<string, string> = {};
   if (tls) probes["tls"] = await tlsProbe(tls.port, undefined);
   if (relay) probes["relay"] = await tlsProbe(relay.port, undefined);
+  if (crelay) probes["crelay"] = await tlsProbe(crelay.port, undefined);
   if (bouncer) probes["pgbouncer"] = await tlsProbe(bouncer.port, undefined);
   if (o.paths.includes("gateway")) probes["gateway"] = await tlsProbe(p.gatewayPort, bench.endpoint);
 
@@ -653,7 +674,7 @@ async function run(o: Options): Promise<boolean> {
     // For profiling by hand (perf, strace): everything stays up until the benchmark is interrupted.
     const q = (v: string) => `'${v.replace(/'/g, "'\\''")}'`;
     for (const path of o.paths) process.stdout.write(`${path}: env ${Object.entries(e.paths[path].env).map(([k, v]) => `${k}=${q(v)}`).join(" ")} ${PGBENCH} -n -S -c ${o.clients} -j ${o.jobs} -T ${o.duration}\n`);
-    process.stdout.write(`pids: parhelion ${p.pid}${bouncer ? `, pgbouncer ${bouncer.pid}` : ""}${relay ? `, relay ${relay.pid}` : ""}; workspace pgdata ${wsPgdata}${tls ? `; direct-TLS pgdata ${tls.pgdata}` : ""}\nwaiting for Ctrl-C\n`);
+    process.stdout.write(`pids: parhelion ${p.pid}${bouncer ? `, pgbouncer ${bouncer.pid}` : ""}${relay ? `, relay ${relay.pid}` : ""}${crelay ? `, C relay ${crelay.pid}` : ""}; workspace pgdata ${wsPgdata}${tls ? `; direct-TLS pgdata ${tls.pgdata}` : ""}\nwaiting for Ctrl-C\n`);
     await new Promise<never>(() => undefined);
   }
 
@@ -770,6 +791,8 @@ async function run(o: Options): Promise<boolean> {
   const tp = best("gateway", "tpcb");
   if (tp && best("tls", "tpcb")) info.push(["gateway / direct TLS, TPC-B-like TPS", f2(ratio(tp, best("tls", "tpcb"))), "(no target)", ""]);
   if (tp && best("pgbouncer", "tpcb")) info.push(["gateway / PgBouncer, TPC-B-like TPS", f2(ratio(tp, best("pgbouncer", "tpcb"))), "(no target)", ""]);
+  if (best("crelay", "select") && best("tls", "select")) info.push(["minimal C relay / direct TLS, select-only TPS", f2(ratio(best("crelay", "select"), best("tls", "select"))), "(no target)", "the floor for any TLS-terminating proxy here"]);
+  if (best("crelay", "select") && best("pgbouncer", "select")) info.push(["minimal C relay / PgBouncer, select-only TPS", f2(ratio(best("crelay", "select"), best("pgbouncer", "select"))), "(no target)", ""]);
   if (gwSel && best("relay", "select")) info.push(["gateway / bare Node.js relay, select-only TPS", f2(ratio(gwSel, best("relay", "select"))), "(no target)", ""]);
   if (best("gateway", "connect") && best("tls", "connect")) info.push(["gateway / direct TLS, new sessions/s", f2(ratio(best("gateway", "connect"), best("tls", "connect"))), "(no target)", ""]);
   out.push("", "Targets");
@@ -781,7 +804,7 @@ async function run(o: Options): Promise<boolean> {
   out.push(`overall: ${allPass ? "PASS" : "FAIL"}`);
 
   if (o.json) {
-    writeFileSync(o.json, JSON.stringify({ started: started.toISOString(), machine, options: o, probes, rows, samples, memory, checks, settings: copied, pgbouncer: bouncerVersion }, null, 2) + "\n");
+    writeFileSync(o.json, JSON.stringify({ started: started.toISOString(), machine, options: o, probes, rows, samples, memory, checks, settings: copied, pgbouncer: bouncerVersion, crelay: crelayBuild }, null, 2) + "\n");
   }
   process.stdout.write(out.join("\n") + "\n");
 
