@@ -63,6 +63,11 @@ export interface RouteSpec<P extends z.ZodType = z.ZodType, Q extends z.ZodType 
   status?: number;
   /** Audit type of a mutation; reads are recorded as "ApiRequest". */
   auditType?: string;
+  /**
+   * A sign-in step reached by GET (an identity provider's redirect): audited like a mutation, successes
+   * included, whatever `auditReads` says.
+   */
+  signIn?: boolean;
   /** Whether a successful answer must not be cached (all /v1 answers are no-store anyway). */
   handler: (ctx: RouteContext<z.output<P>, z.output<Q>, z.output<B>>) => Promise<unknown>;
 }
@@ -73,6 +78,11 @@ export function defineRoute<P extends z.ZodType, Q extends z.ZodType, B extends 
 }
 
 const MUTATING = new Set<Method>(["POST", "PATCH", "PUT", "DELETE"]);
+
+/** A handler's answer that sends the browser on (303 See Other by default) instead of a JSON body. */
+export class Redirect {
+  constructor(readonly location: string, readonly status: 302 | 303 = 303) {}
+}
 
 function zodMessage(where: string, err: z.ZodError): ParhelionError {
   const unknown = err.issues.find((i) => i.code === "unrecognized_keys");
@@ -219,6 +229,7 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
     const query = parse(spec.query, rawQuery, "query parameter") as never;
     const body = parse(spec.body, req.body, "body") as never;
     result = project(await spec.handler({ params, query, body, principal, grants, visible, services, req, reply, audit: note }), fields);
+    if (result instanceof Redirect) status = result.status;
   } catch (err) {
     const { error, internal } = toParhelionError(err);
     if (internal) req.log.error({ err }, "internal error");
@@ -227,8 +238,8 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
   }
   // Every request that presented (or needed) a credential, and every mutation, is recorded — except
   // successful reads when the operator chose auditReads=failures.
-  const quietRead = !mutating && failure === undefined && services.settings.auditReads === "failures";
-  if ((spec.access !== "public" || mutating) && !quietRead) {
+  const quietRead = !mutating && !spec.signIn && failure === undefined && services.settings.auditReads === "failures";
+  if ((spec.access !== "public" || mutating || spec.signIn) && !quietRead) {
     const actor: AuditEvent["actor"] = note.actor ?? (principal
       ? { type: principal.kind === "apiKey" ? "apiKey" : "user", id: principal.kind === "apiKey" ? principal.apiKeyId : principal.userId, email: principal.email }
       : { type: "anonymous" });
@@ -247,6 +258,7 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
   }
   reply.header("cache-control", "no-store");
   if (failure) return sendProblem(req, reply, failure);
+  if (result instanceof Redirect) return reply.code(status).header("location", result.location).send();
   if (result === undefined) return reply.code(status === 200 ? 204 : status).send();
   return reply.code(status).send(result);
 }

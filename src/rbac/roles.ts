@@ -15,6 +15,8 @@ export const PERMISSIONS = [
   "apiKeys:read",
   "apiKeys:write",
   "auditLogs:read",
+  "sso:read",
+  "sso:write",
   "workspaceGroups:read",
   "workspaceGroups:write",
   "workspaces:read",

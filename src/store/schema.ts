@@ -165,6 +165,56 @@ export interface WorkspacesTable {
   last_activity_at: Timestamp | null;
 }
 
+export interface SsoProvidersTable {
+  org_id: string;
+  issuer: string;
+  client_id: string;
+  client_secret: string | null; // held in clear until the keys issue encrypts it; never returned by the API
+  redirect_uri: string;
+  ca_pem: string | null; // extra trust anchors for the IdP's TLS certificate
+  scopes: string[];
+  email_claim: string;
+  groups_claim: string;
+  first_name_claim: string;
+  last_name_claim: string;
+  jit: boolean;
+  default_role: string | null;
+  team_mappings: ColumnType<Array<{ group: string; teamID: string }>, string, string>;
+  role_mappings: ColumnType<Array<{ group: string; role: string }>, string, string>;
+  sso_only: boolean;
+  break_glass_user_ids: string[];
+  created_at: GeneratedTimestamp;
+  updated_at: GeneratedTimestamp;
+}
+
+export interface SsoLoginTransactionsTable {
+  id: string;
+  org_id: string;
+  state_hash: Buffer; // sha256 of the state parameter
+  nonce: string;
+  code_verifier: string; // PKCE verifier sent to the IdP's token endpoint
+  redirect: string | null; // a console path, or a loopback URL of a CLI
+  client_challenge: string | null; // CLI: base64url sha256 of its own verifier
+  binding_hash: Buffer | null; // console: sha256 of the browser-binding cookie
+  source_ip: string | null;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+  handoff_hash: Buffer | null; // CLI: sha256 of the one-time code sent to its loopback listener
+  handoff_user_id: string | null;
+  handoff_expires_at: Timestamp | null;
+  handoff_used_at: Timestamp | null;
+}
+
+export interface UserExternalIdentitiesTable {
+  org_id: string;
+  issuer: string;
+  subject: string;
+  user_id: string;
+  created_at: GeneratedTimestamp;
+  last_login_at: Timestamp | null;
+}
+
 export interface Database {
   organizations: OrganizationsTable;
   users: UsersTable;
@@ -179,6 +229,9 @@ export interface Database {
   regions: RegionsTable;
   workspace_groups: WorkspaceGroupsTable;
   workspaces: WorkspacesTable;
+  sso_providers: SsoProvidersTable;
+  sso_login_transactions: SsoLoginTransactionsTable;
+  user_external_identities: UserExternalIdentitiesTable;
 }
 
 export type Db = Kysely<Database>;

@@ -69,6 +69,12 @@ const EXPECTED: Record<string, readonly OrgRole[] | "public"> = {
   "POST /v1/workspaces/{workspaceID}/users": WS_WRITERS,
   "PATCH /v1/workspaces/{workspaceID}/users/{userName}": WS_WRITERS,
   "DELETE /v1/workspaces/{workspaceID}/users/{userName}": WS_WRITERS,
+  "GET /v1/organizations/current/sso": READERS,
+  "PUT /v1/organizations/current/sso": WRITERS,
+  "DELETE /v1/organizations/current/sso": WRITERS,
+  "POST /v1/auth/sso/start": "public",
+  "GET /v1/auth/sso/callback": "public",
+  "POST /v1/auth/sso/token": "public",
 };
 
 let tp: TestPlatform;

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { defineRoute } from "../route.js";
 import { Id, Email } from "../schemas.js";
 import { ParhelionError } from "../../lib/errors.js";
+import { assertPasswordSignInAllowed } from "../../identity/sso.js";
 import { ORG_ROLES } from "../../identity/types.js";
 import { SESSION_COOKIE, changePassword, createSession, revokeSession, verifyUserPassword } from "../../identity/index.js";
 
@@ -25,6 +26,7 @@ export const authRoutes = [
         if (err instanceof ParhelionError && err.code === "ERR_INVALID_CREDENTIALS") services.throttle.recordFailure({ account, source: ip });
         throw err;
       }
+      await assertPasswordSignInAllowed(services.db, user); // an SSO-only organization: break-glass owners only
       services.throttle.recordSuccess({ account });
       const s = await createSession(services.db, { userId: user.userID, orgId: user.orgId, sourceIp: ip, ttlSeconds: services.settings.sessionTtlSeconds }, services.clock);
       audit.actor = { type: "user", id: user.userID, email: user.email };

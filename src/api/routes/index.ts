@@ -7,6 +7,7 @@ import { apiKeyRoutes } from "./apiKeys.js";
 import { auditRoutes } from "./auditLogs.js";
 import { authRoutes } from "./auth.js";
 import { workspaceRoutes } from "./workspaces.js";
+import { ssoRoutes } from "./sso.js";
 
 /** Every /v1 route. The RBAC test walks this list against its expected allow/deny table. */
-export const ROUTES: readonly RouteSpec[] = [...orgRoutes, ...userRoutes, ...invitationRoutes, ...teamRoutes, ...apiKeyRoutes, ...auditRoutes, ...authRoutes, ...workspaceRoutes];
+export const ROUTES: readonly RouteSpec[] = [...orgRoutes, ...userRoutes, ...invitationRoutes, ...teamRoutes, ...apiKeyRoutes, ...auditRoutes, ...authRoutes, ...workspaceRoutes, ...ssoRoutes];
