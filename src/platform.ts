@@ -10,7 +10,7 @@ import { EmbeddedPostgres } from "./store/embedded.js";
 import { openDb, migrate, type Db } from "./store/db.js";
 import { ensureTlsMaterial } from "./tls/index.js";
 import { createAuditLog, type AuditLog } from "./audit/index.js";
-import { ApiKeyAuthenticator, LoginThrottle, OrganizationDirectory, createApiKey, createUser, systemClock, type Clock } from "./identity/index.js";
+import { ApiKeyAuthenticator, LoginThrottle, OrganizationDirectory, createApiKey, createUser, systemClock, webauthnSettingsFrom, type Clock } from "./identity/index.js";
 import { grantOrgRole } from "./rbac/accessControls.js";
 import { buildApiServer } from "./api/server.js";
 import { ensureCA, ensureServerCert } from "./tls/index.js";
@@ -127,6 +127,8 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     app = await buildApiServer({ services, logger, tls: { cert: tls.certPem, key: tls.keyPem }, ready: () => ready, version: VERSION });
     await app.listen({ host: cfg.host, port: cfg.apiPort });
     const port = (app.server.address() as AddressInfo).port;
+    // WebAuthn origins name the API's port, known only now (apiPort 0 picks one).
+    services.settings.mfa = { issuer: cfg.mfaIssuer, webauthn: webauthnSettingsFrom({ rpName: cfg.mfaIssuer, rpId: cfg.webauthnRpId, origins: cfg.webauthnOrigins, host: cfg.host, apiPort: port }) };
     const hostForUrl = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host === "0.0.0.0" ? "127.0.0.1" : cfg.host;
     const apiUrl = `https://${hostForUrl}:${port}`;
     writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile, pid: process.pid, version: VERSION }, null, 2) + "\n", 0o644);

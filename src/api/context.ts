@@ -1,7 +1,7 @@
 import type { Db } from "../store/db.js";
 import type { Logger } from "../log/logger.js";
 import type { AuditLog } from "../audit/index.js";
-import type { ApiKeyAuthenticator, LoginThrottle, OrganizationDirectory } from "../identity/index.js";
+import type { ApiKeyAuthenticator, LoginThrottle, OrganizationDirectory, WebAuthnSettings } from "../identity/index.js";
 import type { Clock } from "../identity/types.js";
 import type { WorkspaceService } from "../workspaces/service.js";
 import type { DatabaseAdmin } from "../workspaces/databases.js";
@@ -26,6 +26,8 @@ export interface Services {
     bodyLimitBytes: number;
     /** "all": every authenticated read is audited; "failures": only reads that fail or are denied. */
     auditReads: "all" | "failures";
+    /** Issuer shown in authenticator apps (TOTP) and the WebAuthn relying party; set once the API port is known. */
+    mfa: { issuer: string; webauthn: WebAuthnSettings };
   };
 }
 

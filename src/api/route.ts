@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { ParhelionError } from "../lib/errors.js";
 import type { Principal } from "../identity/types.js";
-import { SESSION_COOKIE, authenticateSession, checkCsrf } from "../identity/index.js";
+import { SESSION_COOKIE, authenticateSession, checkCsrf, checkMfaGate, checkStepUp, mfaSessionState, type MfaGateAllowance, type MfaSessionState } from "../identity/index.js";
 import { authorize, visibleResources, NO_GRANTS, type EffectiveGrants, type ResourceRef } from "../rbac/policy.js";
 import { loadGrants } from "../rbac/grants.js";
 import type { Permission, ResourceType } from "../rbac/roles.js";
@@ -10,8 +10,12 @@ import type { AuditEvent } from "../audit/index.js";
 import type { Services } from "./context.js";
 import { sendProblem, toParhelionError } from "./problem.js";
 
-/** "public": no credential; "authenticated": any signed-in principal; otherwise the permission required. */
-export type Access = "public" | "authenticated" | Permission;
+/**
+ * "public": no credential; "authenticated": any signed-in principal; "session": a user's console session
+ * (API keys are refused with ERR_FORBIDDEN: they have no second factor and no user of their own);
+ * otherwise the permission required.
+ */
+export type Access = "public" | "authenticated" | "session" | Permission;
 export type Method = "GET" | "POST" | "PATCH" | "PUT" | "DELETE";
 
 /** What a handler may add to the request's audit record. */
@@ -36,6 +40,8 @@ export interface RouteContext<P, Q, B> {
   req: FastifyRequest;
   reply: FastifyReply;
   audit: AuditNote;
+  /** The console session's MFA state; null for API keys and public routes. */
+  mfa: MfaSessionState | null;
 }
 
 export interface RouteSpec<P extends z.ZodType = z.ZodType, Q extends z.ZodType = z.ZodType, B extends z.ZodType = z.ZodType> {
@@ -63,6 +69,18 @@ export interface RouteSpec<P extends z.ZodType = z.ZodType, Q extends z.ZodType 
   status?: number;
   /** Audit type of a mutation; reads are recorded as "ApiRequest". */
   auditType?: string;
+  /**
+   * Step-up: a console session whose user has a second factor must have verified one within the
+   * organization's step-up window (else ERR_STEP_UP_REQUIRED). A function decides from the raw body, for
+   * routes where only some changes are sensitive. API keys are machine credentials and are not asked.
+   */
+  stepUp?: boolean | ((rawBody: unknown) => boolean);
+  /**
+   * Which sessions short of their second factor may still call this route: "verify" (signed in with the
+   * password, second factor pending) and/or "enroll" (the organization requires a factor the user lacks).
+   * Every other route refuses them: ERR_MFA_REQUIRED / ERR_MFA_ENROLLMENT_REQUIRED.
+   */
+  allowBeforeMfa?: MfaGateAllowance;
   /**
    * A sign-in step reached by GET (an identity provider's redirect): audited like a mutation, successes
    * included, whatever `auditReads` says.
@@ -204,6 +222,7 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
     }
     let grants: EffectiveGrants = NO_GRANTS;
     let visible: "all" | string[] = "all";
+    let mfa: MfaSessionState | null = null;
     if (spec.access !== "public") {
       const auth = await authenticate(req, services);
       principal = auth.principal;
@@ -212,8 +231,16 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
         const h = req.headers["x-csrf-token"];
         checkCsrf(auth.csrfHash, typeof h === "string" ? h : undefined);
       }
+      // MFA gate: a session still short of its second factor reaches only the routes that let it finish.
+      if (principal.kind === "user" && principal.sessionId !== null) {
+        mfa = await mfaSessionState(services.db, principal.sessionId);
+        checkMfaGate(mfa, spec.allowBeforeMfa);
+      }
+      if (spec.access === "session" && (principal.kind !== "user" || principal.sessionId === null)) {
+        throw new ParhelionError("ERR_FORBIDDEN", `${spec.operationId} needs a user's console session (sign in with email and password); API keys have no second factor`);
+      }
       grants = await loadGrants(services.db, principal);
-      if (spec.access !== "authenticated") {
+      if (spec.access !== "authenticated" && spec.access !== "session") {
         // Params are parsed before the decision only to name the resource: without an organization-wide right,
         // a malformed id answers 403 like any other.
         const params = spec.params ? spec.params.safeParse(req.params) : { success: true as const, data: {} };
@@ -224,11 +251,21 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
           if (visible === "all" || visible.length === 0) throw new ParhelionError("ERR_FORBIDDEN", `your role does not allow ${spec.operationId} (${d.reason})`);
         }
       }
+      // Step-up, after authorization (a caller without the role hears that first), before validation (so
+      // the caller verifies a factor and retries the same request).
+      if (mfa !== null && spec.stepUp !== undefined && (spec.stepUp === true || (typeof spec.stepUp === "function" && spec.stepUp(req.body)))) {
+        try {
+          checkStepUp(mfa, services.clock());
+        } catch (err) {
+          note.attributes = { ...(note.attributes ?? {}), stepUp: "required" };
+          throw err;
+        }
+      }
     }
     const params = parse(spec.params, req.params, "path parameter") as never;
     const query = parse(spec.query, rawQuery, "query parameter") as never;
     const body = parse(spec.body, req.body, "body") as never;
-    result = project(await spec.handler({ params, query, body, principal, grants, visible, services, req, reply, audit: note }), fields);
+    result = project(await spec.handler({ params, query, body, principal, grants, visible, services, req, reply, audit: note, mfa }), fields);
     if (result instanceof Redirect) status = result.status;
   } catch (err) {
     const { error, internal } = toParhelionError(err);

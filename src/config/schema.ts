@@ -32,6 +32,9 @@ export const ConfigSchema = z
     invitationTtlSeconds: z.coerce.number().int().min(300).max(30 * 86400).default(7 * 86400).describe("Invitation lifetime."),
     lockoutThreshold: z.coerce.number().int().min(1).max(1000).default(5).describe("Failed logins per account (and 4x per source) before a lockout."),
     lockoutSeconds: z.coerce.number().int().min(1).max(86400).default(300).describe("How long a lockout lasts."),
+    mfaIssuer: z.string().trim().min(1).max(64).regex(/^[^:\u0000-\u001f\u007f]+$/, { message: "no colon or control characters" }).default("parhelion").describe("Issuer name authenticator apps show for TOTP, and the WebAuthn relying party name."),
+    webauthnRpId: z.string().trim().toLowerCase().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, { message: "must be a DNS host name (WebAuthn refuses IP addresses)" }).max(253).optional().describe("WebAuthn relying party id: the host name users reach the console at. Default: host, or localhost when host is an IP address."),
+    webauthnOrigins: z.string().trim().min(1).max(2048).optional().describe("Comma-separated origins (https://host[:port]) WebAuthn answers may come from. Default: https://<webauthnRpId>:<API port>."),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -51,3 +51,40 @@ export {
 } from "./invitations.js";
 export { LoginThrottle, type LoginThrottleOptions, type ThrottleSubject } from "./ratelimit.js";
 export { OrganizationDirectory, type OrganizationView } from "./organizations.js";
+export {
+  TOTP_PARAMS,
+  TOTP_WINDOW,
+  RECOVERY_CODE_COUNT,
+  STEP_UP_MINUTES_MIN,
+  STEP_UP_MINUTES_MAX,
+  mfaSessionState,
+  checkMfaGate,
+  checkStepUp,
+  markSessionMfaVerified,
+  userHasFactor,
+  listFactors,
+  beginTotpEnrollment,
+  confirmTotpEnrollment,
+  verifyTotp,
+  regenerateRecoveryCodes,
+  useRecoveryCode,
+  removeFactor,
+  resetUserMfa,
+  updateOrgMfaPolicy,
+  type FactorView,
+  type FactorType,
+  type MfaSessionState,
+  type MfaGateAllowance,
+  type TotpEnrollment,
+  type OrgMfaPolicy,
+} from "./mfa.js";
+export {
+  CHALLENGE_TTL_MS,
+  WebAuthnRejected,
+  beginWebAuthnRegistration,
+  finishWebAuthnRegistration,
+  beginWebAuthnAuthentication,
+  finishWebAuthnAuthentication,
+  webauthnSettingsFrom,
+  type WebAuthnSettings,
+} from "./webauthn.js";

@@ -6,6 +6,10 @@ export interface OrganizationView {
   orgID: string;
   name: string;
   createdAt: string;
+  /** Users must have a second factor; one without can only enroll. */
+  mfaRequired: boolean;
+  /** Minutes a verified second factor counts for step-up actions. */
+  mfaStepUpMinutes: number;
 }
 
 /**
@@ -26,12 +30,12 @@ export class OrganizationDirectory {
     const now = this.clock().getTime();
     const hit = this.cache.get(orgId);
     if (hit && now - hit.at < this.ttlMs) return hit.view;
-    const row = await this.db.selectFrom("organizations").select(["id", "name", "created_at"]).where("id", "=", orgId).executeTakeFirst();
+    const row = await this.db.selectFrom("organizations").select(["id", "name", "created_at", "mfa_required", "mfa_step_up_minutes"]).where("id", "=", orgId).executeTakeFirst();
     if (!row) {
       this.cache.delete(orgId);
       throw new ParhelionError("ERR_NOT_FOUND", "organization not found");
     }
-    const view = { orgID: row.id, name: row.name, createdAt: new Date(row.created_at).toISOString() };
+    const view = { orgID: row.id, name: row.name, createdAt: new Date(row.created_at).toISOString(), mfaRequired: row.mfa_required, mfaStepUpMinutes: row.mfa_step_up_minutes };
     if (this.cache.size > 1000) this.cache.clear();
     this.cache.set(orgId, { view, at: now });
     return view;

@@ -3,6 +3,7 @@ import { ORG_ROLES, type OrgRole } from "../identity/types.js";
 /** Every permission a route can require. */
 export const PERMISSIONS = [
   "org:read",
+  "org:write",
   "roles:read",
   "users:read",
   "users:write",

@@ -7,6 +7,7 @@ import type { Database, Db } from "./schema.js";
 import * as m0001 from "./migrations/0001_foundation.js";
 import * as m0002 from "./migrations/0002_audit_org_index.js";
 import * as m0003 from "./migrations/0003_workspaces.js";
+import * as m0004 from "./migrations/0004_mfa.js";
 import * as m0005 from "./migrations/0005_sso.js";
 
 export type { Db, Database } from "./schema.js";
@@ -19,6 +20,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0001_foundation": m0001,
   "0002_audit_org_index": m0002,
   "0003_workspaces": m0003,
+  "0004_mfa": m0004,
   "0005_sso": m0005,
 };
 

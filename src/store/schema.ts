@@ -9,6 +9,9 @@ export interface OrganizationsTable {
   id: string;
   name: string;
   created_at: GeneratedTimestamp;
+  mfa_required: ColumnType<boolean, boolean | undefined, boolean>;
+  /** Minutes a verified second factor counts as fresh for step-up actions (1..1440). */
+  mfa_step_up_minutes: ColumnType<number, number | undefined, number>;
 }
 
 export interface UsersTable {
@@ -50,6 +53,8 @@ export interface SessionsTable {
   expires_at: Timestamp;
   last_seen_at: Timestamp | null;
   revoked_at: Timestamp | null;
+  /** When a second factor was last verified in this session (null: never). */
+  mfa_verified_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface ApiKeysTable {
@@ -165,6 +170,51 @@ export interface WorkspacesTable {
   last_activity_at: Timestamp | null;
 }
 
+export interface MfaTotpTable {
+  id: string;
+  user_id: string;
+  name: string;
+  secret: string; // RFC 4648 base32; not yet encrypted at rest (see migration 0004)
+  created_at: GeneratedTimestamp;
+  enroll_expires_at: Timestamp | null; // set while unconfirmed
+  confirmed_at: Timestamp | null;
+  last_used_step: string | null; // bigint: the last accepted time step (replay protection)
+  last_used_at: Timestamp | null;
+}
+
+export interface MfaWebauthnCredentialsTable {
+  id: string;
+  user_id: string;
+  name: string;
+  credential_id: string; // base64url
+  public_key: Buffer; // COSE_Key
+  counter: ColumnType<string, string | number, string | number>; // bigint
+  transports: string[];
+  aaguid: string;
+  device_type: string;
+  backed_up: boolean;
+  created_at: GeneratedTimestamp;
+  last_used_at: Timestamp | null;
+}
+
+export interface MfaRecoveryCodesTable {
+  id: string;
+  user_id: string;
+  code_hash: Buffer; // sha256 of the normalized code
+  created_at: GeneratedTimestamp;
+  used_at: Timestamp | null;
+}
+
+export interface MfaChallengesTable {
+  id: string;
+  session_id: string;
+  user_id: string;
+  ceremony: "registration" | "authentication";
+  challenge: string; // base64url
+  created_at: GeneratedTimestamp;
+  expires_at: Timestamp;
+}
+
 export interface SsoProvidersTable {
   org_id: string;
   issuer: string;
@@ -232,6 +282,10 @@ export interface Database {
   sso_providers: SsoProvidersTable;
   sso_login_transactions: SsoLoginTransactionsTable;
   user_external_identities: UserExternalIdentitiesTable;
+  mfa_totp: MfaTotpTable;
+  mfa_webauthn_credentials: MfaWebauthnCredentialsTable;
+  mfa_recovery_codes: MfaRecoveryCodesTable;
+  mfa_challenges: MfaChallengesTable;
 }
 
 export type Db = Kysely<Database>;

@@ -10,6 +10,8 @@ const READERS: OrgRole[] = ["Owner", "Admin", "Auditor"];
 const WRITERS: OrgRole[] = ["Owner", "Admin"];
 const WS_READERS: OrgRole[] = ["Owner", "Admin", "Operator", "Auditor"];
 const WS_WRITERS: OrgRole[] = ["Owner", "Admin", "Operator"];
+/** Console sessions only: every API key is refused (ERR_FORBIDDEN), whatever its role. */
+const SESSION_ONLY: OrgRole[] = [];
 
 /**
  * Who may call each route with an organization-level API key. Every route must be here: a new route
@@ -17,6 +19,7 @@ const WS_WRITERS: OrgRole[] = ["Owner", "Admin", "Operator"];
  */
 const EXPECTED: Record<string, readonly OrgRole[] | "public"> = {
   "GET /v1/organizations/current": ALL,
+  "PATCH /v1/organizations/current": WRITERS,
   "GET /v1/roles/{resourceType}": ALL,
   "GET /v1/organizations/{organizationID}/accessControls": READERS,
   "PATCH /v1/organizations/{organizationID}/accessControls": WRITERS,
@@ -75,6 +78,18 @@ const EXPECTED: Record<string, readonly OrgRole[] | "public"> = {
   "POST /v1/auth/sso/start": "public",
   "GET /v1/auth/sso/callback": "public",
   "POST /v1/auth/sso/token": "public",
+  "GET /v1/auth/mfa": SESSION_ONLY,
+  "POST /v1/auth/mfa/totp": SESSION_ONLY,
+  "POST /v1/auth/mfa/totp/confirm": SESSION_ONLY,
+  "POST /v1/auth/mfa/totp/verify": SESSION_ONLY,
+  "POST /v1/auth/mfa/recovery/verify": SESSION_ONLY,
+  "POST /v1/auth/mfa/recoveryCodes": SESSION_ONLY,
+  "POST /v1/auth/mfa/webauthn/registration/options": SESSION_ONLY,
+  "POST /v1/auth/mfa/webauthn/registration": SESSION_ONLY,
+  "POST /v1/auth/mfa/webauthn/authentication/options": SESSION_ONLY,
+  "POST /v1/auth/mfa/webauthn/authentication": SESSION_ONLY,
+  "DELETE /v1/auth/mfa/factors/{factorID}": SESSION_ONLY,
+  "DELETE /v1/users/{userID}/mfa": WRITERS,
 };
 
 let tp: TestPlatform;
@@ -128,7 +143,8 @@ function concretePath(path: string): string {
     .replace("{workspaceGroupID}", groupId)
     .replace("{workspaceID}", randomUUID())
     .replace("{databaseName}", "nodb")
-    .replace("{userName}", "nouser");
+    .replace("{userName}", "nouser")
+    .replace("{factorID}", randomUUID());
 }
 
 test("every route × every role answers as the policy table says", async () => {
@@ -143,6 +159,7 @@ test("every route × every role answers as the policy table says", async () => {
       // so an allowed call changes nothing and a denied one answers 403.
       let path = concretePath(route.path);
       if (route.method === "DELETE" && route.path.endsWith("{userID}")) path = path.replace(ownerId, randomUUID());
+      if (route.method === "DELETE" && route.path === "/v1/users/{userID}/mfa") path = path.replace(ownerId, randomUUID());
       if (route.method === "DELETE" && route.path.endsWith("{apiKeyID}")) path = path.replace(spareKeyId, randomUUID());
       if (route.method === "DELETE" && route.path.endsWith("{teamID}")) path = path.replace(teamId, randomUUID());
       if (route.method === "DELETE" && route.path.endsWith("{invitationID}")) path = path.replace(invitationId, randomUUID());

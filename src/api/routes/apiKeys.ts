@@ -14,7 +14,7 @@ const KeyParams = z.object({ apiKeyID: Id }).strict();
 
 export const apiKeyRoutes = [
   defineRoute({
-    method: "POST", path: "/v1/apiKeys", operationId: "createApiKey", tag: "API keys", auditType: "ApiKeyCreate",
+    method: "POST", path: "/v1/apiKeys", operationId: "createApiKey", tag: "API keys", auditType: "ApiKeyCreate", stepUp: true,
     summary: "Creates an API key. The key is in this answer only; parhelion keeps a hash.", access: "apiKeys:write",
     body: z.object({ name: Name, role: z.enum(ORG_ROLES), expiresAt: z.iso.datetime({ offset: true }).describe("When the key stops working (at most 2 years ahead).") }).strict(),
     response: ApiKey.extend({ key: z.string() }), status: 201,

@@ -5,14 +5,41 @@ import { ParhelionError } from "../../lib/errors.js";
 import { parseResourceType, roleDefinitions, RESOURCE_TYPES } from "../../rbac/roles.js";
 import { listAccessControls, updateAccessControls } from "../../rbac/accessControls.js";
 import { AccessControlAction, ResourceRoleView } from "./shared.js";
+import { STEP_UP_MINUTES_MAX, STEP_UP_MINUTES_MIN, updateOrgMfaPolicy } from "../../identity/index.js";
 
-const Organization = z.object({ orgID: Id, name: z.string(), createdAt: z.string() });
+const Organization = z.object({
+  orgID: Id, name: z.string(), createdAt: z.string(),
+  mfaRequired: z.boolean().describe("parhelion: users must have a second factor; a user without one can only enroll one."),
+  mfaStepUpMinutes: z.number().int().describe("parhelion: minutes a verified second factor counts for step-up actions."),
+});
 
 export const orgRoutes = [
   defineRoute({
     method: "GET", path: "/v1/organizations/current", operationId: "getCurrentOrganization", tag: "Organizations",
     summary: "The organization the caller belongs to.", access: "org:read", response: Organization,
     handler: async ({ services, principal }) => services.orgs.get(principal!.orgId),
+  }),
+  defineRoute({
+    method: "PATCH", path: "/v1/organizations/current", operationId: "updateCurrentOrganization", tag: "Organizations", auditType: "OrganizationUpdate",
+    summary: "parhelion: changes the organization's MFA policy (mfaRequired, mfaStepUpMinutes). Needs a fresh second factor.", access: "org:write", stepUp: true,
+    body: z.object({
+      mfaRequired: z.boolean().optional(),
+      mfaStepUpMinutes: z.number().int().min(STEP_UP_MINUTES_MIN).max(STEP_UP_MINUTES_MAX).optional(),
+    }).strict(),
+    response: Organization,
+    handler: async ({ body, principal, services, audit, mfa }) => {
+      const orgId = principal!.orgId;
+      audit.resource = { type: "Organization", id: orgId };
+      const before = await services.orgs.get(orgId);
+      audit.attributes = { change: body, before: { mfaRequired: before.mfaRequired, mfaStepUpMinutes: before.mfaStepUpMinutes } };
+      // Requiring MFA from a session without a factor would lock its own user out of everything but enrollment.
+      if (body.mfaRequired === true && mfa !== null && !mfa.enrolled) {
+        throw new ParhelionError("ERR_CONFLICT", "enroll a second factor yourself before requiring one from everybody");
+      }
+      await updateOrgMfaPolicy(services.db, orgId, body);
+      services.orgs.invalidate(orgId);
+      return services.orgs.get(orgId);
+    },
   }),
   defineRoute({
     method: "GET", path: "/v1/roles/{resourceType}", operationId: "listRoles", tag: "Roles",

@@ -97,6 +97,8 @@ export const workspaceRoutes = [
   }),
   defineRoute({
     method: "PATCH", path: "/v1/workspaceGroups/{workspaceGroupID}", operationId: "updateWorkspaceGroup", tag: "Workspace groups", auditType: "WorkspaceGroupUpdate",
+    // Step-up only for the network and TLS settings (a rename is not sensitive).
+    stepUp: (b) => b !== null && typeof b === "object" && ["firewallRanges", "allowAllTraffic", "tlsMinVersion"].some((k) => Object.hasOwn(b, k)),
     summary: "Changes a group's name, firewall, TLS minimum, admin password, expiry or update window.", access: "workspaceGroups:write", resource: groupResource,
     params: GroupParams, body: GroupUpdate, response: z.object({ workspaceGroupID: Id }),
     handler: async ({ params, body, principal, services, audit }) => {
@@ -125,7 +127,7 @@ export const workspaceRoutes = [
     },
   }),
   defineRoute({
-    method: "PATCH", path: "/v1/workspaceGroups/{workspaceGroupID}/accessControls", operationId: "updateWorkspaceGroupAccessControls", tag: "Access control", auditType: "WorkspaceGroupAccessControlsUpdate",
+    method: "PATCH", path: "/v1/workspaceGroups/{workspaceGroupID}/accessControls", operationId: "updateWorkspaceGroupAccessControls", tag: "Access control", auditType: "WorkspaceGroupAccessControlsUpdate", stepUp: true,
     summary: "Grant and revoke roles (Owner, Writer, Reader) on a workspace group.", access: "accessControls:write", resource: groupResource, params: GroupParams,
     body: AccessControlAction, response: z.object({ resourceID: Id }),
     handler: async ({ params, body, principal, grants, services, audit }) => {
