@@ -8,6 +8,8 @@
  *    The guard refuses every membership change into those roles, and into any role that is a superuser
  *    or a member of one of them: GRANT/REVOKE role, CREATE ROLE ... IN ROLE/IN GROUP, ALTER GROUP ...
  *    ADD/DROP USER. Renaming, altering, dropping or commenting on such a role is refused too.
+ *    parhelion_token_login is guarded the same way: pg_hba.conf lets its members in without a password
+ *    (the gateway has verified their token), so only parhelion may change who is one.
  * 2. Superuser roles (the platform's own parhelion_system above all) cannot be given memberships.
  * 3. CREATE EXTENSION is limited to the names in parhelion_guard.extensions (PGC_SIGHUP: only the
  *    server's configuration sets it; parhelion writes it on the postmaster's command line). Extensions
@@ -52,9 +54,13 @@ static char *guard_extensions = NULL;
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 static object_access_hook_type prev_object_access_hook = NULL;
 
+/* pg_hba.conf admits its members without a password (the gateway has verified their token). */
+#define TOKEN_LOGIN_ROLE "parhelion_token_login"
+
 #define GUARDED_ROLES_DETAIL \
 	"In a parhelion workspace no role other than the platform's may hold superuser rights or " \
-	"membership in pg_execute_server_program, pg_read_server_files or pg_write_server_files."
+	"membership in pg_execute_server_program, pg_read_server_files or pg_write_server_files, and only " \
+	"parhelion makes roles members of parhelion_token_login."
 
 static bool
 guard_exempt(void)
@@ -71,7 +77,8 @@ is_guarded_role(Oid roleid)
 	if (roleid == BOOTSTRAP_SUPERUSERID ||
 		roleid == ROLE_PG_EXECUTE_SERVER_PROGRAM ||
 		roleid == ROLE_PG_READ_SERVER_FILES ||
-		roleid == ROLE_PG_WRITE_SERVER_FILES)
+		roleid == ROLE_PG_WRITE_SERVER_FILES ||
+		roleid == get_role_oid(TOKEN_LOGIN_ROLE, true))
 		return true;
 	/* true for superusers too, and through any chain of memberships, inherited or not */
 	return is_member_of_role(roleid, ROLE_PG_EXECUTE_SERVER_PROGRAM) ||

@@ -18,8 +18,11 @@ export const PRELOAD_LIBRARIES = ["parhelion_guard", "pgaudit"] as const;
 
 const HBA = [
   "# parhelion: unix socket only. The platform's role by peer identity (root and the service user),",
-  "# every other role by SCRAM-SHA-256. Nothing else.",
+  "# token-login roles without a password, every other role by SCRAM-SHA-256. Nothing else.",
   `local all ${sql.SYSTEM_ROLE} peer map=system`,
+  "# Roles that log in with tokens (parhelion_token_login, granted only by parhelion): the gateway has",
+  "# verified the token; this socket's directory is 0700, so only parhelion and the server reach it.",
+  `local all +${sql.TOKEN_LOGIN_ROLE} trust`,
   "local all all scram-sha-256",
   "",
 ].join("\n");
@@ -329,6 +332,11 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
   async dropUser(id: string, name: string): Promise<void> {
     const user = sql.validateName(name, "user name");
     await this.api(id, `dropping user "${user}"`, (c) => sql.dropUser(c, user));
+  }
+
+  async ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[] }): Promise<sql.TokenRoleResult | null> {
+    const r = await this.api(id, `preparing token login role ${JSON.stringify(role)}`, (c) => sql.ensureTokenRole(c, role, o));
+    return r;
   }
 
   async getLoginInfo(id: string, role: string): Promise<sql.LoginInfo | null> {

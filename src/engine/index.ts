@@ -2,11 +2,11 @@ import type pg from "pg";
 import type { Logger } from "../log/logger.js";
 import type { EnforcedMemory, MemoryLimiter } from "./cgroup.js";
 import type { SizeSpec, WorkspaceSize } from "./sizes.js";
-import type { CreateUserOptions, DatabaseInfo, LoginInfo, UserInfo } from "./sql.js";
+import type { CreateUserOptions, DatabaseInfo, LoginInfo, TokenRoleResult, UserInfo } from "./sql.js";
 import { PostgresWorkspaceEngine } from "./engine.js";
 
 export { WORKSPACE_SIZES, isWorkspaceSize, type WorkspaceSize, type SizeSpec } from "./sizes.js";
-export { ALLOWED_EXTENSIONS, ADMIN_ROLE, SYSTEM_ROLE, SYSTEM_DATABASES, validateName, type CreateUserOptions, type DatabaseInfo, type LoginInfo, type UserInfo } from "./sql.js";
+export { ALLOWED_EXTENSIONS, ADMIN_ROLE, SYSTEM_ROLE, SYSTEM_DATABASES, TOKEN_LOGIN_ROLE, validateName, validateTokenRoleName, type CreateUserOptions, type DatabaseInfo, type LoginInfo, type TokenRoleResult, type UserInfo } from "./sql.js";
 export type { EnforcedMemory, LimitMechanism } from "./cgroup.js";
 
 /** What the engine needs to run a workspace. */
@@ -76,6 +76,11 @@ export interface WorkspaceEngine {
   dropUser(id: string, name: string): Promise<void>;
   /** What the gateway needs to authenticate a client as role (from pg_authid); null when the role does not exist. */
   getLoginInfo(id: string, role: string): Promise<LoginInfo | null>;
+  /**
+   * Makes `role` log in with tokens (member of parhelion_token_login), creating it when `create` allows,
+   * and grants it `grants` as the workspace's admin would. Null when it is missing and not created.
+   */
+  ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[] }): Promise<TokenRoleResult | null>;
 
   on(event: "crash", listener: (e: CrashEvent) => void): this;
   on(event: "restarted", listener: (e: { id: string }) => void): this;

@@ -6,6 +6,14 @@ import { parseScramVerifier } from "../gateway/protocol/scram.js";
 export const SYSTEM_ROLE = "parhelion_system";
 /** The workspace administrator's role. */
 export const ADMIN_ROLE = "admin";
+/**
+ * Members of this role log in from the gateway without a password: pg_hba.conf admits them by `trust` on
+ * the workspace's socket, which only root and the service account can reach. They are the roles that log
+ * in with tokens (a group's JWTs, parhelion's short-lived credentials): the gateway verifies the token
+ * and then opens the server session. Only parhelion grants this membership (parhelion_guard refuses
+ * everyone else), and never to a superuser.
+ */
+export const TOKEN_LOGIN_ROLE = "parhelion_token_login";
 /** Databases that exist in every workspace and cannot be dropped. */
 export const SYSTEM_DATABASES: readonly string[] = ["postgres", "template0", "template1"];
 
@@ -22,7 +30,7 @@ export const ALLOWED_EXTENSIONS: readonly string[] = Object.freeze([
 export const ADMIN_GRANTED_ROLES: readonly string[] = ["pg_monitor", "pg_signal_backend", "pg_read_all_data", "pg_write_all_data", "pg_checkpoint"];
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
-const RESERVED = new Set(["postgres", "template0", "template1", SYSTEM_ROLE, ADMIN_ROLE]);
+const RESERVED = new Set(["postgres", "template0", "template1", SYSTEM_ROLE, ADMIN_ROLE, TOKEN_LOGIN_ROLE]);
 
 /**
  * Checks a name parhelion will create, alter or drop: a plain identifier, not reserved.
@@ -66,6 +74,7 @@ export function adminSetupSql(verifier: string): string {
     `DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${literal(ADMIN_ROLE)}) THEN CREATE ROLE ${ident(ADMIN_ROLE)}; END IF; END$$`,
     `ALTER ROLE ${ident(ADMIN_ROLE)} WITH LOGIN CREATEDB CREATEROLE NOSUPERUSER NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 VALID UNTIL 'infinity' PASSWORD ${literal(v)}`,
     `GRANT ${ADMIN_GRANTED_ROLES.join(", ")} TO ${ident(ADMIN_ROLE)} WITH ADMIN OPTION`,
+    `DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${literal(TOKEN_LOGIN_ROLE)}) THEN CREATE ROLE ${ident(TOKEN_LOGIN_ROLE)} NOLOGIN; END IF; END$$`,
     `GRANT CONNECT, CREATE, TEMPORARY ON DATABASE postgres TO ${ident(ADMIN_ROLE)}`,
     `GRANT USAGE, CREATE ON SCHEMA public TO ${ident(ADMIN_ROLE)}`,
     "RESET log_min_error_statement",
@@ -208,17 +217,99 @@ export interface LoginInfo {
   canLogin: boolean;
   /** Password expiry; null: never. */
   validUntil: Date | null;
+  /** A member of parhelion_token_login: logs in with a token, and upstream without a password. */
+  tokenLogin: boolean;
 }
 
 export async function getLoginInfo(c: pg.Client, role: string): Promise<LoginInfo | null> {
-  const r = await c.query<{ rolpassword: string | null; canlogin: boolean; rolvaliduntil: Date | null }>(
-    "SELECT rolpassword, rolcanlogin AND NOT rolsuper AS canlogin, rolvaliduntil FROM pg_authid WHERE rolname = $1",
-    [role],
+  const r = await c.query<{ rolpassword: string | null; canlogin: boolean; rolvaliduntil: Date | null; tokenlogin: boolean }>(
+    `SELECT a.rolpassword, a.rolcanlogin AND NOT a.rolsuper AS canlogin, a.rolvaliduntil,
+       EXISTS (SELECT FROM pg_auth_members m JOIN pg_authid t ON t.oid = m.roleid WHERE m.member = a.oid AND t.rolname = $2) AS tokenlogin
+     FROM pg_authid a WHERE a.rolname = $1`,
+    [role, TOKEN_LOGIN_ROLE],
   );
   const row = r.rows[0];
   if (!row) return null;
   const verifier = parseScramVerifier(row.rolpassword) ? row.rolpassword : null;
   // 'infinity' arrives as the Infinity timestamp, which node-postgres turns into an Invalid Date or a string.
   const until = row.rolvaliduntil instanceof Date && Number.isFinite(row.rolvaliduntil.getTime()) ? row.rolvaliduntil : null;
-  return { verifier, canLogin: row.canlogin, validUntil: until };
+  return { verifier, canLogin: row.canlogin, validUntil: until, tokenLogin: row.tokenlogin };
+}
+
+/**
+ * A role name a token may carry (a JWT claim, a person's e-mail address): 1 to 63 bytes of printable
+ * characters, not reserved, not PostgreSQL's `pg_` prefix. Always quoted when used.
+ */
+export function validateTokenRoleName(name: unknown): string {
+  if (typeof name !== "string" || name.length === 0 || Buffer.byteLength(name) > 63 || !/^[\x21-\x7e\u00a0-\uffff][\x20-\x7e\u00a0-\uffff]*$/.test(name)) {
+    throw new ParhelionError("ERR_VALIDATION", "a token's database role must be 1 to 63 bytes of printable characters");
+  }
+  if (RESERVED.has(name.toLowerCase()) || /^pg_/i.test(name)) throw new ParhelionError("ERR_VALIDATION", `database role "${name}" is reserved`);
+  return name;
+}
+
+export interface TokenRoleResult {
+  /** The role did not exist and was created. */
+  created: boolean;
+  /** Roles granted now (missing memberships of `grants`). */
+  granted: string[];
+}
+
+/**
+ * Makes `name` a role that logs in with tokens: creates it (LOGIN, no password) when `create` allows and it
+ * is missing, makes it a member of parhelion_token_login (as parhelion: only it may), and grants it the
+ * roles in `grants` it lacks — those as the admin role, so PostgreSQL's CREATEROLE rules and
+ * parhelion_guard decide as they would for the workspace's admin. A superuser or a NOLOGIN role is refused.
+ */
+export async function ensureTokenRole(c: pg.Client, name: string, o: { create: boolean; grants: readonly string[] }): Promise<TokenRoleResult | null> {
+  try {
+    return await ensureTokenRoleOnce(c, name, o);
+  } catch (err) {
+    // Two first logins at once: the other one created the role (or the membership) first.
+    if ((err as PgError).code === "42710" || (err as PgError).code === "23505") return ensureTokenRoleOnce(c, name, o);
+    throw err;
+  }
+}
+
+async function ensureTokenRoleOnce(c: pg.Client, name: string, o: { create: boolean; grants: readonly string[] }): Promise<TokenRoleResult | null> {
+  const role = validateTokenRoleName(name);
+  for (const g of o.grants) validateRoleRef(g, "granted role");
+  await c.query("BEGIN; SET LOCAL log_min_error_statement = panic");
+  try {
+    const r = await c.query<{ rolsuper: boolean; rolcanlogin: boolean }>("SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = $1", [role]);
+    const row = r.rows[0];
+    let created = false;
+    if (!row) {
+      if (!o.create) {
+        await c.query("ROLLBACK");
+        return null;
+      }
+      await c.query(`CREATE ROLE ${ident(role)} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT`);
+      created = true;
+    } else if (row.rolsuper) {
+      throw new ParhelionError("ERR_FORBIDDEN", `database role "${role}" is a superuser and never logs in with a token`);
+    } else if (!row.rolcanlogin) {
+      throw new ParhelionError("ERR_FORBIDDEN", `database role "${role}" cannot log in (NOLOGIN)`);
+    }
+    await c.query(`GRANT ${ident(TOKEN_LOGIN_ROLE)} TO ${ident(role)}`);
+    const have = await c.query<{ rolname: string }>(
+      "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = $1",
+      [role],
+    );
+    const held = new Set(have.rows.map((x) => x.rolname));
+    const granted: string[] = [];
+    if (o.grants.some((g) => !held.has(g))) {
+      await c.query(`SET LOCAL ROLE ${ident(ADMIN_ROLE)}`);
+      for (const g of o.grants) {
+        if (held.has(g)) continue;
+        await c.query(`GRANT ${ident(g)} TO ${ident(role)}`);
+        granted.push(g);
+      }
+    }
+    await c.query("COMMIT");
+    return { created, granted };
+  } catch (err) {
+    await c.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  }
 }

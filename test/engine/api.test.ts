@@ -90,8 +90,8 @@ describe("workspace database and user API", () => {
     assert.ok(users.some((u) => u.name === "admin"));
     assert.ok(users.every((u) => u.name !== "parhelion_system" && !u.name.startsWith("pg_")));
 
-    assert.deepEqual(await engine.getLoginInfo(id, "app_user"), { verifier, canLogin: true, validUntil: null });
-    assert.deepEqual(await engine.getLoginInfo(id, "report_reader"), { verifier: readerVerifier, canLogin: false, validUntil: null });
+    assert.deepEqual(await engine.getLoginInfo(id, "app_user"), { verifier, canLogin: true, validUntil: null, tokenLogin: false });
+    assert.deepEqual(await engine.getLoginInfo(id, "report_reader"), { verifier: readerVerifier, canLogin: false, validUntil: null, tokenLogin: false });
     await assert.rejects(engine.createUser(id, "app_user", verifier), isCode("ERR_CONFLICT"));
   });
 

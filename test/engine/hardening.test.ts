@@ -5,6 +5,13 @@ import type pg from "pg";
 import { ALLOWED_EXTENSIONS, type WorkspaceEngine } from "../../src/engine/index.js";
 import { ADMIN_GRANTED_ROLES } from "../../src/engine/sql.js";
 import { makeScramVerifier } from "../../src/gateway/protocol/scram.js";
+import { ParhelionError } from "../../src/lib/errors.js";
+
+const isCode = (code: string) => (err: unknown) => {
+  assert.ok(err instanceof ParhelionError, `expected a ParhelionError, got ${String(err)}`);
+  assert.equal(err.code, code, err.message);
+  return true;
+};
 import { ADMIN_VERIFIER, asAdmin, cleanup, connectAs, newEngine, sqlstate, tempRoot } from "./helpers.js";
 
 const SERVER_ROLES = ["pg_execute_server_program", "pg_read_server_files", "pg_write_server_files"];
@@ -146,6 +153,36 @@ describe("workspace hardening: what the admin cannot do", () => {
     ];
     assert.deepEqual(await failures(statements), allDenied(statements));
     for (const [s, m] of Object.entries(await messages(statements))) assert.match(m, /^permission denied to [a-z ]+ role "parhelion_system"/, s);
+  });
+
+  test("only parhelion makes token-login roles: the admin cannot grant, revoke, alter or drop parhelion_token_login", async () => {
+    await admin((c) => c.query("CREATE ROLE would_be LOGIN PASSWORD 'Some-password-1'"));
+    await engine.ensureTokenRole(id, "token_person", { create: true, grants: [] });
+    const statements = [
+      "GRANT parhelion_token_login TO would_be",
+      "GRANT parhelion_token_login TO admin",
+      "CREATE ROLE sneaky_token IN ROLE parhelion_token_login",
+      "ALTER GROUP parhelion_token_login ADD USER would_be",
+      "REVOKE parhelion_token_login FROM token_person",
+      "ALTER ROLE parhelion_token_login LOGIN",
+      "ALTER ROLE parhelion_token_login RENAME TO anything",
+      "DROP ROLE parhelion_token_login",
+    ];
+    assert.deepEqual(await failures(statements), allDenied(statements));
+    for (const [s, m] of Object.entries(await messages(statements))) assert.match(m, /^permission denied to [a-z ]+ role "parhelion_token_login"/, s);
+    assert.equal((await engine.getLoginInfo(id, "would_be"))?.tokenLogin, false);
+    assert.equal((await engine.getLoginInfo(id, "token_person"))?.tokenLogin, true);
+    // The admin may still manage the token role itself, as any role it created.
+    assert.equal(await sqlstate(admin((c) => c.query("ALTER ROLE token_person CONNECTION LIMIT 5"))), "no error");
+    // parhelion never makes a superuser or a NOLOGIN role a token-login role; it grants only what the admin could.
+    await assert.rejects(engine.ensureTokenRole(id, "parhelion_system", { create: false, grants: [] }), isCode("ERR_VALIDATION"));
+    await admin((c) => c.query("CREATE ROLE no_login NOLOGIN"));
+    await assert.rejects(engine.ensureTokenRole(id, "no_login", { create: false, grants: [] }), isCode("ERR_FORBIDDEN"));
+    await assert.rejects(engine.ensureTokenRole(id, "token_person", { create: false, grants: ["pg_execute_server_program"] }), isCode("ERR_FORBIDDEN"));
+    assert.equal(await engine.ensureTokenRole(id, "nobody_here", { create: false, grants: [] }), null);
+    const r = await engine.ensureTokenRole(id, "alice@example.com", { create: true, grants: ["pg_read_all_data"] });
+    assert.deepEqual(r, { created: true, granted: ["pg_read_all_data"] });
+    assert.deepEqual(await engine.ensureTokenRole(id, "alice@example.com", { create: true, grants: ["pg_read_all_data"] }), { created: false, granted: [] });
   });
 
   test("pg_signal_backend does not reach the platform's sessions", async () => {

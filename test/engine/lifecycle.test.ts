@@ -91,14 +91,15 @@ describe("workspace engine lifecycle", { concurrency: 2 }, () => {
       const hba = await engine.withSystem(id, "postgres", async (c) => (await c.query("SELECT type, user_name, auth_method, options FROM pg_hba_file_rules ORDER BY line_number")).rows);
       assert.deepEqual(hba, [
         { type: "local", user_name: ["parhelion_system"], auth_method: "peer", options: ["map=system"] },
+        { type: "local", user_name: ["+parhelion_token_login"], auth_method: "trust", options: null },
         { type: "local", user_name: ["all"], auth_method: "scram-sha-256", options: null },
       ]);
 
       assert.equal(await sqlstate(connectAs(engine, id, "admin", "wrong password")), "28P01", "a wrong password is refused");
       const info = await engine.getLoginInfo(id, "admin");
-      assert.deepEqual(info, { verifier: ADMIN_VERIFIER, canLogin: true, validUntil: null });
+      assert.deepEqual(info, { verifier: ADMIN_VERIFIER, canLogin: true, validUntil: null, tokenLogin: false });
       const system = await engine.getLoginInfo(id, "parhelion_system");
-      assert.deepEqual(system, { verifier: null, canLogin: false, validUntil: null }, "the platform's role never logs in through the gateway");
+      assert.deepEqual(system, { verifier: null, canLogin: false, validUntil: null, tokenLogin: false }, "the platform's role never logs in through the gateway");
       assert.equal(await engine.getLoginInfo(id, "nobody"), null);
     } finally {
       await cleanup(root, engine);
