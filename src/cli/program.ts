@@ -10,6 +10,7 @@ import { registerOrg } from "./commands/org.js";
 import { registerTeams } from "./commands/teams.js";
 import { registerUp } from "./commands/up.js";
 import { registerUsers } from "./commands/users.js";
+import { registerSso } from "./commands/sso.js";
 import { registerWorkspaces } from "./commands/workspaces.js";
 
 function version(): string {
@@ -44,5 +45,6 @@ export async function buildProgram(argv: readonly string[]): Promise<Command> {
   registerApiKeys(program);
   registerAudit(program);
   registerWorkspaces(program);
+  registerSso(program);
   return program;
 }

@@ -8,6 +8,7 @@ import { CliError, EXIT, usageError } from "../errors.js";
 import { promptHidden, readSecretFile, readStdinLines } from "../input.js";
 import { emit, note, printRecord } from "../output.js";
 import type { WhoAmI } from "../types.js";
+import { ssoLogin } from "./sso.js";
 
 /** Where the API is: the options `login` and `invitation accept` share. */
 export interface TargetOpts { url?: string; caFile?: string; dataDir: string }
@@ -122,11 +123,16 @@ export function registerLogin(program: Command): void {
     .addOption(new Option("--api-key-stdin", "read the API key from the first line of stdin").conflicts("email"))
     .option("--email <email>", "sign in as this user with a password (opens a session instead of saving a key)")
     .option("--password-stdin", "with --email: read the password from the first line of stdin instead of prompting")
+    .addOption(new Option("--sso", "sign in with the organization's identity provider: prints a URL to open in a browser and waits on a loopback listener").conflicts(["email", "apiKeyFile", "apiKeyStdin"]))
+    .option("--org <organizationID>", "with --sso: the organization (needed when more than one has single sign-on)")
+    .option("--sso-timeout <seconds>", "with --sso: how long to wait for the browser (default 300)")
     .addHelpText("after", "\nThe key or password is never taken from argv. Without a key option: PARHELION_API_KEY, else a prompt on a terminal.\n"
       + "With --email: the password is prompted without echo (or --password-stdin); the session cookie and its CSRF token are saved.\n"
       + "Credentials go to $PARHELION_HOME/credentials.json or ${XDG_CONFIG_HOME:-~/.config}/parhelion/credentials.json (mode 0600);\n"
       + "a new login replaces the saved one, key or session.")
-    .action(async (opts: LoginOpts, cmd: Command) => {
+    .action(async (opts: LoginOpts & { sso?: boolean; org?: string; ssoTimeout?: string }, cmd: Command) => {
+      if (opts.sso) return ssoLogin(opts, cmd);
+      if (opts.org !== undefined || opts.ssoTimeout !== undefined) throw usageError("--org and --sso-timeout need --sso");
       const format = formatOf(cmd);
       if (opts.passwordStdin && opts.email === undefined) throw usageError("--password-stdin needs --email", "an API key comes from --api-key-file or --api-key-stdin");
       const where = targetOf(opts);
