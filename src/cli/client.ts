@@ -219,6 +219,9 @@ export class ApiClient {
     switch (exitCode) {
       case EXIT.UNAUTHENTICATED:
         if (code === "ERR_INVALID_CREDENTIALS") hint = cred === null ? "check the email and password" : "the password given is wrong: check it and try again";
+        else if (code === "ERR_MFA_REQUIRED") hint = "this session waits for its second factor: run `parhelion mfa verify`";
+        else if (code === "ERR_STEP_UP_REQUIRED") hint = "this action needs a recently verified second factor: run `parhelion mfa verify`, then retry";
+        else if (code === "ERR_MFA_INVALID") hint = "the code is wrong, expired or already used: wait for the next one and try again";
         else if (cred === null) hint = undefined;
         else if (cred.kind === "session") hint = `your session was rejected (expired, signed out, or the password changed?): ${relogin}`;
         else hint = this.target.from === "env"
@@ -230,6 +233,8 @@ export class ApiClient {
       case EXIT.FORBIDDEN:
         hint = code === "ERR_CSRF"
           ? `the session's CSRF token was refused: ${relogin}`
+          : code === "ERR_MFA_ENROLLMENT_REQUIRED"
+          ? "your organization requires a second factor: run `parhelion mfa enroll-totp` first"
           : "your role does not allow this: ask an Owner or Admin (`parhelion whoami` shows your roles)";
         break;
       case EXIT.NOT_FOUND:

@@ -6,6 +6,7 @@ import { registerApiKeys } from "./commands/apiKeys.js";
 import { registerAudit } from "./commands/audit.js";
 import { registerInvitations } from "./commands/invitations.js";
 import { registerLogin } from "./commands/login.js";
+import { registerMfa } from "./commands/mfa.js";
 import { registerOrg } from "./commands/org.js";
 import { registerTeams } from "./commands/teams.js";
 import { registerUp } from "./commands/up.js";
@@ -37,6 +38,7 @@ export async function buildProgram(argv: readonly string[]): Promise<Command> {
     .addHelpText("after", `\n${exitCodeHelp()}\n\nEnvironment: PARHELION_API_URL, PARHELION_API_KEY and PARHELION_CA_FILE override the saved credentials;\nPARHELION_HOME moves credentials.json. Docs: docs/cli.md`);
   await registerUp(program, argv.slice(2).includes("up"));
   registerLogin(program);
+  registerMfa(program);
   registerInvitations(program);
   registerOrg(program);
   registerUsers(program);

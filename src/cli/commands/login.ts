@@ -8,11 +8,12 @@ import { CliError, EXIT, usageError } from "../errors.js";
 import { promptHidden, readSecretFile, readStdinLines } from "../input.js";
 import { emit, note, printRecord } from "../output.js";
 import type { WhoAmI } from "../types.js";
+import { verifySecondFactor } from "./mfa.js";
 import { ssoLogin } from "./sso.js";
 
 /** Where the API is: the options `login` and `invitation accept` share. */
 export interface TargetOpts { url?: string; caFile?: string; dataDir: string }
-interface LoginOpts extends TargetOpts { apiKeyFile?: string; apiKeyStdin?: boolean; email?: string; passwordStdin?: boolean }
+interface LoginOpts extends TargetOpts { apiKeyFile?: string; apiKeyStdin?: boolean; email?: string; passwordStdin?: boolean; totp?: string; totpStdin?: boolean }
 
 async function apiKeyOf(opts: LoginOpts): Promise<string> {
   if (opts.apiKeyFile !== undefined) return readSecretFile(opts.apiKeyFile, "API key");
@@ -61,19 +62,25 @@ export function targetOf(opts: TargetOpts): { url: string; caFile: string | null
   return { url: rt.apiUrl, caFile: caFlag ? resolve(caFlag) : rt.caFile === null ? null : resolve(opts.dataDir, rt.caFile) };
 }
 
-async function loginPasswordOf(opts: LoginOpts): Promise<string> {
+/** The password, and the second-factor code when it comes on stdin too (--totp-stdin: the line after the password). */
+async function loginPasswordOf(opts: LoginOpts): Promise<{ password: string; code: string | null }> {
   let password: string;
-  if (opts.passwordStdin) password = (await readStdinLines(1))[0] ?? "";
-  else if (process.stdin.isTTY) password = await promptHidden("Password: ");
+  let code: string | null = opts.totp ?? null;
+  if (opts.passwordStdin) {
+    const lines = await readStdinLines(opts.totpStdin ? 2 : 1);
+    password = lines[0] ?? "";
+    if (opts.totpStdin) code = lines[1] ?? "";
+  } else if (process.stdin.isTTY) password = await promptHidden("Password: ");
   else throw usageError("stdin is not a terminal: cannot prompt for the password", "use --password-stdin to pipe it in");
   if (password === "") throw usageError("the password is empty");
-  return password;
+  if (opts.totpStdin && !opts.passwordStdin) code = (await readStdinLines(1))[0] ?? "";
+  return { password, code };
 }
 
-interface LoginAnswer { sessionID: string; csrfToken: string; expiresAt: string; userID: string; orgID: string }
+interface LoginAnswer { sessionID: string; csrfToken: string; expiresAt: string; userID: string; orgID: string; mfaRequired?: boolean; mfaEnrollmentRequired?: boolean }
 
 /** POST /v1/auth/login, then GET /v1/auth/whoami with the new session. Answers the session and who it is. */
-async function openSession(where: { url: string; caFile: string | null }, email: string, password: string): Promise<{ session: SessionCredential; who: WhoAmI }> {
+async function openSession(where: { url: string; caFile: string | null }, email: string, password: string, code: string | null): Promise<{ session: SessionCredential; who: WhoAmI; mfaPending: boolean; mfaEnrollmentRequired: boolean }> {
   const anon = new ApiClient({ ...where, credential: null, from: "login" });
   let res: Awaited<ReturnType<ApiClient["call"]>>;
   try {
@@ -89,8 +96,24 @@ async function openSession(where: { url: string; caFile: string | null }, email:
   const session: SessionCredential = { cookie, csrfToken: body.csrfToken, expiresAt: body.expiresAt, email };
   const client = new ApiClient({ ...where, credential: { kind: "session", session }, from: "login" });
   try {
+    // A user with a second factor: the session can do nothing else until it is verified.
+    let mfaPending = body.mfaRequired === true;
+    if (mfaPending) {
+      let c = code;
+      if (c === null && process.stdin.isTTY) c = await promptHidden("TOTP code (or a recovery code): ");
+      if (c !== null) {
+        try {
+          await verifySecondFactor(client, c);
+        } catch (err) {
+          // A refused code leaves no half-signed-in session behind.
+          await client.call("POST", "/v1/auth/logout").catch(() => undefined);
+          throw err;
+        }
+        mfaPending = false;
+      }
+    }
     const who = await client.get<WhoAmI>("/v1/auth/whoami");
-    return { session: { ...session, email: who.email ?? email }, who };
+    return { session: { ...session, email: who.email ?? email }, who, mfaPending, mfaEnrollmentRequired: body.mfaEnrollmentRequired === true };
   } finally {
     await client.close();
   }
@@ -123,6 +146,8 @@ export function registerLogin(program: Command): void {
     .addOption(new Option("--api-key-stdin", "read the API key from the first line of stdin").conflicts("email"))
     .option("--email <email>", "sign in as this user with a password (opens a session instead of saving a key)")
     .option("--password-stdin", "with --email: read the password from the first line of stdin instead of prompting")
+    .option("--totp <code>", "with --email: the 6-digit code of your authenticator app (or a recovery code), if you have a second factor")
+    .option("--totp-stdin", "with --email: read that code from stdin (the line after the password with --password-stdin)")
     .addOption(new Option("--sso", "sign in with the organization's identity provider: prints a URL to open in a browser and waits on a loopback listener").conflicts(["email", "apiKeyFile", "apiKeyStdin"]))
     .option("--org <organizationID>", "with --sso: the organization (needed when more than one has single sign-on)")
     .option("--sso-timeout <seconds>", "with --sso: how long to wait for the browser (default 300)")
@@ -135,15 +160,18 @@ export function registerLogin(program: Command): void {
       if (opts.org !== undefined || opts.ssoTimeout !== undefined) throw usageError("--org and --sso-timeout need --sso");
       const format = formatOf(cmd);
       if (opts.passwordStdin && opts.email === undefined) throw usageError("--password-stdin needs --email", "an API key comes from --api-key-file or --api-key-stdin");
+      if ((opts.totp !== undefined || opts.totpStdin) && opts.email === undefined) throw usageError("--totp and --totp-stdin need --email", "API keys have no second factor");
       const where = targetOf(opts);
       let who: WhoAmI;
       let creds: Credentials;
       if (opts.email !== undefined) {
         if (!opts.email.includes("@")) throw usageError(`--email: "${opts.email}" is not an email address`);
-        const password = await loginPasswordOf(opts);
-        const opened = await openSession(where, opts.email, password);
+        const { password, code } = await loginPasswordOf(opts);
+        const opened = await openSession(where, opts.email, password, code);
         who = opened.who;
         creds = { url: where.url, caFile: where.caFile, session: opened.session };
+        if (opened.mfaPending) note("parhelion: this account has a second factor: the session can only verify it; run `parhelion mfa verify` (or sign in again with --totp CODE).");
+        if (opened.mfaEnrollmentRequired) note("parhelion: your organization requires a second factor: run `parhelion mfa enroll-totp` before anything else.");
       } else {
         const apiKey = await apiKeyOf(opts);
         const client = new ApiClient({ ...where, credential: { kind: "apiKey", apiKey }, from: "login" });
