@@ -36,7 +36,7 @@ export interface TestIdp {
   close(): Promise<void>;
 }
 
-export async function startTestIdp(opts: { redirectUris: string[] }): Promise<TestIdp> {
+export async function startTestIdp(opts: { redirectUris: string[]; idTokenTtlSeconds?: number }): Promise<TestIdp> {
   const ca = await createCA({ commonName: "parhelion test IdP CA", validDays: 2 });
   const cert = await issueServerCert(ca, { commonName: "127.0.0.1", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], validDays: 2 });
   const { privateKey } = await generateKeyPair("RS256", { extractable: true });
@@ -77,7 +77,7 @@ export async function startTestIdp(opts: { redirectUris: string[] }): Promise<Te
     claims: { openid: ["sub"], email: ["email", "email_verified"], profile: ["given_name", "family_name"], groups: ["groups"] },
     features: { devInteractions: { enabled: false } },
     pkce: { required: () => true },
-    ttl: { AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Session: 600, Grant: 600 },
+    ttl: { AccessToken: 600, AuthorizationCode: 60, IdToken: opts.idTokenTtlSeconds ?? 600, Interaction: 600, Session: 600, Grant: 600 },
     async findAccount(_ctx: unknown, sub: string) {
       const a = accounts.get(sub);
       if (!a) return undefined;
