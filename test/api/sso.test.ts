@@ -385,3 +385,21 @@ test("deleting the settings stops SSO sign-in with ERR_SSO_NOT_CONFIGURED", asyn
     assert.equal((await putConfig({})).status, 200);
   }
 });
+
+test("an SSO session passes parhelion's MFA gate like a password session", async () => {
+  const on = await tp.call("PATCH", "/v1/organizations/current", { body: { mfaRequired: true } });
+  assert.equal(on.status, 200, on.text);
+  try {
+    const b = browser();
+    const { callback } = await toCallback(b, { sub: "mallory-1", email: "mallory@corp.example", email_verified: true });
+    const r = await b.send("GET", callback.href);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.mfaEnrollmentRequired, true);
+    assert.equal(r.body.mfaRequired, false);
+    const teams = await b.send("GET", `${tp.apiUrl}/v1/teams`);
+    assert.equal(teams.status, 403, teams.text);
+    assert.equal(teams.body.code, "ERR_MFA_ENROLLMENT_REQUIRED");
+  } finally {
+    assert.equal((await tp.call("PATCH", "/v1/organizations/current", { body: { mfaRequired: false } })).status, 200);
+  }
+});

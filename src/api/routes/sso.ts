@@ -4,7 +4,7 @@ import { defineRoute, Redirect, type AuditNote } from "../route.js";
 import { Id } from "../schemas.js";
 import { ParhelionError } from "../../lib/errors.js";
 import type { Services } from "../context.js";
-import { SESSION_COOKIE, createSession } from "../../identity/index.js";
+import { SESSION_COOKIE, createSession, listFactors } from "../../identity/index.js";
 import {
   SSO_BINDING_COOKIE,
   SSO_ROLES,
@@ -50,7 +50,13 @@ const SsoConfigView = z.object({
   ssoOnly: z.boolean(), breakGlassUserIDs: z.array(Id), createdAt: z.string(), updatedAt: z.string(),
 });
 
-const SessionAnswer = z.object({ sessionID: Id, csrfToken: z.string(), expiresAt: z.string(), userID: Id, orgID: Id });
+const SessionAnswer = z.object({
+  sessionID: Id, csrfToken: z.string(), expiresAt: z.string(), userID: Id, orgID: Id,
+  mfaRequired: z.boolean().describe("As for POST /v1/auth/login: the user has a parhelion second factor this session must verify first."),
+  mfaVerified: z.boolean(),
+  mfaMethods: z.array(z.enum(["totp", "webauthn", "recovery"])),
+  mfaEnrollmentRequired: z.boolean(),
+});
 
 function ipOf(req: FastifyRequest): string {
   return req.socket.remoteAddress ?? req.ip;
@@ -81,8 +87,15 @@ async function openSession(services: Services, req: FastifyRequest, reply: Fasti
   audit.actor = { type: "user", id: user.userId, email: user.email };
   audit.orgId = user.orgId;
   audit.resource = { type: "Session", id: s.sessionID };
+  // The session passes parhelion's MFA gate like a password session; the answer says so the same way.
+  const { factors, recoveryCodesRemaining } = await listFactors(services.db, user.userId);
+  const methods = [...new Set(factors.map((f) => f.type))] as Array<"totp" | "webauthn" | "recovery">;
+  if (factors.length > 0 && recoveryCodesRemaining > 0) methods.push("recovery");
+  const orgRequired = (await services.db.selectFrom("organizations").select("mfa_required").where("id", "=", user.orgId).executeTakeFirst())?.mfa_required ?? false;
+  const mfa = { mfaRequired: factors.length > 0, mfaVerified: false, mfaMethods: methods, mfaEnrollmentRequired: factors.length === 0 && orgRequired };
+  audit.attributes = { ...(audit.attributes ?? {}), mfa: mfa.mfaRequired ? "pending" : mfa.mfaEnrollmentRequired ? "enrollment-required" : "none" };
   reply.setCookie(SESSION_COOKIE, s.token, { httpOnly: true, secure: true, sameSite: "strict", path: "/", maxAge: services.settings.sessionTtlSeconds });
-  return { sessionID: s.sessionID, csrfToken: s.csrfToken, expiresAt: s.expiresAt, userID: user.userId, orgID: user.orgId };
+  return { sessionID: s.sessionID, csrfToken: s.csrfToken, expiresAt: s.expiresAt, userID: user.userId, orgID: user.orgId, ...mfa };
 }
 
 export const ssoRoutes = [

@@ -107,13 +107,15 @@ export async function ssoLogin(opts: SsoLoginOpts, cmd: Command): Promise<void> 
   const listener = await loopbackListener();
   const anon = new ApiClient({ ...where, credential: null, from: "login" });
   let session: SessionCredential;
+  let mfa = { mfaRequired: false, mfaEnrollmentRequired: false };
   try {
     const start = await anon.call<{ authorizationURL: string; expiresAt: string }>("POST", "/v1/auth/sso/start", {
       body: { ...(opts.org ? { organizationID: opts.org } : {}), redirect: listener.redirect, clientChallenge: challenge },
     });
     note(`parhelion: open this URL in a browser to sign in (waiting up to ${seconds} s):\n${start.body.authorizationURL}`);
     const code = await listener.code(seconds * 1000);
-    const res = await anon.call<{ csrfToken: string; expiresAt: string }>("POST", "/v1/auth/sso/token", { body: { code, codeVerifier: verifier } });
+    const res = await anon.call<{ csrfToken: string; expiresAt: string; mfaRequired?: boolean; mfaEnrollmentRequired?: boolean }>("POST", "/v1/auth/sso/token", { body: { code, codeVerifier: verifier } });
+    mfa = { mfaRequired: res.body?.mfaRequired === true, mfaEnrollmentRequired: res.body?.mfaEnrollmentRequired === true };
     const cookie = sessionCookieOf(res.headers);
     if (cookie === null || typeof res.body?.csrfToken !== "string" || typeof res.body.expiresAt !== "string") {
       throw new CliError(EXIT.INTERNAL, "ERR_CLI_PROTOCOL", "the sign-in answer lacks the session cookie, the CSRF token or the expiry");
@@ -134,6 +136,8 @@ export async function ssoLogin(opts: SsoLoginOpts, cmd: Command): Promise<void> 
   const path = saveCredentials(creds);
   emit(format, who, () => printRecord({ ...who, url: where.url, caFile: where.caFile, expiresAt: session.expiresAt }, ["kind", "email", "userID", "orgID", "roles", "expiresAt", "url", "caFile"]));
   note(`parhelion: signed in to ${where.url} as ${who.email ?? "?"} with single sign-on until ${session.expiresAt}; credentials saved to ${path}`);
+  if (mfa.mfaRequired) note("parhelion: this account has a second factor: the session can only verify it; run `parhelion mfa verify`.");
+  if (mfa.mfaEnrollmentRequired) note("parhelion: your organization requires a second factor: run `parhelion mfa enroll-totp` before anything else.");
 }
 
 /** `sso show`, `sso set`, `sso delete`. */
