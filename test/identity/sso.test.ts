@@ -1,5 +1,6 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { createHash, randomBytes } from "node:crypto";
 import { startTestStore } from "../support/pg.js";
 import { startTestIdp, TestBrowser, type TestAccount, type TestIdp } from "../support/idp.js";
@@ -7,6 +8,7 @@ import type { Db } from "../../src/store/db.js";
 import { createUser } from "../../src/identity/users.js";
 import { hashPassword } from "../../src/identity/passwords.js";
 import { assertPasswordSignInAllowed, completeSsoLogin, putSsoConfig, redeemSsoHandoff, startSsoLogin, type SsoTrail } from "../../src/identity/sso.js";
+import { ParhelionError } from "../../src/lib/errors.js";
 import { FakeClock, GOOD_PASSWORD, makeOrg, rejectsWith } from "./helpers.js";
 
 const REDIRECT = "https://parhelion.test/v1/auth/sso/callback";
@@ -119,5 +121,24 @@ describe("single sign-on (identity)", () => {
     await rejectsWith(putSsoConfig(db, org3, { issuer: idp.issuer, clientID: "changed", redirectURI: REDIRECT, ssoOnly: true }, new Set(["Admin"] as const), clock.now), "ERR_FORBIDDEN");
     const row = await db.selectFrom("sso_providers").select(["client_id", "sso_only"]).where("org_id", "=", org3).executeTakeFirstOrThrow();
     assert.deepEqual(row, { client_id: idp.clientId, sso_only: false });
+  });
+
+  test("hostile callback queries and hand-off codes get only typed refusals", async () => {
+    const reasonOf = async (fn: () => Promise<unknown>): Promise<string> => {
+      try {
+        await fn();
+        return "accepted";
+      } catch (err) {
+        if (!(err instanceof ParhelionError)) throw new Error(`untyped error: ${String(err)}`, { cause: err });
+        return `${err.code}:${String(err.details?.["reason"])}`;
+      }
+    };
+    await fc.assert(fc.asyncProperty(fc.dictionary(fc.constantFrom("state", "code", "iss", "error", "session_state"), fc.string({ maxLength: 600 })), async (query) => {
+      const r = await reasonOf(() => completeSsoLogin(db, { query, bindingCookie: undefined }, clock.now));
+      assert.equal(r, "ERR_SSO_FAILED:state_invalid");
+    }), { numRuns: 200 });
+    await fc.assert(fc.asyncProperty(fc.string({ maxLength: 128 }), fc.string({ maxLength: 128 }), async (code, codeVerifier) => {
+      assert.equal(await reasonOf(() => redeemSsoHandoff(db, { code, codeVerifier }, clock.now)), "ERR_SSO_FAILED:handoff_invalid");
+    }), { numRuns: 200 });
   });
 });
