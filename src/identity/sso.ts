@@ -360,9 +360,8 @@ function mapIdpError(err: unknown, trail: SsoTrail): ParhelionError {
       case "OAUTH_REQUEST_PROTOCOL_FORBIDDEN":
         return new ParhelionError("ERR_SSO_IDP_UNAVAILABLE", "The identity provider answered something that is not OpenID Connect.", { cause: err });
       default:
-        if (err.message === "something went wrong" && (err.cause instanceof TypeError || err.cause instanceof Error)) {
-          return new ParhelionError("ERR_SSO_IDP_UNAVAILABLE", "The identity provider could not be reached (network or TLS).", { cause: err });
-        }
+        // openid-client wraps what it does not recognise (a failed fetch among them) without a code.
+        if (err.code === undefined) return new ParhelionError("ERR_SSO_IDP_UNAVAILABLE", "The identity provider could not be used (network, TLS or an unexpected answer).", { cause: err });
         return ssoFailure("token_invalid", err);
     }
   }
@@ -394,12 +393,16 @@ async function openIdp(p: ProviderRow, clock: Clock, trail: SsoTrail): Promise<I
   if (p.client_secret !== null) metadata.client_secret = p.client_secret;
   const auth = p.client_secret === null ? oidc.None() : oidc.ClientSecretBasic(p.client_secret);
   try {
-    let config = await oidc.discovery(new URL(p.issuer), p.client_id, metadata, auth, { [oidc.customFetch]: customFetch, timeout: IDP_TIMEOUT_SECONDS });
+    // Signatures are checked too (openid-client's "non-repudiation checks"): OIDC Core lets a client trust
+    // TLS alone for a token from the token endpoint, but a TLS-terminating proxy or a misissued certificate
+    // must not be able to mint identities.
+    let config = await oidc.discovery(new URL(p.issuer), p.client_id, metadata, auth, { [oidc.customFetch]: customFetch, timeout: IDP_TIMEOUT_SECONDS, execute: [oidc.enableNonRepudiationChecks] });
     const methods = config.serverMetadata().token_endpoint_auth_methods_supported;
     if (p.client_secret !== null && methods !== undefined && !methods.includes("client_secret_basic") && methods.includes("client_secret_post")) {
       config = new oidc.Configuration(config.serverMetadata(), p.client_id, metadata, oidc.ClientSecretPost(p.client_secret));
       config[oidc.customFetch] = customFetch;
       config.timeout = IDP_TIMEOUT_SECONDS;
+      oidc.enableNonRepudiationChecks(config);
     }
     return { config, close: () => agent.close().catch(() => undefined) };
   } catch (err) {

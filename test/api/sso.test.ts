@@ -211,6 +211,15 @@ test("an expired ID token is refused and audited", async () => {
   await assertRefused(await b.send("GET", callback.href), "token_expired");
 });
 
+test("an ID token signed with a key the IdP never published is refused and audited", async () => {
+  const b = browser();
+  const { callback } = await toCallback(b, { sub: "eve-1", email: "eve@corp.example", email_verified: true });
+  idp.forgeSignature = true;
+  idp.tamperIdToken = (c) => c;
+  const rec = await assertRefused(await b.send("GET", callback.href), "token_invalid");
+  assert.ok(typeof rec.attributes.check === "string");
+});
+
 test("an ID token carrying another sign-in's nonce (a replayed nonce) is refused and audited", async () => {
   const b = browser();
   const old = await b.send("POST", `${tp.apiUrl}/v1/auth/sso/start`, { body: {} });

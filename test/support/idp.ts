@@ -33,6 +33,8 @@ export interface TestIdp {
   /** Answer the next login prompt with access_denied. */
   deny: boolean;
   tamperIdToken: ((claims: Record<string, unknown>) => Record<string, unknown>) | null;
+  /** With tamperIdToken: sign with a key the provider never published (same kid). */
+  forgeSignature: boolean;
   close(): Promise<void>;
 }
 
@@ -58,6 +60,7 @@ export async function startTestIdp(opts: { redirectUris: string[]; idTokenTtlSec
     account: null,
     deny: false,
     tamperIdToken: null,
+    forgeSignature: false,
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -122,13 +125,16 @@ export async function startTestIdp(opts: { redirectUris: string[]; idTokenTtlSec
     const tamper = idp.tamperIdToken;
     if (tamper !== null && req.method === "POST" && url.startsWith("/token")) {
       idp.tamperIdToken = null;
+      const forge = idp.forgeSignature;
+      idp.forgeSignature = false;
       const end = res.end.bind(res) as (chunk?: unknown) => ServerResponse;
       (res as unknown as { end: (chunk?: unknown) => ServerResponse }).end = (chunk?: unknown) => {
         void (async () => {
           const body = JSON.parse(Buffer.from(chunk as string | Buffer).toString("utf8")) as Record<string, unknown>;
           if (typeof body["id_token"] === "string") {
             const claims = tamper({ ...decodeJwt(body["id_token"]) });
-            body["id_token"] = await new SignJWT(claims).setProtectedHeader({ alg: "RS256", kid }).sign(privateKey);
+            const key = forge ? (await generateKeyPair("RS256")).privateKey : privateKey;
+            body["id_token"] = await new SignJWT(claims).setProtectedHeader({ alg: "RS256", kid }).sign(key);
           }
           const out = JSON.stringify(body);
           res.setHeader("content-length", Buffer.byteLength(out));
