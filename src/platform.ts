@@ -16,6 +16,7 @@ import { buildApiServer } from "./api/server.js";
 import { ensureCA, ensureServerCert } from "./tls/index.js";
 import { writeFileAtomic } from "./tls/pki.js";
 import { createWorkspaceEngine, type WorkspaceEngine } from "./engine/index.js";
+import { PlatformCredentials, TokenVerifier } from "./gateway/tokens.js";
 import { WORKSPACE_SIZES, isWorkspaceSize } from "./engine/sizes.js";
 import { WorkspaceService } from "./workspaces/service.js";
 import { DatabaseAdmin } from "./workspaces/databases.js";
@@ -169,12 +170,16 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     const ca = await ensureCA(tlsDir);
     const router = new Router({ db, ca, tlsDir, domain: cfg.gatewayDomain, hostNames: (g) => workspaces.groupHostNames(g) });
     const defaultPair = await ensureServerCert(ca, { certFile: join(tlsDir, "gateway.crt"), keyFile: join(tlsDir, "gateway.key"), hosts: ["localhost", "127.0.0.1", "::1", cfg.host, cfg.gatewayDomain].filter((h) => h !== "0.0.0.0" && h !== "::") });
-    const dataApi = new DataApi({ router, engine, audit, logger: logger.child({ component: "data-api" }) });
+    // Token logins: parhelion's own short-lived credentials (Ed25519, <dataDir>/keys) and each group's JWTs.
+    const credentials = await PlatformCredentials.open(join(cfg.dataDir, "keys"));
+    const tokens = new TokenVerifier({ db, platform: credentials });
+    const dataApi = new DataApi({ router, engine, audit, tokens, logger: logger.child({ component: "data-api" }) });
     gateway = new Gateway({
       router, engine, audit, logger: logger.child({ component: "gateway" }), defaultIdentity: tlsIdentity(defaultPair, "TLSv1.2"),
       authTimeoutMs: cfg.gatewayAuthTimeoutSeconds * 1000, idleTimeoutMs: cfg.gatewayIdleTimeoutSeconds * 1000, maxMessageBytes: cfg.gatewayMaxMessageBytes,
       // A few server connections stay for the superuser reserve, parhelion's own and the pool's spare.
       connectionLimit: (ws) => Math.max(1, (isWorkspaceSize(ws.size) ? WORKSPACE_SIZES[ws.size].maxConnections : 25) - 5),
+      tokens,
       http: (socket, ctx) => dataApi.accept(socket, ctx),
       onServerFull: (id) => dataApi.drop(id),
     });
@@ -187,6 +192,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     stack.push({ name: "reconciler", stop: () => reconciler.stop() });
     workspaces.on("change", (e) => {
       router.invalidate(e);
+      if (e.workspaceGroupID) tokens.invalidate(e.workspaceGroupID);
       engine.prepare();
       reconciler.kick();
       if (e.workspaceGroupID && !e.workspaceID) {
@@ -205,7 +211,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       db, audit, apiKeys,
       throttle: new LoginThrottle({ threshold: cfg.lockoutThreshold, lockoutSeconds: cfg.lockoutSeconds, clock }),
       orgs: new OrganizationDirectory(db, clock),
-      workspaces, databases: new DatabaseAdmin(workspaces, engine),
+      workspaces, databases: new DatabaseAdmin(workspaces, engine), credentials, tokens,
     } satisfies Omit<Services, "clock" | "logger" | "inflight" | "settings">);
     // Readers (`parhelion login`, tests) see the old file or the new one, never a half-written one.
     writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile ?? ca.caFile, gatewayPort, pid: process.pid, version: VERSION }, null, 2) + "\n", 0o644);

@@ -1,3 +1,4 @@
+import type { PlatformCredentials, TokenVerifier } from "../gateway/tokens.js";
 import type { Db } from "../store/db.js";
 import type { Logger } from "../log/logger.js";
 import type { AuditLog } from "../audit/index.js";
@@ -16,6 +17,10 @@ export interface Services {
   workspaces: WorkspaceService;
   /** Databases and users inside workspaces. */
   databases: DatabaseAdmin;
+  /** Signs short-lived database credentials (POST /v1/workspaces/{id}/credentials). */
+  credentials: PlatformCredentials;
+  /** Group JWT settings as the gateway sees them (invalidated on change). */
+  tokens: TokenVerifier;
   /** Counts requests in flight so shutdown can wait for their audit records. */
   inflight: InflightTracker;
   clock: Clock;

@@ -334,7 +334,7 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     await this.api(id, `dropping user "${user}"`, (c) => sql.dropUser(c, user));
   }
 
-  async ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[] }): Promise<sql.TokenRoleResult | null> {
+  async ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[]; revoke?: readonly string[] }): Promise<sql.TokenRoleResult | null> {
     const r = await this.api(id, `preparing token login role ${JSON.stringify(role)}`, (c) => sql.ensureTokenRole(c, role, o));
     return r;
   }

@@ -80,7 +80,7 @@ export interface WorkspaceEngine {
    * Makes `role` log in with tokens (member of parhelion_token_login), creating it when `create` allows,
    * and grants it `grants` as the workspace's admin would. Null when it is missing and not created.
    */
-  ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[] }): Promise<TokenRoleResult | null>;
+  ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[]; revoke?: readonly string[] }): Promise<TokenRoleResult | null>;
 
   on(event: "crash", listener: (e: CrashEvent) => void): this;
   on(event: "restarted", listener: (e: { id: string }) => void): this;

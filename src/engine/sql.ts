@@ -258,10 +258,10 @@ export interface TokenRoleResult {
 /**
  * Makes `name` a role that logs in with tokens: creates it (LOGIN, no password) when `create` allows and it
  * is missing, makes it a member of parhelion_token_login (as parhelion: only it may), and grants it the
- * roles in `grants` it lacks — those as the admin role, so PostgreSQL's CREATEROLE rules and
+ * roles in `grants` it lacks and revokes those in `revoke` it holds — both as the admin role, so PostgreSQL's CREATEROLE rules and
  * parhelion_guard decide as they would for the workspace's admin. A superuser or a NOLOGIN role is refused.
  */
-export async function ensureTokenRole(c: pg.Client, name: string, o: { create: boolean; grants: readonly string[] }): Promise<TokenRoleResult | null> {
+export async function ensureTokenRole(c: pg.Client, name: string, o: { create: boolean; grants: readonly string[]; revoke?: readonly string[] }): Promise<TokenRoleResult | null> {
   try {
     return await ensureTokenRoleOnce(c, name, o);
   } catch (err) {
@@ -271,9 +271,9 @@ export async function ensureTokenRole(c: pg.Client, name: string, o: { create: b
   }
 }
 
-async function ensureTokenRoleOnce(c: pg.Client, name: string, o: { create: boolean; grants: readonly string[] }): Promise<TokenRoleResult | null> {
+async function ensureTokenRoleOnce(c: pg.Client, name: string, o: { create: boolean; grants: readonly string[]; revoke?: readonly string[] }): Promise<TokenRoleResult | null> {
   const role = validateTokenRoleName(name);
-  for (const g of o.grants) validateRoleRef(g, "granted role");
+  for (const g of [...o.grants, ...(o.revoke ?? [])]) validateRoleRef(g, "granted role");
   await c.query("BEGIN; SET LOCAL log_min_error_statement = panic");
   try {
     const r = await c.query<{ rolsuper: boolean; rolcanlogin: boolean }>("SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = $1", [role]);
@@ -298,13 +298,15 @@ async function ensureTokenRoleOnce(c: pg.Client, name: string, o: { create: bool
     );
     const held = new Set(have.rows.map((x) => x.rolname));
     const granted: string[] = [];
-    if (o.grants.some((g) => !held.has(g))) {
+    const revoke = (o.revoke ?? []).filter((g) => held.has(g) && !o.grants.includes(g));
+    if (o.grants.some((g) => !held.has(g)) || revoke.length > 0) {
       await c.query(`SET LOCAL ROLE ${ident(ADMIN_ROLE)}`);
       for (const g of o.grants) {
         if (held.has(g)) continue;
         await c.query(`GRANT ${ident(g)} TO ${ident(role)}`);
         granted.push(g);
       }
+      for (const g of revoke) await c.query(`REVOKE ${ident(g)} FROM ${ident(role)}`);
     }
     await c.query("COMMIT");
     return { created, granted };

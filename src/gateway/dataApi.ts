@@ -8,6 +8,7 @@ import type { Logger } from "../log/logger.js";
 import { deriveScramKeys, parseScramVerifier } from "./protocol/scram.js";
 import type { GatewayEngine } from "./server.js";
 import type { GroupRoute, Router, WorkspaceRoute } from "./routing.js";
+import { TokenRejected, type TokenVerifier, type VerifiedToken } from "./tokens.js";
 
 /** Helios's Data API limit on a request body. */
 export const DATA_API_MAX_BODY = 1024 * 1024;
@@ -93,7 +94,8 @@ interface Ctx {
  * The HTTPS Data API on the gateway's port (Helios's `/api/v2/exec`, `/api/v2/query/rows`,
  * `/api/v2/query/tuples`, `/ping`): a TLS client that negotiates ALPN `http/1.1` gets HTTP instead of the
  * PostgreSQL protocol, after the same firewall and TLS checks. Basic auth with a database user, checked
- * against the workspace's own SCRAM verifier; statements run as that user.
+ * against the workspace's own SCRAM verifier, or Bearer with a token (a group JWT, a platform credential);
+ * statements run as that user. `POST /api/v2/jwks_setup` re-reads the group's JWKS.
  */
 export class DataApi {
   private readonly http: Server;
@@ -101,7 +103,7 @@ export class DataApi {
   private readonly sweep: NodeJS.Timeout;
 
   constructor(
-    private readonly o: { router: Router; engine: GatewayEngine; audit: Pick<AuditLog, "record">; logger: Logger; statementTimeoutMs?: number },
+    private readonly o: { router: Router; engine: GatewayEngine; audit: Pick<AuditLog, "record">; logger: Logger; tokens?: TokenVerifier; statementTimeoutMs?: number },
   ) {
     this.http = createServer({ requestTimeout: 120_000, headersTimeout: 30_000, keepAliveTimeout: 5000 }, (req, res) => {
       void this.handle(req, res).catch((err: unknown) => this.fail(res, err));
@@ -153,41 +155,51 @@ export class DataApi {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "https://gateway");
     if (req.method === "GET" && url.pathname === "/ping") return this.send(res, 200, "pong", "text/plain");
-    const ops: Record<string, "exec" | "rows" | "tuples"> = { "/api/v2/exec": "exec", "/api/v2/query/rows": "rows", "/api/v2/query/tuples": "tuples" };
+    const ops: Record<string, "exec" | "rows" | "tuples" | "jwks"> = { "/api/v2/exec": "exec", "/api/v2/query/rows": "rows", "/api/v2/query/tuples": "tuples", "/api/v2/jwks_setup": "jwks" };
     const op = req.method === "POST" ? ops[url.pathname] : undefined;
     if (op === undefined) throw new ParhelionError("ERR_ROUTE_NOT_FOUND", `no Data API route ${req.method} ${url.pathname}`);
     const ctx = this.ctxOf(req);
     const ws = await this.workspace(ctx, req);
-    const creds = basicAuth(req.headers.authorization);
-    const body = await readJson(req);
+    const creds = credentialsOf(req.headers.authorization);
     const started = Date.now();
     const base = { orgId: ws.orgId, resource: { type: "Workspace", id: ws.id }, sourceIp: ctx.peer ?? null };
     if (!creds) {
-      this.audit({ ...base, type: "DataApiRequest", result: "DENIED", reason: "no Basic credentials" }, undefined);
-      throw new ParhelionError("ERR_UNAUTHENTICATED", "send Authorization: Basic with a database user and password");
+      this.audit({ ...base, type: "DataApiRequest", result: "DENIED", reason: "no credentials" }, undefined);
+      throw new ParhelionError("ERR_UNAUTHENTICATED", "send Authorization: Basic with a database user and password, or Bearer with a token");
     }
+    const body = op === "jwks" ? { sql: "", database: undefined } : await readJson(req);
     const database = body.database ?? "postgres";
-    if (!(await this.verify(ws.id, creds.user, creds.password))) {
-      this.audit({ ...base, type: "DatabaseLoginFailure", result: "DENIED", reason: "password authentication failed", attributes: { database } }, creds.user);
-      throw new ParhelionError("ERR_GW_AUTH_FAILED", `password authentication failed for user "${creds.user}"`);
+    const login = await this.login(ws, creds, base, database);
+    if (op === "jwks") {
+      if (!this.o.tokens) throw new ParhelionError("ERR_ROUTE_NOT_FOUND", "token logins are not enabled");
+      let r: { keys: number; source: "endpoint" | "inline" };
+      try {
+        r = await this.o.tokens.refresh(ws.groupId);
+      } catch (err) {
+        this.audit({ ...base, type: "DataApiJwksSetup", result: "FAILURE", reason: (err as Error).message.slice(0, 300), attributes: { workspaceGroupID: ws.groupId } }, login.user);
+        if (err instanceof TokenRejected) throw new ParhelionError(err.reason === "not-configured" ? "ERR_NOT_FOUND" : "ERR_JWKS_UNAVAILABLE", err.message);
+        throw err;
+      }
+      this.audit({ ...base, type: "DataApiJwksSetup", result: "SUCCESS", reason: `re-read the ${r.source} key set: ${r.keys} key(s)`, attributes: { workspaceGroupID: ws.groupId, keys: r.keys, source: r.source } }, login.user);
+      return this.send(res, 200, { workspaceGroupID: ws.groupId, source: r.source, keys: r.keys });
     }
     const { text, count } = bindPlaceholders(body.sql);
     const args = body.args ?? [];
     if (count !== args.length) throw new ParhelionError("ERR_VALIDATION", `the statement has ${count} ? placeholder${count === 1 ? "" : "s"} but ${args.length} arg${args.length === 1 ? " was" : "s were"} given`);
-    const pool = this.pool(ws.id, database, creds.user, creds.password);
+    const pool = this.pool(ws.id, database, login.user, login.password);
     let result: pg.QueryResult | pg.QueryResult[];
     try {
       result = (await pool.query({ text, values: args, rowMode: op === "tuples" ? "array" : undefined } as pg.QueryConfig)) as pg.QueryResult | pg.QueryResult[];
     } catch (err) {
       const e = err as { code?: string; message: string; severity?: string };
-      this.audit({ ...base, type: "DataApiRequest", result: "FAILURE", reason: `${op}: ${e.code ?? ""} ${e.message}`.slice(0, 300), attributes: { database, sqlstate: e.code ?? null } }, creds.user);
+      this.audit({ ...base, type: "DataApiRequest", result: "FAILURE", reason: `${op}: ${e.code ?? ""} ${e.message}`.slice(0, 300), attributes: { database, sqlstate: e.code ?? null } }, login.user);
       if (e.code === "28P01" || e.code === "28000") throw new ParhelionError("ERR_GW_AUTH_FAILED", e.message);
       if (e.code === undefined) throw new ParhelionError("ERR_WORKSPACE_UNAVAILABLE", `the workspace server is not reachable: ${e.message}`);
       if (e.code === "53300") throw new ParhelionError("ERR_GW_TOO_MANY_CONNECTIONS", e.message);
       throw new ParhelionError("ERR_SQL", e.message, { details: { sqlstate: e.code } });
     }
     const results = Array.isArray(result) ? result : [result];
-    this.audit({ ...base, type: "DataApiRequest", result: "SUCCESS", reason: `${op} as ${creds.user} on ${database}`, attributes: { database, statements: results.length, rows: results.reduce((n, r) => n + (r.rowCount ?? 0), 0), durationMs: Date.now() - started } }, creds.user);
+    this.audit({ ...base, type: "DataApiRequest", result: "SUCCESS", reason: `${op} as ${login.user} on ${database}`, attributes: { database, statements: results.length, rows: results.reduce((n, r) => n + (r.rowCount ?? 0), 0), durationMs: Date.now() - started } }, login.user);
     if (op === "exec") return this.send(res, 200, { lastInsertId: 0, rowsAffected: results.reduce((n, r) => n + (r.rowCount ?? 0), 0) });
     if (op === "rows") return this.send(res, 200, { results: results.map((r) => ({ rows: r.rows })) });
     return this.send(res, 200, {
@@ -215,6 +227,36 @@ export class DataApi {
     return ws;
   }
 
+  /**
+   * Authenticates a request: Basic with a database user's password (checked against its SCRAM verifier), or
+   * Bearer with a token (a group JWT or a platform credential) for a role that logs in with tokens. Answers
+   * the role and the password its pool uses (none for token roles: pg_hba.conf admits them from the socket).
+   */
+  private async login(ws: WorkspaceRoute, creds: Credentials, base: { orgId: string; resource: { type: string; id: string }; sourceIp: string | null }, database: string): Promise<{ user: string; password: string | null }> {
+    if (creds.kind === "basic") {
+      if (!(await this.verify(ws.id, creds.user, creds.password))) {
+        this.audit({ ...base, type: "DatabaseLoginFailure", result: "DENIED", reason: "password authentication failed", attributes: { database } }, creds.user);
+        throw new ParhelionError("ERR_GW_AUTH_FAILED", `password authentication failed for user "${creds.user}"`);
+      }
+      return { user: creds.user, password: creds.password };
+    }
+    let t: VerifiedToken;
+    try {
+      if (!this.o.tokens) throw new TokenRejected("not-configured", "token logins are not enabled");
+      t = await this.o.tokens.verify(creds.token, { groupId: ws.groupId, workspaceId: ws.id });
+      const info = await this.o.engine.getLoginInfo(ws.id, t.role);
+      if (info !== null && (!info.canLogin || (info.validUntil !== null && info.validUntil.getTime() <= Date.now()))) throw new TokenRejected("role", `database user "${t.role}" cannot log in`);
+      if (info?.tokenLogin !== true && (await this.o.engine.ensureTokenRole(ws.id, t.role, t.provision)) === null) {
+        throw new TokenRejected("role", `database user "${t.role}" does not exist and this workspace group does not create users on first login`);
+      }
+    } catch (err) {
+      if (!(err instanceof TokenRejected)) throw err;
+      this.audit({ ...base, type: "DatabaseLoginFailure", result: "DENIED", reason: `token refused: ${err.message}`, attributes: { database, mechanism: "token", tokenFailure: err.reason } }, undefined);
+      throw new ParhelionError("ERR_GW_AUTH_FAILED", `token authentication failed: ${err.message}`);
+    }
+    return { user: t.role, password: null };
+  }
+
   /** Checks a password against the role's SCRAM verifier (the same check the server would make). */
   private async verify(workspaceId: string, user: string, password: string): Promise<boolean> {
     const info = await this.o.engine.getLoginInfo(workspaceId, user);
@@ -224,12 +266,12 @@ export class DataApi {
     return timingSafeEqual(storedKey, v.storedKey);
   }
 
-  private pool(workspaceId: string, database: string, user: string, password: string): pg.Pool {
-    const key = `${workspaceId}\u0000${database}\u0000${user}\u0000${createHash("sha256").update(password).digest("hex")}`;
+  private pool(workspaceId: string, database: string, user: string, password: string | null): pg.Pool {
+    const key = `${workspaceId}\u0000${database}\u0000${user}\u0000${password === null ? "token" : createHash("sha256").update(password).digest("hex")}`;
     let p = this.pools.get(key);
     if (!p) {
       const pool = new pg.Pool({
-        host: this.o.engine.socketDir(workspaceId), user, password, database, max: 4, idleTimeoutMillis: 30_000,
+        host: this.o.engine.socketDir(workspaceId), user, ...(password === null ? {} : { password }), database, max: 4, idleTimeoutMillis: 30_000,
         statement_timeout: this.o.statementTimeoutMs ?? 60_000, application_name: "parhelion-data-api",
       });
       pool.on("error", () => undefined);
@@ -261,13 +303,17 @@ export class DataApi {
   }
 }
 
-function basicAuth(header: string | undefined): { user: string; password: string } | null {
+type Credentials = { kind: "basic"; user: string; password: string } | { kind: "bearer"; token: string };
+
+function credentialsOf(header: string | undefined): Credentials | null {
+  const b = /^Bearer +([A-Za-z0-9_.~+/=-]+)\s*$/i.exec(header ?? "");
+  if (b) return { kind: "bearer", token: b[1]! };
   const m = /^Basic +([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? "");
   if (!m) return null;
   const text = Buffer.from(m[1]!, "base64").toString("utf8");
   const i = text.indexOf(":");
   if (i <= 0) return null;
-  return { user: text.slice(0, i), password: text.slice(i + 1) };
+  return { kind: "basic", user: text.slice(0, i), password: text.slice(i + 1) };
 }
 
 async function readJson(req: IncomingMessage): Promise<{ sql: string; args?: unknown[]; database?: string }> {

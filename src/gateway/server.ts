@@ -5,19 +5,21 @@ import type { Logger } from "../log/logger.js";
 import type { AuditEvent, AuditLog } from "../audit/index.js";
 import { ERROR_CATALOG, ParhelionError, type ErrorCode } from "../lib/errors.js";
 import { canonicalPeer } from "../workspaces/firewall.js";
-import { StartupReader, parseStartupPacket, parseOptionsEndpoint, MessageReader, FrontendScanner, FrontendType, parseSASLInitialResponse, parseSASLResponse, type StartupPacket } from "./protocol/frontend.js";
-import { BackendScanner, SSL_YES, SSL_NO, errorResponse, authenticationSASL, authenticationSASLContinue, authenticationSASLFinal, authenticationOk, parameterStatus, backendKeyData, readyForQuery } from "./protocol/backend.js";
-import { ScramServer, parseScramVerifier } from "./protocol/scram.js";
+import { StartupReader, parseStartupPacket, parseOptionsEndpoint, MessageReader, FrontendScanner, FrontendType, parseSASLInitialResponse, parseSASLResponse, parsePasswordMessage, type StartupPacket } from "./protocol/frontend.js";
+import { BackendScanner, SSL_YES, SSL_NO, errorResponse, authenticationCleartextPassword, authenticationSASL, authenticationSASLContinue, authenticationSASLFinal, authenticationOk, parameterStatus, backendKeyData, readyForQuery } from "./protocol/backend.js";
+import { ScramServer, parseScramVerifier, deriveScramKeysAsync } from "./protocol/scram.js";
+import { TokenRejected, looksLikeJwt, type TokenVerifier, type VerifiedToken } from "./tokens.js";
 import { peekClientHello } from "./protocol/clienthello.js";
 import { MessagePump } from "./pump.js";
-import { BackendPool, UpstreamRefused, cancelBackend, openBackend, type Backend } from "./upstream.js";
+import { BackendPool, UpstreamRefused, cancelBackend, openBackend, type Backend, type UpstreamAuth } from "./upstream.js";
 import type { Router, TlsIdentity, WorkspaceRoute, GroupRoute } from "./routing.js";
 
 /** What the gateway needs of the engine (src/engine). */
 export interface GatewayEngine {
   socketDir(id: string): string;
   isRunning(id: string): boolean;
-  getLoginInfo(id: string, role: string): Promise<{ verifier: string | null; canLogin: boolean; validUntil: Date | null } | null>;
+  getLoginInfo(id: string, role: string): Promise<{ verifier: string | null; canLogin: boolean; validUntil: Date | null; tokenLogin: boolean } | null>;
+  ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[] }): Promise<unknown>;
 }
 
 export interface GatewayOptions {
@@ -34,6 +36,8 @@ export interface GatewayOptions {
   connectionLimit: (ws: WorkspaceRoute) => number;
   /** Called when a workspace server is out of connection slots (the Data API drops its idle connections). */
   onServerFull?: (workspaceId: string) => void;
+  /** Verifies tokens offered as passwords (group JWTs, platform credentials); absent: SCRAM only. */
+  tokens?: TokenVerifier;
   /** Takes over a TLS connection that asked for HTTP (the Data API); null: refuse it. */
   http?: ((socket: TLSSocket, ctx: { peer: string | undefined; group: GroupRoute | null; workspaceId: string | undefined }) => void) | null;
 }
@@ -493,7 +497,7 @@ export class Gateway {
     else this.perWorkspace.set(workspaceId, n);
   }
 
-  /** SCRAM, then a server session; answers the session ready to relay, or null (the client got an error). */
+  /** SCRAM (or a password or token in cleartext inside TLS), then a server session; answers the session ready to relay, or null (the client got an error). */
   private async login(a: {
     tls: TLSSocket; peer: string | undefined; ws: WorkspaceRoute; group: GroupRoute; sniGroup: GroupRoute | null; user: string; database: string;
     params: Map<string, string>; opt: { endpoint: string | undefined; rest: string }; leftover: Buffer;
@@ -503,28 +507,57 @@ export class Gateway {
     // SCRAM-SHA-256 (-PLUS when the certificate has a tls-server-end-point hash) against the workspace's verifier.
     const identity = sniGroup ? await this.o.router.groupIdentity(group.id, group.tlsMinVersion) : this.o.defaultIdentity;
     const pump = new MessagePump(tls, new MessageReader(), leftover);
-    let clientKey: Buffer;
-    let serverKey: Buffer;
-    let saslFinal: Buffer;
+    let upstream: UpstreamAuth;
+    let saslFinal: Buffer | null = null;
+    let token: VerifiedToken | null = null;
     try {
       const info = await this.o.engine.getLoginInfo(ws.id, user);
       const usable = info !== null && info.canLogin && (info.validUntil === null || info.validUntil.getTime() > Date.now());
       const verifier = usable ? parseScramVerifier(info.verifier) : null;
-      const scram = new ScramServer({ user, verifier, channelBinding: identity.endPoint });
-      tls.write(authenticationSASL(scram.mechanisms()));
-      const first = await pump.next();
-      if (first.type !== FrontendType.Password) throw new ParhelionError("ERR_GW_PROTOCOL", "expected SASL response");
-      const init = parseSASLInitialResponse(first.body);
-      tls.write(authenticationSASLContinue(scram.clientFirst(init.mechanism, init.data)));
-      const fin = await pump.next();
-      if (fin.type !== FrontendType.Password) throw new ParhelionError("ERR_GW_PROTOCOL", "expected SASL response");
-      const r = scram.clientFinal(parseSASLResponse(fin.body));
-      clientKey = r.clientKey;
-      serverKey = verifier!.serverKey;
-      // Sent together with AuthenticationOk below: one TLS record and one write instead of two.
-      saslFinal = authenticationSASLFinal(r.serverFinal);
+      // A password in cleartext inside TLS, so a token can be one: in groups that accept JWTs, and for roles
+      // that log in with tokens. Everyone else: SCRAM, which never shows the gateway the password.
+      const cleartext = this.o.tokens !== undefined && (info?.tokenLogin === true || (await this.o.tokens.groupConfig(group.id)) !== null);
+      if (cleartext) {
+        tls.write(authenticationCleartextPassword());
+        const m = await pump.next();
+        if (m.type !== FrontendType.Password) throw new ParhelionError("ERR_GW_PROTOCOL", "expected a password message");
+        const password = parsePasswordMessage(m.body);
+        if (looksLikeJwt(password)) {
+          token = await this.o.tokens!.verify(password, { groupId: group.id, workspaceId: ws.id });
+          if (token.role !== user) throw new TokenRejected("role", `the token is for database user "${token.role}"`);
+          if (!usable && info !== null) throw new TokenRejected("role", `database user "${user}" cannot log in`);
+          if (info?.tokenLogin !== true) {
+            const made = await this.o.engine.ensureTokenRole(ws.id, user, token.provision);
+            if (made === null) throw new TokenRejected("role", `database user "${user}" does not exist and this workspace group does not create users on first login`);
+          }
+          upstream = { trust: true };
+        } else {
+          if (!verifier) throw new ParhelionError("ERR_GW_AUTH_FAILED");
+          const keys = await deriveScramKeysAsync(password, verifier.salt, verifier.iterations);
+          if (!timingSafeEqual(keys.storedKey, verifier.storedKey)) throw new ParhelionError("ERR_GW_AUTH_FAILED");
+          upstream = { clientKey: keys.clientKey, serverKey: verifier.serverKey };
+        }
+      } else {
+        const scram = new ScramServer({ user, verifier, channelBinding: identity.endPoint });
+        tls.write(authenticationSASL(scram.mechanisms()));
+        const first = await pump.next();
+        if (first.type !== FrontendType.Password) throw new ParhelionError("ERR_GW_PROTOCOL", "expected SASL response");
+        const init = parseSASLInitialResponse(first.body);
+        tls.write(authenticationSASLContinue(scram.clientFirst(init.mechanism, init.data)));
+        const fin = await pump.next();
+        if (fin.type !== FrontendType.Password) throw new ParhelionError("ERR_GW_PROTOCOL", "expected SASL response");
+        const r = scram.clientFinal(parseSASLResponse(fin.body));
+        upstream = { clientKey: r.clientKey, serverKey: verifier!.serverKey };
+        // Sent together with AuthenticationOk below: one TLS record and one write instead of two.
+        saslFinal = authenticationSASLFinal(r.serverFinal);
+      }
     } catch (err) {
       pump.detach();
+      if (err instanceof TokenRejected) {
+        this.audit({ ...base, type: "DatabaseLoginFailure", result: "DENIED", reason: `token refused: ${err.message}`, attributes: { ...base.attributes, mechanism: "token", tokenFailure: err.reason } });
+        sendError(tls, "ERR_GW_AUTH_FAILED", `token authentication failed for user "${user}": ${err.message}`);
+        return null;
+      }
       const e = err instanceof ParhelionError ? err : new ParhelionError("ERR_GW_PROTOCOL", (err as Error).message);
       const authFailed = e.code === "ERR_GW_AUTH_FAILED";
       this.audit({ ...base, type: "DatabaseLoginFailure", result: authFailed ? "DENIED" : "FAILURE", reason: authFailed ? "password authentication failed" : e.message });
@@ -551,7 +584,7 @@ export class Gateway {
     let backend = this.pool.take(key);
     if (!backend) {
       try {
-        backend = await this.openWithRoom({ socketDir, workspaceId: ws.id, key, params: forward, auth: { clientKey, serverKey }, timeoutMs: this.o.authTimeoutMs });
+        backend = await this.openWithRoom({ socketDir, workspaceId: ws.id, key, params: forward, auth: upstream, timeoutMs: this.o.authTimeoutMs });
       } catch (err) {
         if (err instanceof UpstreamRefused) {
           this.audit({ ...base, type: "DatabaseLoginFailure", result: "FAILURE", reason: `the server refused the session: ${err.fields.sqlstate} ${err.fields.message}` });
@@ -571,7 +604,7 @@ export class Gateway {
     let pid = randomInt(1, 0x7fffffff);
     while (this.byPid.has(pid)) pid = randomInt(1, 0x7fffffff);
     const secret = randomInt(0, 0x7fffffff) | 0;
-    const parts: Buffer[] = [saslFinal, authenticationOk()];
+    const parts: Buffer[] = saslFinal ? [saslFinal, authenticationOk()] : [authenticationOk()];
     for (const [k, v] of backend.params) parts.push(parameterStatus(k, v));
     parts.push(backendKeyData(pid, secret), readyForQuery("I"));
     tls.write(Buffer.concat(parts));
@@ -584,7 +617,12 @@ export class Gateway {
     s.scanner.lastReadyStatus = "I";
     this.sessions.set(s.id, s);
     this.byPid.set(pid, s);
-    this.audit({ ...base, type: "DatabaseLoginSuccess", result: "SUCCESS", reason: `${user} signed in to ${database}`, attributes: { ...base.attributes, sessionID: s.id, mechanism: identity.endPoint ? "SCRAM-SHA-256(-PLUS offered)" : "SCRAM-SHA-256" } });
+    this.audit({ ...base, type: "DatabaseLoginSuccess", result: "SUCCESS", reason: `${user} signed in to ${database}`, attributes: {
+      ...base.attributes, sessionID: s.id,
+      mechanism: token ? (token.kind === "platform" ? "platform credential" : "JWT") : saslFinal ? (identity.endPoint ? "SCRAM-SHA-256(-PLUS offered)" : "SCRAM-SHA-256") : "password",
+      ...(token ? { tokenIssuer: token.issuer, tokenSubject: token.subject, tokenExpiresAt: token.expiresAt.toISOString() } : {}),
+      ...(token?.platform ? { platformPrincipalID: token.platform.principalId, platformEmail: token.platform.email } : {}),
+    } });
     return s;
   }
 

@@ -9,7 +9,12 @@ import { ScramClient } from "./protocol/scram.js";
 import { MessagePump } from "./pump.js";
 
 /** How the gateway proves itself upstream as the client's role. */
-export type UpstreamAuth = { clientKey: Buffer; serverKey: Buffer } | { password: string };
+/**
+ * How the gateway proves a client's identity to the workspace server: the ClientKey from the client's SCRAM
+ * proof, a password, or nothing (`trust`: a token-login role, admitted by pg_hba.conf after the gateway
+ * verified the client's token; the server refuses it for any other role).
+ */
+export type UpstreamAuth = { clientKey: Buffer; serverKey: Buffer } | { password: string } | { trust: true };
 
 /** An authenticated server connection, ready for a query. */
 export interface Backend {
@@ -61,7 +66,8 @@ export async function openBackend(o: { socketDir: string; workspaceId: string; k
       socket.once("error", (err: NodeJS.ErrnoException) => reject(new ParhelionError("ERR_WORKSPACE_UNAVAILABLE", `the workspace server is not reachable (${err.code ?? err.message})`)));
     });
     socket.write(encodeStartup(o.params));
-    const scram = new ScramClient("password" in o.auth ? { password: o.auth.password } : { clientKey: o.auth.clientKey, serverKey: o.auth.serverKey });
+    const auth = o.auth;
+    const scram = "trust" in auth ? null : new ScramClient("password" in auth ? { password: auth.password } : { clientKey: auth.clientKey, serverKey: auth.serverKey });
     const params = new Map<string, string>();
     let pid = 0;
     let secret = 0;
@@ -71,6 +77,7 @@ export async function openBackend(o: { socketDir: string; workspaceId: string; k
         case B.Auth: {
           const a = parseAuthentication(m.body);
           if (a.code === AuthCode.Ok) break;
+          if (scram === null) throw new ParhelionError("ERR_GW_AUTH_FAILED", "the workspace server wants a password for a role that logs in with tokens");
           if (a.code === AuthCode.SASL) {
             if (!parseSASLMechanisms(a.data).includes("SCRAM-SHA-256")) throw new ParhelionError("ERR_ENGINE", "the workspace server does not offer SCRAM-SHA-256");
             socket.write(encodeSASLInitialResponse("SCRAM-SHA-256", scram.clientFirst()));

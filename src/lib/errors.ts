@@ -35,6 +35,7 @@ export const ERROR_CATALOG = {
   ERR_GW_TLS_VERSION: { status: 403, sqlstate: "28000", title: "The TLS version is below the workspace group's minimum." },
   ERR_GW_PROTOCOL: { status: 400, sqlstate: "08P01", title: "The client broke the PostgreSQL protocol (malformed, unexpected or oversized message)." },
   ERR_GW_AUTH_FAILED: { status: 401, sqlstate: "28P01", title: "Database authentication failed." },
+  ERR_JWKS_UNAVAILABLE: { status: 502, sqlstate: "08001", title: "The workspace group's JSON Web Key Set could not be fetched or is not a key set." },
   ERR_GW_AUTH_TIMEOUT: { status: 408, sqlstate: "08006", title: "The client did not finish TLS and authentication in time." },
   ERR_GW_IDLE_TIMEOUT: { status: 408, sqlstate: "57P05", title: "The session was idle longer than the gateway allows." },
   ERR_GW_TOO_MANY_CONNECTIONS: { status: 429, sqlstate: "53300", title: "The workspace has reached its connection limit." },

@@ -22,6 +22,8 @@ export const PERMISSIONS = [
   "workspaceGroups:write",
   "workspaces:read",
   "workspaces:write",
+  /** Mint short-lived database credentials for oneself (POST /v1/workspaces/{id}/credentials). */
+  "workspaces:connect",
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
@@ -46,16 +48,16 @@ const ORG_ROLE_DEFS: Record<OrgRole, { description: string; permissions: Permiss
   Admin: { description: "Everything except granting or revoking Owner.", permissions: ALL },
   Operator: {
     description: "Creates and runs workspace groups and workspaces; no identity, keys or audit logs.",
-    permissions: ["org:read", "roles:read", "workspaceGroups:read", "workspaceGroups:write", "workspaces:read", "workspaces:write"],
+    permissions: ["org:read", "roles:read", "workspaceGroups:read", "workspaceGroups:write", "workspaces:read", "workspaces:write", "workspaces:connect"],
   },
-  Auditor: { description: "Reads everything, audit logs included; changes nothing.", permissions: READS },
+  Auditor: { description: "Reads everything, audit logs included; changes nothing (database credentials are read-only).", permissions: [...READS, "workspaces:connect"] },
   Member: { description: "Reads the organization and what it is granted on workspace groups and teams.", permissions: ["org:read", "roles:read"] },
 };
 
 const CLUSTER_ROLE_DEFS: Record<string, { description: string; permissions: Permission[] }> = {
-  Owner: { description: "Manages the workspace group, its workspaces and its grants.", permissions: ["workspaceGroups:read", "workspaceGroups:write", "workspaces:read", "workspaces:write", "accessControls:read", "accessControls:write"] },
-  Writer: { description: "Manages the group's workspaces.", permissions: ["workspaceGroups:read", "workspaces:read", "workspaces:write"] },
-  Reader: { description: "Reads the group and its workspaces.", permissions: ["workspaceGroups:read", "workspaces:read"] },
+  Owner: { description: "Manages the workspace group, its workspaces and its grants.", permissions: ["workspaceGroups:read", "workspaceGroups:write", "workspaces:read", "workspaces:write", "workspaces:connect", "accessControls:read", "accessControls:write"] },
+  Writer: { description: "Manages the group's workspaces.", permissions: ["workspaceGroups:read", "workspaces:read", "workspaces:write", "workspaces:connect"] },
+  Reader: { description: "Reads the group and its workspaces (database credentials are read-only).", permissions: ["workspaceGroups:read", "workspaces:read", "workspaces:connect"] },
 };
 
 const TEAM_ROLE_DEFS: Record<string, { description: string; permissions: Permission[] }> = {

@@ -9,6 +9,7 @@ import * as m0002 from "./migrations/0002_audit_org_index.js";
 import * as m0003 from "./migrations/0003_workspaces.js";
 import * as m0004 from "./migrations/0004_mfa.js";
 import * as m0005 from "./migrations/0005_sso.js";
+import * as m0006 from "./migrations/0006_jwt_auth.js";
 
 export type { Db, Database } from "./schema.js";
 
@@ -22,6 +23,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0003_workspaces": m0003,
   "0004_mfa": m0004,
   "0005_sso": m0005,
+  "0006_jwt_auth": m0006,
 };
 
 class StaticProvider implements MigrationProvider {

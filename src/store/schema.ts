@@ -265,6 +265,15 @@ export interface UserExternalIdentitiesTable {
   last_login_at: Timestamp | null;
 }
 
+/** A workspace group's JWT login settings (JSON shaped by src/gateway/tokens.ts JwtAuthConfig). */
+export interface WorkspaceGroupJwtAuthTable {
+  group_id: string;
+  org_id: string;
+  config: unknown;
+  created_at: GeneratedTimestamp;
+  updated_at: GeneratedTimestamp;
+}
+
 export interface Database {
   organizations: OrganizationsTable;
   users: UsersTable;
@@ -279,6 +288,7 @@ export interface Database {
   regions: RegionsTable;
   workspace_groups: WorkspaceGroupsTable;
   workspaces: WorkspacesTable;
+  workspace_group_jwt_auth: WorkspaceGroupJwtAuthTable;
   sso_providers: SsoProvidersTable;
   sso_login_transactions: SsoLoginTransactionsTable;
   user_external_identities: UserExternalIdentitiesTable;

@@ -21,6 +21,7 @@ export interface EngineDatabaseOps {
   createUser(id: string, name: string, verifier: string, opts?: { createdb?: boolean; createrole?: boolean; inRoles?: string[] }): Promise<void>;
   setUserPassword(id: string, name: string, verifier: string): Promise<void>;
   dropUser(id: string, name: string): Promise<void>;
+  ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[]; revoke?: readonly string[] }): Promise<unknown>;
 }
 
 /**
@@ -40,6 +41,14 @@ export class DatabaseAdmin {
       throw new ParhelionError("ERR_WORKSPACE_UNAVAILABLE", `the workspace is ${w.desired_state === "ACTIVE" ? w.state.toLowerCase() : w.desired_state.toLowerCase()}; databases and users can be managed while it is ACTIVE`);
     }
     return w.id;
+  }
+
+  /**
+   * Makes `role` a user that logs in with tokens, with exactly the managed `grants` among `managed` (the
+   * others revoked): a person's platform credential follows their current platform role.
+   */
+  async ensureTokenRole(orgId: string, workspaceId: string, role: string, grants: string[], managed: readonly string[] = ["admin", "pg_read_all_data"]): Promise<void> {
+    await this.engine.ensureTokenRole(await this.serving(orgId, workspaceId), role, { create: true, grants, revoke: managed.filter((m) => !grants.includes(m)) });
   }
 
   async listDatabases(orgId: string, workspaceId: string): Promise<Array<{ name: string; owner: string }>> {

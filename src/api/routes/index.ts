@@ -7,8 +7,9 @@ import { apiKeyRoutes } from "./apiKeys.js";
 import { auditRoutes } from "./auditLogs.js";
 import { authRoutes } from "./auth.js";
 import { workspaceRoutes } from "./workspaces.js";
+import { tokenRoutes } from "./tokens.js";
 import { ssoRoutes } from "./sso.js";
 import { mfaRoutes } from "./mfa.js";
 
 /** Every /v1 route. The RBAC test walks this list against its expected allow/deny table. */
-export const ROUTES: readonly RouteSpec[] = [...orgRoutes, ...userRoutes, ...invitationRoutes, ...teamRoutes, ...apiKeyRoutes, ...auditRoutes, ...authRoutes, ...workspaceRoutes, ...ssoRoutes, ...mfaRoutes];
+export const ROUTES: readonly RouteSpec[] = [...orgRoutes, ...userRoutes, ...invitationRoutes, ...teamRoutes, ...apiKeyRoutes, ...auditRoutes, ...authRoutes, ...workspaceRoutes, ...tokenRoutes, ...ssoRoutes, ...mfaRoutes];

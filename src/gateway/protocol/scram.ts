@@ -5,7 +5,7 @@
  * client side it runs toward the upstream PostgreSQL, which can log in with a recovered ClientKey instead
  * of the password (PgBouncer's trick). Failures are ERR_GW_AUTH_FAILED, malformed messages ERR_GW_PROTOCOL.
  */
-import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, pbkdf2Sync, pbkdf2, randomBytes, timingSafeEqual } from "node:crypto";
 import { ParhelionError } from "../../lib/errors.js";
 import { protocolError } from "./wire.js";
 
@@ -46,6 +46,13 @@ function preparePassword(password: string): string {
 /** Derives the keys of a verifier from a password (what `password_encryption = scram-sha-256` stores). */
 export function deriveScramKeys(password: string, salt: Buffer, iterations: number): { clientKey: Buffer; storedKey: Buffer; serverKey: Buffer } {
   const salted = pbkdf2Sync(preparePassword(password), salt, iterations, 32, "sha256");
+  const clientKey = hmac(salted, "Client Key");
+  return { clientKey, storedKey: sha256(clientKey), serverKey: hmac(salted, "Server Key") };
+}
+
+/** deriveScramKeys on the thread pool: PBKDF2 at 4096 iterations would hold the event loop for milliseconds. */
+export async function deriveScramKeysAsync(password: string, salt: Buffer, iterations: number): Promise<{ clientKey: Buffer; storedKey: Buffer; serverKey: Buffer }> {
+  const salted = await new Promise<Buffer>((resolve, reject) => pbkdf2(preparePassword(password), salt, iterations, 32, "sha256", (err, key) => (err ? reject(err) : resolve(key))));
   const clientKey = hmac(salted, "Client Key");
   return { clientKey, storedKey: sha256(clientKey), serverKey: hmac(salted, "Server Key") };
 }
