@@ -37,7 +37,18 @@ test("workspace-group create, workspace create --wait, sql and connect --print, 
   assert.equal(r.code, 6);
   assert.match(r.stderr, /nowhere/);
 
+  // No user and no password: a short-lived credential of the caller's own (here: the owner API key's).
+  r = await cli(["-o", "json", "sql", "app", "select current_user as u, pg_has_role('admin', 'MEMBER') as full_access"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(JSON.parse(r.stdout).rows[0].u, /^apikey:[0-9a-f-]{36}$/);
+  assert.equal(JSON.parse(r.stdout).rows[0].full_access, true);
+  assert.match(r.stderr, /short-lived credential for database user apikey:/);
   r = await cli(["connect", "app", "--print"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /user=apikey:[0-9a-f-]{36} dbname=postgres sslmode=verify-full/);
+  assert.ok(!r.stdout.includes("eyJ"), "the token is not printed");
+
+  r = await cli(["connect", "app", "--print", "-U", "admin"]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`host=${ws.endpoint} hostaddr=127\\.0\\.0\\.1 port=${ws.port} user=admin dbname=postgres sslmode=verify-full sslrootcert=${join(env.tp.dataDir, "tls", "ca.crt").replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
 

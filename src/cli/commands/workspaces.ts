@@ -50,6 +50,23 @@ function password(opts: { passwordFile?: string }): string | undefined {
   return process.env["PGPASSWORD"];
 }
 
+/** A libpq conninfo value, quoted when it holds anything but plain characters. */
+function conninfoValue(v: string): string {
+  return /^[A-Za-z0-9_@.:\/+-]+$/.test(v) ? v : `'${v.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
+}
+
+/**
+ * Who logs in: -U with PGPASSWORD / --password-file as given; with neither, a short-lived credential of
+ * the caller's own (the API mints it; the database user is the caller's e-mail address or API key).
+ */
+async function loginFor(ctx: Ctx, workspaceID: string, opts: { user?: string; passwordFile?: string }): Promise<{ user: string; pw: string | undefined }> {
+  const pw = password(opts);
+  if (opts.user !== undefined || pw !== undefined) return { user: opts.user ?? "admin", pw };
+  const { body } = await ctx.client.call<{ databaseUser: string; token: string; expiresAt: string }>("POST", `/v1/workspaces/${workspaceID}/credentials`, { body: {} });
+  process.stderr.write(`using a short-lived credential for database user ${body.databaseUser} (valid until ${body.expiresAt})\n`);
+  return { user: body.databaseUser, pw: body.token };
+}
+
 /** `workspace-group ...`, `workspace ...`, `connect`, `sql`. */
 export function registerWorkspaces(program: Command): void {
   const wg = program.command("workspace-group").alias("wg").description("Workspace groups: firewall, TLS minimum and admin password of a set of workspaces");
@@ -223,21 +240,21 @@ export function registerWorkspaces(program: Command): void {
       emit(format, r, () => process.stdout.write(`dropped database user ${r.userName}\n`));
     }));
 
-  program.command("connect").description("Open psql on a workspace over verified TLS (password: PGPASSWORD, --password-file or psql's prompt)")
+  program.command("connect").description("Open psql on a workspace over verified TLS: with no -U and no password, as your own database user with a short-lived credential (POST /v1/workspaces/{id}/credentials); otherwise with PGPASSWORD or --password-file")
     .argument("<workspace>", "ID or name")
-    .option("-U, --user <name>", "database user", "admin").option("-d, --database <name>", "database", "postgres")
+    .option("-U, --user <name>", "database user (default: your own, with a short-lived credential; admin when a password is given)").option("-d, --database <name>", "database", "postgres")
     .option("--ca-file <file>", "CA certificate (default: the one saved at login)").option("--hostaddr <ip>", "gateway address (default: the API's)")
     .option("--password-file <file>")
     .option("--print", "print the connection string instead of running psql")
-    .action(apiAction(async (ctx, ref: string, opts: { user: string; database: string; caFile?: string; hostaddr?: string; passwordFile?: string; print?: boolean }) => {
+    .action(apiAction(async (ctx, ref: string, opts: { user?: string; database: string; caFile?: string; hostaddr?: string; passwordFile?: string; print?: boolean }) => {
       const w = await resolveWorkspace(ctx.client, ref);
       const c = await connectionOf(ctx, w, opts);
-      const conninfo = `host=${c.host} hostaddr=${c.hostaddr} port=${c.port} user=${opts.user} dbname=${opts.database} sslmode=verify-full sslrootcert=${c.caFile}`;
+      const { user, pw } = await loginFor(ctx, w.workspaceID, opts);
+      const conninfo = `host=${c.host} hostaddr=${c.hostaddr} port=${c.port} user=${conninfoValue(user)} dbname=${conninfoValue(opts.database)} sslmode=verify-full sslrootcert=${conninfoValue(c.caFile)}`;
       if (opts.print) {
         process.stdout.write(conninfo + "\n");
         return;
       }
-      const pw = password(opts);
       const code = await new Promise<number>((resolve, reject) => {
         const child = spawn("psql", [conninfo], { stdio: "inherit", env: { ...process.env, ...(pw !== undefined ? { PGPASSWORD: pw } : {}) } });
         child.on("error", (err) => reject(new CliError(EXIT.USAGE, "ERR_CLI_USAGE", `cannot run psql: ${err.message}`, { hint: "install postgresql-client (./bin/parhelion up installs it)" })));
@@ -246,18 +263,18 @@ export function registerWorkspaces(program: Command): void {
       if (code !== 0) process.exitCode = code;
     }));
 
-  program.command("sql").description("Run one SQL statement on a workspace and print the result (password: PGPASSWORD or --password-file)")
+  program.command("sql").description("Run one SQL statement on a workspace and print the result (as your own database user with a short-lived credential, or -U with PGPASSWORD or --password-file)")
     .argument("<workspace>", "ID or name").argument("<statement>")
-    .option("-U, --user <name>", "database user", "admin").option("-d, --database <name>", "database", "postgres")
+    .option("-U, --user <name>", "database user (default: your own, with a short-lived credential; admin when a password is given)").option("-d, --database <name>", "database", "postgres")
     .option("--ca-file <file>").option("--hostaddr <ip>").option("--password-file <file>")
-    .action(apiAction(async (ctx, ref: string, statement: string, opts: { user: string; database: string; caFile?: string; hostaddr?: string; passwordFile?: string }) => {
+    .action(apiAction(async (ctx, ref: string, statement: string, opts: { user?: string; database: string; caFile?: string; hostaddr?: string; passwordFile?: string }) => {
       const w = await resolveWorkspace(ctx.client, ref);
       const c = await connectionOf(ctx, w, opts);
-      const pw = password(opts);
-      if (pw === undefined) throw usageError("no password", "set PGPASSWORD or pass --password-file");
+      const { user, pw } = await loginFor(ctx, w.workspaceID, opts);
+      if (pw === undefined) throw usageError(`no password for database user ${user}`, "set PGPASSWORD or pass --password-file (or leave out -U to use a short-lived credential of your own)");
       const { default: pg } = await import("pg");
       const client = new pg.Client({
-        host: c.hostaddr, port: c.port, user: opts.user, database: opts.database, password: pw,
+        host: c.hostaddr, port: c.port, user, database: opts.database, password: pw,
         ssl: { ca: readFileSync(c.caFile, "utf8"), servername: c.host, rejectUnauthorized: true },
       });
       client.on("error", () => undefined);
