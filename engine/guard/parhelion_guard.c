@@ -15,9 +15,9 @@
  *    server's configuration sets it; parhelion writes it on the postmaster's command line). Extensions
  *    installed by CASCADE are checked as well, when their pg_extension row is created.
  *
- * 4. Every statement that can change what a login checks (CREATE/ALTER/DROP ROLE, renaming a role) sends
- *    NOTIFY parhelion_roles, delivered at commit and dropped on rollback, for every session, parhelion's
- *    own included: the gateway caches login information and forgets it when notified.
+ * 4. Every statement that can change what a login checks (CREATE/ALTER/DROP ROLE, GRANT/REVOKE of a role,
+ *    renaming a role) sends NOTIFY parhelion_roles, delivered at commit and dropped on rollback, for every
+ *    session, parhelion's own included: the gateway caches login information and forgets it when notified.
  *
  * Exempt from 1-3: sessions whose session user is a superuser and that currently run as one (parhelion itself).
  * Code that runs as a superuser on behalf of a non-superuser session (a trusted extension's script,
@@ -279,6 +279,7 @@ changes_logins(Node *stmt)
 		case T_CreateRoleStmt:
 		case T_AlterRoleStmt:
 		case T_DropRoleStmt:
+		case T_GrantRoleStmt:	/* membership in parhelion_token_login changes how a role logs in */
 			return true;
 		case T_RenameStmt:
 			return ((RenameStmt *) stmt)->renameType == OBJECT_ROLE;

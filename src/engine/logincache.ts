@@ -2,7 +2,7 @@ import pg from "pg";
 import type { Logger } from "../log/logger.js";
 import type { LoginInfo } from "./sql.js";
 
-/** The channel parhelion_guard notifies, at commit, after CREATE/ALTER/DROP ROLE and renaming a role. */
+/** The channel parhelion_guard notifies, at commit, after CREATE/ALTER/DROP ROLE, GRANT/REVOKE of roles and renaming a role. */
 export const ROLES_CHANNEL = "parhelion_roles";
 
 export interface LoginInfoCacheOptions {

@@ -450,6 +450,20 @@ describe("login information cache", () => {
         if (!asked) await new Promise((r) => setTimeout(r, 20));
       }
       assert.ok(asked, "asked the server again after the notification");
+      // GRANT and REVOKE notify too (membership in parhelion_token_login changes how a role logs in).
+      for (let i = 0; i < 100 && !(await cache.get("admin", async () => getLoginInfo(sys, "admin")).then(() => cache.active)); i++) await new Promise((r) => setTimeout(r, 20));
+      await cache.get("admin", fetch);
+      const beforeGrant = fetches;
+      await cache.get("admin", fetch);
+      assert.equal(fetches, beforeGrant, "from memory again");
+      await sys.query("grant pg_monitor to admin");
+      let refetched = false;
+      for (let i = 0; i < 100 && !refetched; i++) {
+        await cache.get("admin", fetch);
+        refetched = fetches > beforeGrant;
+        if (!refetched) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(refetched, "asked the server again after a GRANT");
       // Losing the listening session stops answers from memory until it is back.
       await sys.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = '' and pid <> pg_backend_pid() and usename = $1 and query like 'LISTEN%'", [SYSTEM_ROLE]);
       for (let i = 0; i < 100 && cache.active; i++) await new Promise((r) => setTimeout(r, 20));
