@@ -10,7 +10,7 @@ NPM_VERSION="11.19.1"             # used only when the host has no npm
 NPM_INTEGRITY="sha512-ztsxKxt/kkIaAs+2i0GU6I+DRmUdrNasxTZKJe9TCdSjKxlhah/4r/hl5ygMD6XAg1qZ9c2TNomR4qgOydp10g=="
 REGISTRY="${npm_config_registry:-https://registry.npmjs.org}"
 TOOLS_DIR="$PARHELION_ROOT/.tools"
-DEB_PACKAGES=(postgresql-15 postgresql-contrib postgresql-client-15 postgresql-15-pgaudit postgresql-server-dev-15 make gcc ca-certificates openssl curl)
+DEB_PACKAGES=(postgresql-15 postgresql-contrib postgresql-client-15 postgresql-15-pgaudit postgresql-server-dev-15 make gcc g++ python3 ca-certificates openssl curl softhsm2 e2fsprogs)
 PG_CONFIG="/usr/lib/postgresql/15/bin/pg_config"
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
