@@ -74,6 +74,24 @@ ensure_guard() {
   echo "$want" > "$stamp"
 }
 
+# parhelion-fscrypt (engine/fscrypt), the helper that adds and removes encryption keys on the encrypted volumes
+# (the fscrypt ioctls): built and installed root-owned, mode 0755, to /usr/local/lib/parhelion when the installed
+# one is missing or was built from other sources (a checksum kept in .tools/).
+ensure_fscrypt_helper() {
+  local src="$PARHELION_ROOT/engine/fscrypt" bin="/usr/local/lib/parhelion/parhelion-fscrypt" want stamp="$TOOLS_DIR/parhelion-fscrypt.stamp" log
+  want="$(cat "$src/parhelion-fscrypt.c" "$src/Makefile" | sha256sum | cut -d' ' -f1)"
+  if [ -x "$bin" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  say "building and installing parhelion-fscrypt"
+  log="$(mktemp)"
+  if ! { make -C "$src" clean all && as_root make -C "$src" install; } >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; say "building parhelion-fscrypt failed"; return 1
+  fi
+  rm -f "$log"
+  make -C "$src" clean >/dev/null 2>&1 || true
+  mkdir -p "$TOOLS_DIR"
+  echo "$want" > "$stamp"
+}
+
 # Downloads a package tarball from the npm registry and checks it against its pinned integrity.
 fetch_registry_tarball() { # name version integrity dest-dir
   local name="$1" version="$2" integrity="$3" dest="$4" tmp
@@ -145,6 +163,7 @@ parhelion_bootstrap() {
   stop_stray_main_cluster
   ensure_service_user
   ensure_guard
+  ensure_fscrypt_helper
   ensure_node
   ensure_npm_deps
   ensure_build
