@@ -20,6 +20,9 @@
  *              admin's verifier) → the workspace's unix socket; sslmode=require
  *   gateway    pgbench → parhelion's gateway (SNI host name, hostaddr=127.0.0.1) → the workspace's unix
  *              socket; sslmode=require
+ *   gwjwt      the gateway with a JWT as the password (ES256, the group's inline key, user provisioned on
+ *              first login); gwcred: with parhelion's own short-lived credential. Only with --paths
+ *              (bench/auth.ts runs them: `node dist/bench/auth.js`).
  * and new TLS + SCRAM sessions per second (pgbench -C -S -c 8 -j 2 -T 15) through every path but unix.
  *
  * Then select-only at a fixed rate (pgbench -R 2000, 15 s) on every path: the same load everywhere, so CPU
@@ -48,6 +51,7 @@ import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
+import { SignJWT, exportJWK, generateKeyPair, type JWK } from "jose";
 import { cleanupAll, freePort, runBench, runCommand, say, sleep, tempDir } from "./support/run.js";
 import { machineBusy, processCpu, reapedChildrenCpu, serverCpu, serverMemory, type ProcessMemory } from "./support/proc.js";
 import { PGBENCH, pgbench, type PgbenchResult } from "./support/pgbench.js";
@@ -69,8 +73,11 @@ const TARGET_CREATE_MS = 3000; // POST /v1/workspaces → first query through th
 
 // ---------------------------------------------------------------------------------------------- options
 
-type PathKey = "unix" | "tls" | "relay" | "crelay" | "pgbouncer" | "gateway";
-const ALL_PATHS: PathKey[] = ["unix", "tls", "relay", "crelay", "pgbouncer", "gateway"];
+type PathKey = "unix" | "tls" | "relay" | "crelay" | "pgbouncer" | "gateway" | "gwjwt" | "gwcred";
+const ALL_PATHS: PathKey[] = ["unix", "tls", "relay", "crelay", "pgbouncer", "gateway", "gwjwt", "gwcred"];
+/** Run unless --paths says otherwise; the token paths are bench/auth's (`node dist/bench/auth.js`). */
+const DEFAULT_PATHS: PathKey[] = ["unix", "tls", "relay", "crelay", "pgbouncer", "gateway"];
+const TARGET_JWT_SESSIONS_VS_BOUNCER = 1.0; // issue 6: gateway with a JWT / PgBouncer, new sessions per second
 type Mode = "select" | "rate" | "tpcb" | "connect";
 const ALL_MODES: Mode[] = ["select", "rate", "tpcb", "connect"];
 
@@ -112,7 +119,8 @@ const USAGE = `usage: node dist/bench/gateway.js [options]
       --reps N              workspaces created for the create-to-first-query time (5)
       --idle SEC            idle time before the workspace's memory is read (5)
       --rounds N            measured runs per path and script, alternating paths; the best counts (1)
-      --paths LIST          comma-separated subset of unix,tls,relay,crelay,pgbouncer,gateway (all)
+      --paths LIST          comma-separated subset of unix,tls,relay,crelay,pgbouncer,gateway,gwjwt,gwcred
+                            (default: all but gwjwt and gwcred, the token paths bench/auth runs)
       --modes LIST          comma-separated subset of select,rate,tpcb,connect (all)
       --skip-create         one workspace only (the create time is still reported, from one sample)
       --serve               set everything up, print each path's pgbench environment and pids, wait for Ctrl-C
@@ -128,7 +136,7 @@ function usage(): never {
 function parseOptions(argv: string[]): Options {
   const o: Options = {
     duration: 30, clients: 16, jobs: 2, warmup: 10, scale: 10, size: "S-1", connectDuration: 15, connectClients: 8, reps: 5, rate: 2000, rateDuration: 15, idle: 5,
-    rounds: 1, paths: [...ALL_PATHS], modes: [...ALL_MODES], skipCreate: false, serve: false, cpuProf: undefined, json: undefined,
+    rounds: 1, paths: [...DEFAULT_PATHS], modes: [...ALL_MODES], skipCreate: false, serve: false, cpuProf: undefined, json: undefined,
   };
   const given = new Set<string>();
   let quick = false;
@@ -244,7 +252,12 @@ interface Env {
   relayPid: number | undefined;
   crelayPid: number | undefined;
   home: string;
-  paths: Record<PathKey, { label: string; env: Record<string, string>; server: "workspace" | "tlsServer"; proxy: "parhelion" | "bouncer" | "relay" | "crelay" | null }>;
+  paths: Record<PathKey, {
+    label: string; env: Record<string, string>; server: "workspace" | "tlsServer"; proxy: "parhelion" | "bouncer" | "relay" | "crelay" | null;
+    /** Runs before each pgbench run on the path (and may change env); `after` once it is over. */
+    before?: () => Promise<void>;
+    after?: () => Promise<void>;
+  }>;
 }
 
 function snapshot(e: Env): Snapshot {
@@ -339,6 +352,16 @@ function pgbenchArgs(mode: Mode, clients: number, jobs: number, seconds: number,
 
 async function runOne(e: Env, path: PathKey, mode: Mode, o: { clients: number; jobs: number; duration: number; warmup: number; round: number; rate?: number }): Promise<RunRow> {
   const def = e.paths[path];
+  await def.before?.();
+  try {
+    return await measure(e, path, mode, o);
+  } finally {
+    await def.after?.();
+  }
+}
+
+async function measure(e: Env, path: PathKey, mode: Mode, o: { clients: number; jobs: number; duration: number; warmup: number; round: number; rate?: number }): Promise<RunRow> {
+  const def = e.paths[path];
   const rate = o.rate ?? 0;
   const what = mode === "select" ? "select-only" : mode === "rate" ? `select-only at ${rate} tx/s` : mode === "tpcb" ? "TPC-B-like" : "new sessions (-C -S)";
   if (o.warmup > 0) {
@@ -371,6 +394,19 @@ async function runOne(e: Env, path: PathKey, mode: Mode, o: { clients: number; j
     path, mode, round: o.round, tps: r.tps, latencyMs: r.latencyMs, connectionMs: r.connectionMs, transactions: r.transactions, failed: r.failed,
     cpu, load: [load0, load1], progress: r.progress, ...(backendsPerSession === undefined ? {} : { backendsPerSession }),
   };
+}
+
+// ---------------------------------------------------------------------------------------------- tokens
+
+const JWT_ISSUER = "https://bench.parhelion.test";
+
+/** An ES256 key (its public JWK for the group) and a JWT for database user bench_jwt, valid 3 hours. */
+async function benchJwt(): Promise<{ jwk: JWK; token: string }> {
+  const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
+  const jwk = { ...(await exportJWK(publicKey)), kid: "bench-1", alg: "ES256", use: "sig" };
+  const token = await new SignJWT({}).setProtectedHeader({ alg: "ES256", kid: "bench-1" }).setIssuer(JWT_ISSUER).setAudience("bench").setSubject("bench_jwt")
+    .setIssuedAt().setExpirationTime("3h").sign(privateKey);
+  return { jwk, token };
 }
 
 // ---------------------------------------------------------------------------------------------- TLS probe
@@ -651,6 +687,7 @@ async function run(o: Options): Promise<boolean> {
   }
 
   const common = { PGUSER: "admin", PGPASSWORD: password, PGDATABASE: "postgres" };
+  const jwt = await benchJwt();
   const e: Env = {
     p, wsPgdata, wsSocketDir, tls, bouncer, relayPid: relay?.pid, crelayPid: crelay?.pid, home,
     paths: {
@@ -660,6 +697,29 @@ async function run(o: Options): Promise<boolean> {
       crelay: { label: "minimal C TLS relay (epoll, OpenSSL)", env: { ...common, PGHOST: "127.0.0.1", PGPORT: String(crelay?.port ?? 0), PGSSLMODE: "require" }, server: "workspace", proxy: "crelay" },
       pgbouncer: { label: `PgBouncer ${bouncerVersion.replace(/^PgBouncer\s*/i, "")} (session, TLS)`, env: { ...common, PGHOST: "127.0.0.1", PGPORT: String(bouncer?.port ?? 0), PGSSLMODE: "require" }, server: "workspace", proxy: "bouncer" },
       gateway: { label: "parhelion gateway", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" }, server: "workspace", proxy: "parhelion" },
+      // A JWT as the password (cleartext inside TLS), verified against the group's inline ES256 key; the
+      // group accepts JWTs only during these runs, so the SCRAM path above stays SCRAM.
+      gwjwt: {
+        label: "parhelion gateway, JWT (ES256, cached keys)", env: { ...common, PGUSER: "bench_jwt", PGPASSWORD: jwt.token, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" },
+        server: "workspace", proxy: "parhelion",
+        before: async () => {
+          const r = await p.call("PUT", `/v1/workspaceGroups/${groupId}/jwtAuth`, { jwks: { keys: [jwt.jwk] }, issuer: JWT_ISSUER, audience: "bench", provisionRoles: true, defaultGrants: ["pg_read_all_data"], algorithms: ["ES256"] });
+          if (r.status !== 200) throw new Error(`PUT jwtAuth answered ${r.status}: ${r.text}`);
+        },
+        after: async () => {
+          await p.call("DELETE", `/v1/workspaceGroups/${groupId}/jwtAuth`);
+        },
+      },
+      // parhelion's own short-lived credential (EdDSA), minted for the owner API key before each run.
+      gwcred: {
+        label: "parhelion gateway, platform credential (EdDSA)", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" },
+        server: "workspace", proxy: "parhelion",
+        before: async () => {
+          const r = await p.call("POST", `/v1/workspaces/${bench.id}/credentials`, {});
+          if (r.status !== 200) throw new Error(`POST credentials answered ${r.status}: ${r.text}`);
+          e.paths.gwcred.env = { ...e.paths.gwcred.env, PGUSER: r.body.databaseUser, PGPASSWORD: r.body.token };
+        },
+      },
     },
   };
 
@@ -787,6 +847,11 @@ async function run(o: Options): Promise<boolean> {
   for (const name of ["gateway / direct TLS, select-only TPS", "gateway / PgBouncer, select-only TPS", "gateway / PgBouncer, new sessions/s"]) {
     if (!measured.has(name)) info.push([name, "—", "", "not measured (--paths/--modes)"]);
   }
+  if (best("gwjwt", "connect") && best("pgbouncer", "connect")) {
+    const v = ratio(best("gwjwt", "connect"), best("pgbouncer", "connect"));
+    checks.push({ name: "gateway with a JWT / PgBouncer, new sessions/s", value: v, target: `≥ ${TARGET_JWT_SESSIONS_VS_BOUNCER.toFixed(2)}`, pass: v >= TARGET_JWT_SESSIONS_VS_BOUNCER, shown: f2(v) });
+  }
+  if (best("gwcred", "connect") && best("pgbouncer", "connect")) info.push(["gateway with a platform credential / PgBouncer, new sessions/s", f2(ratio(best("gwcred", "connect"), best("pgbouncer", "connect"))), "(no target)", ""]);
   checks.push({ name: "create-to-first-query, median ms", value: createMedian, target: `< ${TARGET_CREATE_MS}`, pass: createMedian < TARGET_CREATE_MS, shown: f0(createMedian) });
   const tp = best("gateway", "tpcb");
   if (tp && best("tls", "tpcb")) info.push(["gateway / direct TLS, TPC-B-like TPS", f2(ratio(tp, best("tls", "tpcb"))), "(no target)", ""]);
