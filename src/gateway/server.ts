@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket, type AddressInfo } from "node:net";
 import { TLSSocket } from "node:tls";
-import { randomInt, randomUUID, timingSafeEqual } from "node:crypto";
+import { randomBytes, randomInt, randomUUID, timingSafeEqual } from "node:crypto";
 import type { Logger } from "../log/logger.js";
 import type { AuditEvent, AuditLog } from "../audit/index.js";
 import { ERROR_CATALOG, ParhelionError, type ErrorCode } from "../lib/errors.js";
@@ -13,6 +13,9 @@ import { peekClientHello } from "./protocol/clienthello.js";
 import { MessagePump } from "./pump.js";
 import { BackendPool, UpstreamRefused, cancelBackend, openBackend, type Backend, type UpstreamAuth } from "./upstream.js";
 import type { Router, TlsIdentity, WorkspaceRoute, GroupRoute } from "./routing.js";
+
+/** Salt of the PBKDF2 run for a cleartext password of a user without a verifier (timing only). */
+const MOCK_SALT = randomBytes(16);
 
 /** What the gateway needs of the engine (src/engine). */
 export interface GatewayEngine {
@@ -532,8 +535,9 @@ export class Gateway {
           }
           upstream = { trust: true };
         } else {
+          // An unknown user costs the same PBKDF2 as a known one: the time taken tells nothing.
+          const keys = await deriveScramKeysAsync(password, verifier?.salt ?? MOCK_SALT, verifier?.iterations ?? 4096);
           if (!verifier) throw new ParhelionError("ERR_GW_AUTH_FAILED");
-          const keys = await deriveScramKeysAsync(password, verifier.salt, verifier.iterations);
           if (!timingSafeEqual(keys.storedKey, verifier.storedKey)) throw new ParhelionError("ERR_GW_AUTH_FAILED");
           upstream = { clientKey: keys.clientKey, serverKey: verifier.serverKey };
         }
