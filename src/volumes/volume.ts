@@ -1,0 +1,333 @@
+import { chmod, chown, mkdir, open, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { realpathSync } from "node:fs";
+import { ParhelionError } from "../lib/errors.js";
+import { isUuid } from "../lib/ids.js";
+import type { Logger } from "../log/logger.js";
+import type { ServiceAccount } from "../engine/postgres.js";
+import { run, runChecked } from "./exec.js";
+import { Fscrypt, VOLUME_KEY_BYTES, type KeyStatus } from "./fscrypt.js";
+import { loopBackingFile, loopDevicesFor, mountAt, readMounts } from "./mounts.js";
+
+/** The smallest image parhelion makes (ext4 with a journal needs some room; PostgreSQL needs ~40 MB). */
+export const MIN_VOLUME_BYTES = 64 * 1024 * 1024;
+
+/** The encrypted directory at the top of every volume's filesystem; everything PostgreSQL writes goes below it. */
+export const ENCRYPTED_DIR = "data";
+
+/** Mount options: no device files, no set-uid programs, nothing executable from the volume. */
+export const MOUNT_OPTIONS = "nodev,nosuid,noexec";
+
+export interface EncryptedVolumeOptions {
+  /** parhelion's data directory: images and mount points go under `<dataDir>/volumes`. */
+  dataDir: string;
+  /** The workspace group whose volume this is (a UUID). */
+  groupId: string;
+  /** Size of a new image (sparse: disk is used as data is written). Ignored when the image exists. */
+  sizeBytes: number;
+  /** The account that owns the encrypted directory (PostgreSQL's service account). */
+  account: ServiceAccount;
+  logger: Logger;
+  /** The parhelion-fscrypt helper (default: where the bootstrap installs it). */
+  helper?: string;
+}
+
+export interface VolumeState {
+  image: boolean;
+  mounted: boolean;
+  /** The encrypted directory exists (with a v2 policy). */
+  encrypted: boolean;
+  /** Whether the volume's key is on the mounted filesystem ("absent" when unmounted). */
+  key: KeyStatus;
+  /** The key identifier of the encrypted directory (not secret: a one-way function of the key). */
+  identifier: string | undefined;
+}
+
+export interface LockResult {
+  /** The key was on the filesystem and is now removed ("absent": there was nothing to remove). */
+  key: "removed" | "absent";
+  /** Files were still open: they stay readable until closed; lock() again retries evicting them. */
+  busy: boolean;
+}
+
+const asRoot = (): boolean => process.getuid?.() === 0;
+
+/**
+ * One workspace group's encrypted volume: an ext4 image with the `encrypt` feature under
+ * `<dataDir>/volumes/<groupId>.img`, loop-mounted at `<dataDir>/volumes/<groupId>/`, whose top directory
+ * `data/` has an fscrypt v2 policy (AES-256-XTS contents, AES-256-CTS names) keyed by the group's 64-byte
+ * data key. The key is never kept here: it goes to the kernel on each unlock and is the caller's to drop.
+ *
+ * Every operation is idempotent and finds what a killed parhelion left (a mounted image, a loop device
+ * without a mount, a half-made image or directory) from the kernel's own records, not from files of ours.
+ * Operations on one instance run one at a time; one volume must have one instance.
+ */
+export class EncryptedVolume {
+  readonly groupId: string;
+  readonly image: string;
+  readonly mountPoint: string;
+  /** The encrypted directory: where data lives, owned by the service account. */
+  readonly path: string;
+  private readonly volumesDir: string;
+  private readonly fscrypt: Fscrypt;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly opts: EncryptedVolumeOptions) {
+    if (!isUuid(opts.groupId)) throw new ParhelionError("ERR_VALIDATION", "a workspace group id must be a UUID");
+    if (!Number.isSafeInteger(opts.sizeBytes) || opts.sizeBytes < MIN_VOLUME_BYTES) {
+      throw new ParhelionError("ERR_VALIDATION", `a volume is at least ${MIN_VOLUME_BYTES} bytes`);
+    }
+    this.groupId = opts.groupId.toLowerCase();
+    // mountinfo and sysfs show canonical paths: compare against those.
+    let dataDir = resolve(opts.dataDir);
+    try {
+      dataDir = realpathSync(dataDir);
+    } catch {
+      // made later by create()
+    }
+    this.volumesDir = join(dataDir, "volumes");
+    this.image = join(this.volumesDir, `${this.groupId}.img`);
+    this.mountPoint = join(this.volumesDir, this.groupId);
+    this.path = join(this.mountPoint, ENCRYPTED_DIR);
+    this.fscrypt = new Fscrypt(opts.helper);
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.catch(() => undefined).then(fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private fail(message: string, cause?: unknown): ParhelionError {
+    return new ParhelionError("ERR_VOLUME", `volume ${this.groupId}: ${message}`, cause === undefined ? undefined : { cause });
+  }
+
+  /**
+   * Makes the volume if it does not exist (image, filesystem, encrypted directory), mounts it if it is not
+   * mounted, and unlocks it with key. An existing volume is reused: then the key must be its key.
+   */
+  create(key: Uint8Array): Promise<void> {
+    return this.serial(() => this.open(key, true));
+  }
+
+  /** Mounts (if needed) and unlocks an existing volume; ERR_VOLUME_KEY_MISMATCH when key is not its key. */
+  unlock(key: Uint8Array): Promise<void> {
+    return this.serial(() => this.open(key, false));
+  }
+
+  /**
+   * Removes the key from the kernel: the files' contents and names become unreadable through the mount.
+   * Files still open (a running server) stay readable until closed: the result says so, and calling again
+   * after they are closed finishes the job. Nothing to do when the volume is not mounted.
+   */
+  lock(): Promise<LockResult> {
+    return this.serial(() => this.doLock());
+  }
+
+  /** Locks, unmounts and detaches the loop device. ERR_VOLUME_BUSY while files on it are in use. */
+  unmount(): Promise<void> {
+    return this.serial(() => this.doUnmount());
+  }
+
+  /** Unmounts and deletes the image and the mount point: the data is gone for good. */
+  destroy(): Promise<void> {
+    return this.serial(async () => {
+      await this.doUnmount();
+      await rm(this.image, { force: true });
+      await rm(`${this.image}.new`, { force: true });
+      await rmdir(this.mountPoint).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== "ENOENT") throw this.fail(`removing ${this.mountPoint}`, err);
+      });
+      this.opts.logger.info({ groupId: this.groupId }, "encrypted volume destroyed");
+    });
+  }
+
+  /** What is on disk and in the kernel now. */
+  state(): Promise<VolumeState> {
+    return this.serial(async () => {
+      const image = await exists(this.image);
+      const mounted = (await this.currentMount()) !== undefined;
+      if (!mounted || !(await exists(this.path))) return { image, mounted, encrypted: false, key: "absent", identifier: undefined };
+      const s = await this.fscrypt.status(this.path);
+      return { image, mounted, encrypted: s.policy === "v2", key: s.key ?? "absent", identifier: s.identifier };
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------ internals
+
+  private checkKey(key: Uint8Array): void {
+    if (!(key instanceof Uint8Array) || key.length !== VOLUME_KEY_BYTES) {
+      throw new ParhelionError("ERR_VALIDATION", `a volume key is ${VOLUME_KEY_BYTES} bytes`);
+    }
+  }
+
+  private async open(key: Uint8Array, mayCreate: boolean): Promise<void> {
+    this.checkKey(key);
+    if (!asRoot()) throw this.fail("encrypted volumes need root (mount, loop devices, fscrypt keys)");
+    if (!(await this.currentMount())) {
+      if (!(await exists(this.image))) {
+        if (!mayCreate) throw this.fail(`the image ${this.image} does not exist`);
+        await this.makeImage();
+      }
+      await this.mount();
+    }
+    await this.unlockMounted(key);
+  }
+
+  /** The mount at the mount point, checked to be this volume's image on a loop device. */
+  private async currentMount(): Promise<{ device: string } | undefined> {
+    const m = await mountAt(this.mountPoint);
+    if (!m) return undefined;
+    const backing = await loopBackingFile(m.source);
+    if (m.fsType !== "ext4" || (backing !== this.image && backing !== `${this.image} (deleted)`)) {
+      throw this.fail(`${this.mountPoint} has something else mounted on it (${m.fsType} from ${m.source}${backing ? ` backed by ${backing}` : ""})`);
+    }
+    return { device: m.source };
+  }
+
+  /** A sparse image with an ext4 filesystem that supports encryption, made under a temporary name and renamed when whole. */
+  private async makeImage(): Promise<void> {
+    await mkdir(this.volumesDir, { recursive: true, mode: 0o711 });
+    await chmod(this.volumesDir, 0o711);
+    const tmp = `${this.image}.new`;
+    await rm(tmp, { force: true }); // an interrupted creation
+    const fh = await open(tmp, "wx", 0o600);
+    try {
+      await fh.truncate(this.opts.sizeBytes);
+    } finally {
+      await fh.close();
+    }
+    await chmod(tmp, 0o600);
+    // -O encrypt: fscrypt support; -m 0: PostgreSQL runs unprivileged, a root reserve would be space it can never use.
+    await runChecked("mkfs.ext4", ["-q", "-F", "-O", "encrypt", "-m", "0", "-L", `ph-${this.groupId.slice(0, 8)}`, tmp], "making the volume's filesystem");
+    await fsyncFile(tmp);
+    await rename(tmp, this.image);
+    await fsyncFile(this.volumesDir);
+    this.opts.logger.info({ groupId: this.groupId, sizeBytes: this.opts.sizeBytes }, "encrypted volume image created");
+  }
+
+  /**
+   * Attaches the image to a loop device (direct I/O: no second copy in the page cache) and mounts it. The
+   * device is then detached lazily, which the kernel turns into "detach when unmounted", so no loop device
+   * outlives its mount. Loop devices a killed parhelion left without a mount are detached first.
+   */
+  private async mount(): Promise<void> {
+    await this.detachStrayLoops();
+    await mkdir(this.mountPoint, { recursive: true, mode: 0o711 });
+    await chmod(this.mountPoint, 0o711);
+    const device = (await runChecked("losetup", ["--find", "--show", "--direct-io=on", "--", this.image], "attaching the image to a loop device")).trim();
+    if (!/^\/dev\/loop\d+$/.test(device)) throw this.fail(`losetup answered "${device}", not a loop device`);
+    try {
+      await runChecked("mount", ["-t", "ext4", "-o", MOUNT_OPTIONS, "--", device, this.mountPoint], "mounting the volume");
+    } finally {
+      // Mounted: marks the device to detach at unmount. Not mounted: detaches it now.
+      await run("losetup", ["--detach", device]);
+    }
+    // The filesystem's root: root-owned, traversable by the service account (0711) like the mount point under it.
+    await chmod(this.mountPoint, 0o711);
+    await chown(this.mountPoint, 0, 0);
+    this.opts.logger.info({ groupId: this.groupId, device }, "encrypted volume mounted");
+  }
+
+  /** Detaches loop devices on this image that nothing mounts; refuses when one is mounted elsewhere (two mounts would corrupt it). */
+  private async detachStrayLoops(): Promise<void> {
+    const mounts = await readMounts();
+    for (const dev of await loopDevicesFor(this.image)) {
+      const where = mounts.filter((m) => m.source === dev).map((m) => m.mountPoint);
+      if (where.includes(this.mountPoint)) continue;
+      if (where.length > 0) throw this.fail(`the image is mounted elsewhere (${dev} on ${where.join(", ")}); unmount it first`);
+      this.opts.logger.warn({ groupId: this.groupId, device: dev }, "detaching a loop device left without a mount");
+      await runChecked("losetup", ["--detach", dev], `detaching ${dev}`);
+    }
+  }
+
+  /** Adds the key to the mounted filesystem and checks it is the encrypted directory's key; makes the directory on a new volume. */
+  private async unlockMounted(key: Uint8Array): Promise<void> {
+    const staging = join(this.mountPoint, `.${ENCRYPTED_DIR}.new`);
+    if (!(await exists(this.path))) {
+      // A new volume (or one whose creation was interrupted before the rename below): nothing is stored yet.
+      await rm(staging, { recursive: true, force: true });
+      const id = await this.fscrypt.addKey(this.mountPoint, key);
+      await mkdir(staging, { mode: 0o700 });
+      await this.fscrypt.setPolicy(staging, id);
+      await chown(staging, this.opts.account.uid, this.opts.account.gid);
+      await chmod(staging, 0o700);
+      await rename(staging, this.path);
+      await fsyncFile(this.mountPoint);
+      this.opts.logger.info({ groupId: this.groupId, identifier: id }, "encrypted volume unlocked (new encrypted directory)");
+      return;
+    }
+    const s = await this.fscrypt.status(this.path);
+    if (s.policy !== "v2" || s.contents !== "aes-256-xts" || s.filenames !== "aes-256-cts" || !s.identifier) {
+      throw this.fail(`${this.path} does not have parhelion's encryption policy (policy ${s.policy}); refusing to use it`);
+    }
+    const id = await this.fscrypt.addKey(this.mountPoint, key);
+    if (id !== s.identifier) {
+      // The kernel derived another identifier: not this volume's key. Take it back out; say nothing more.
+      await this.fscrypt.removeKey(this.mountPoint, id).catch(() => undefined);
+      throw new ParhelionError("ERR_VOLUME_KEY_MISMATCH", `volume ${this.groupId}: the key does not unlock this volume`);
+    }
+    this.opts.logger.info({ groupId: this.groupId, identifier: id }, "encrypted volume unlocked");
+  }
+
+  private async doLock(): Promise<LockResult> {
+    if (!(await this.currentMount()) || !(await exists(this.path))) return { key: "absent", busy: false };
+    const s = await this.fscrypt.status(this.path);
+    if (s.policy !== "v2" || !s.identifier) throw this.fail(`${this.path} has no v2 encryption policy`);
+    // "incompletely-removed": an earlier lock found busy files; removing again retries evicting them.
+    if (s.key === "absent") return { key: "absent", busy: false };
+    const r = await this.fscrypt.removeKey(this.mountPoint, s.identifier);
+    const result: LockResult = { key: r === "absent" ? "absent" : "removed", busy: r === "busy" };
+    if (result.busy) this.opts.logger.warn({ groupId: this.groupId }, "encrypted volume locked, but files on it are still open and stay readable until closed");
+    else this.opts.logger.info({ groupId: this.groupId }, "encrypted volume locked");
+    return result;
+  }
+
+  private async doUnmount(): Promise<void> {
+    const m = await this.currentMount();
+    if (m) {
+      const locked = await this.doLock();
+      if (locked.busy) throw new ParhelionError("ERR_VOLUME_BUSY", `volume ${this.groupId}: files on it are in use; stop the servers using it and retry`);
+      const r = await run("umount", ["--", this.mountPoint]);
+      if (r.code !== 0) {
+        if (/busy/i.test(r.stderr)) throw new ParhelionError("ERR_VOLUME_BUSY", `volume ${this.groupId}: ${r.stderr.trim()}`);
+        throw this.fail(`unmounting failed: ${r.stderr.trim()}`);
+      }
+      this.opts.logger.info({ groupId: this.groupId }, "encrypted volume unmounted");
+    }
+    // The kernel detaches an auto-clearing loop device as the unmount releases it; wait briefly, then detach what remains.
+    for (let i = 0; i < 40 && (await loopDevicesFor(this.image)).length > 0; i++) await new Promise((r) => setTimeout(r, 25));
+    await this.detachStrayLoops();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+}
+
+/** fsyncs a file or directory, so a rename survives a power loss. */
+async function fsyncFile(path: string): Promise<void> {
+  const fh = await open(path, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The group ids that have a volume image under `<dataDir>/volumes`. */
+export async function listVolumes(dataDir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(join(dataDir, "volumes"));
+  } catch {
+    return [];
+  }
+  return names.filter((n) => n.endsWith(".img") && isUuid(n.slice(0, -4))).map((n) => n.slice(0, -4)).sort();
+}
