@@ -26,6 +26,7 @@ import { Router, tlsIdentity } from "./gateway/routing.js";
 import { Gateway } from "./gateway/server.js";
 import { DataApi } from "./gateway/dataApi.js";
 import { InflightTracker, type Services } from "./api/context.js";
+import { Keyring, attachKeyring, createKeyProvider, encryptLegacySecrets } from "./kms/index.js";
 
 export const VERSION = "0.1.0";
 
@@ -149,6 +150,16 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     stack.push({ name: "pool", stop: () => db.destroy() });
     await migrate(db, logger);
 
+    // The key hierarchy: the root key provider, then the keyring that seals the store's secret columns.
+    // Rows written in plaintext before migration 0007 are encrypted before anything is served.
+    const keyProvider = await createKeyProvider(cfg);
+    stack.push({ name: "kms", stop: () => keyProvider.close() });
+    const keyring = new Keyring({ db, provider: keyProvider });
+    stack.push({ name: "keyring", stop: async () => keyring.clear() });
+    attachKeyring(db, keyring);
+    await encryptLegacySecrets(db, logger.child({ component: "kms" }));
+    logger.info({ provider: keyProvider.describe().provider, rootKeyId: keyProvider.describe().keyId }, "key hierarchy ready");
+
     const audit = createAuditLog({ db, logger: logger.child({ component: "audit" }), clock });
     stack.push({ name: "audit", stop: () => audit.close() });
     const ownerKeyFile = await bootstrapOrganization(db, cfg, audit, logger, clock);
@@ -211,7 +222,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       db, audit, apiKeys,
       throttle: new LoginThrottle({ threshold: cfg.lockoutThreshold, lockoutSeconds: cfg.lockoutSeconds, clock }),
       orgs: new OrganizationDirectory(db, clock),
-      workspaces, databases: new DatabaseAdmin(workspaces, engine), credentials, tokens,
+      workspaces, databases: new DatabaseAdmin(workspaces, engine), credentials, tokens, keyring,
     } satisfies Omit<Services, "clock" | "logger" | "inflight" | "settings">);
     // Readers (`parhelion login`, tests) see the old file or the new one, never a half-written one.
     writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile ?? ca.caFile, gatewayPort, pid: process.pid, version: VERSION }, null, 2) + "\n", 0o644);

@@ -6,6 +6,7 @@ import type { ApiKeyAuthenticator, LoginThrottle, OrganizationDirectory, WebAuth
 import type { Clock } from "../identity/types.js";
 import type { WorkspaceService } from "../workspaces/service.js";
 import type { DatabaseAdmin } from "../workspaces/databases.js";
+import type { Keyring } from "../kms/index.js";
 
 /** What route handlers may use. Each is an interface from its own context. */
 export interface Services {
@@ -21,6 +22,8 @@ export interface Services {
   credentials: PlatformCredentials;
   /** Group JWT settings as the gateway sees them (invalidated on change). */
   tokens: TokenVerifier;
+  /** The key hierarchy: status for `parhelion key status` (never key material). */
+  keyring: Pick<Keyring, "status">;
   /** Counts requests in flight so shutdown can wait for their audit records. */
   inflight: InflightTracker;
   clock: Clock;

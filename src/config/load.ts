@@ -75,6 +75,14 @@ export function loadConfig(src: ConfigSources = {}): Config {
     }
     if (cfg.databaseUrl.length === 0) throw new ParhelionError("ERR_CONFIG", `databaseUrlFile: ${cfg.databaseUrlFile} is empty`);
   }
+  if (cfg.kmsHsmPinFile !== undefined) {
+    try {
+      cfg.kmsHsmPin = readFileSync(resolve(cwd, cfg.kmsHsmPinFile), "utf8").replace(/\r?\n$/, "");
+    } catch (err) {
+      throw new ParhelionError("ERR_CONFIG", `kmsHsmPinFile: cannot read ${cfg.kmsHsmPinFile}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
+    }
+    if (cfg.kmsHsmPin.length === 0) throw new ParhelionError("ERR_CONFIG", `kmsHsmPinFile: ${cfg.kmsHsmPinFile} is empty`);
+  }
   cfg.dataDir = resolve(cwd, cfg.dataDir);
   return Object.freeze(cfg);
 }

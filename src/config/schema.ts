@@ -35,6 +35,17 @@ export const ConfigSchema = z
     mfaIssuer: z.string().trim().min(1).max(64).regex(/^[^:\u0000-\u001f\u007f]+$/, { message: "no colon or control characters" }).default("parhelion").describe("Issuer name authenticator apps show for TOTP, and the WebAuthn relying party name."),
     webauthnRpId: z.string().trim().toLowerCase().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, { message: "must be a DNS host name (WebAuthn refuses IP addresses)" }).max(253).optional().describe("WebAuthn relying party id: the host name users reach the console at. Default: host, or localhost when host is an IP address."),
     webauthnOrigins: z.string().trim().min(1).max(2048).optional().describe("Comma-separated origins (https://host[:port]) WebAuthn answers may come from. Default: https://<webauthnRpId>:<API port>."),
+    kms: z.enum(["local", "pkcs11", "aws-kms"]).default("local").describe("Root key provider of the key hierarchy: local (a key file), pkcs11 (an HSM) or aws-kms."),
+    kmsKeyFile: z.string().min(1).optional().describe("kms local: the root key file (32 bytes, mode 0600), made at first start. Default: <dataDir>/keys/root.key. Back it up apart from the metadata store."),
+    kmsHsmModule: z.string().min(1).optional().describe("kms pkcs11: path of the PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so)."),
+    kmsHsmToken: z.string().min(1).max(32).optional().describe("kms pkcs11: label of the token holding the root key."),
+    kmsHsmKeyLabel: z.string().min(1).max(128).default("parhelion-root").describe("kms pkcs11: label of the AES-256 root key on the token (made non-extractable on first start when absent)."),
+    kmsHsmPin: z.string().min(1).optional().describe("kms pkcs11: the token's user PIN. Environment (PARHELION_KMS_HSM_PIN) or kmsHsmPinFile only."),
+    kmsHsmPinFile: z.string().min(1).optional().describe("kms pkcs11: file holding the token's user PIN."),
+    kmsAwsKeyId: z.string().min(1).max(2048).optional().describe("kms aws-kms: the KMS key id, ARN or alias that wraps the organizations' keys."),
+    kmsAwsRegion: z.string().regex(/^[a-z0-9-]{1,32}$/, { message: "must be an AWS region name" }).optional().describe("kms aws-kms: the AWS region."),
+    kmsAwsEndpoint: z.string().url().optional().describe("kms aws-kms: an https:// endpoint instead of AWS's (a VPC endpoint or a KMS-compatible server). Credentials come from the AWS SDK's usual chain (AWS_ACCESS_KEY_ID, profiles, instance roles)."),
+    kmsAwsCaFile: z.string().min(1).optional().describe("kms aws-kms: extra PEM CA certificates to trust for kmsAwsEndpoint."),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -44,12 +55,23 @@ export const ConfigSchema = z
     if (c.databaseUrl !== undefined && c.databaseUrlFile !== undefined) {
       ctx.addIssue({ code: "custom", path: ["databaseUrl"], message: "give databaseUrl or databaseUrlFile, not both" });
     }
+    if (c.kmsHsmPin !== undefined && c.kmsHsmPinFile !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["kmsHsmPin"], message: "give kmsHsmPin or kmsHsmPinFile, not both" });
+    }
+    if (c.kms === "pkcs11") {
+      for (const k of ["kmsHsmModule", "kmsHsmToken"] as const) if (c[k] === undefined) ctx.addIssue({ code: "custom", path: [k], message: "is required with kms pkcs11" });
+      if (c.kmsHsmPin === undefined && c.kmsHsmPinFile === undefined) ctx.addIssue({ code: "custom", path: ["kmsHsmPin"], message: "kms pkcs11 needs the token's PIN: set PARHELION_KMS_HSM_PIN or kmsHsmPinFile (there is no default PIN)" });
+    }
+    if (c.kms === "aws-kms") {
+      for (const k of ["kmsAwsKeyId", "kmsAwsRegion"] as const) if (c[k] === undefined) ctx.addIssue({ code: "custom", path: [k], message: "is required with kms aws-kms" });
+      if (c.kmsAwsEndpoint !== undefined && !c.kmsAwsEndpoint.startsWith("https://")) ctx.addIssue({ code: "custom", path: ["kmsAwsEndpoint"], message: "must be an https:// URL" });
+    }
   });
 
 export type Config = Readonly<z.output<typeof ConfigSchema>>;
 
 /** Keys whose values are secrets: they may not appear in the YAML file or on the command line. */
-export const SECRET_KEYS = new Set<string>(["databaseUrl"]);
+export const SECRET_KEYS = new Set<string>(["databaseUrl", "kmsHsmPin"]);
 
 /** Environment variable for each key: dataDir -> PARHELION_DATA_DIR. */
 export function envName(key: string): string {

@@ -4,6 +4,7 @@ import { Secret, TOTP } from "otpauth";
 import QRCode from "qrcode";
 import { ParhelionError } from "../lib/errors.js";
 import type { Db } from "../store/schema.js";
+import { keyUnavailable, openColumn, sealColumn } from "../kms/index.js";
 import { asDate, iso, isoNN, isUniqueViolation, isUuid, sha256, text } from "./internal.js";
 import { systemClock, type Clock } from "./types.js";
 
@@ -173,17 +174,27 @@ export async function beginTotpEnrollment(
   const now = clock();
   const expiresAt = new Date(now.getTime() + TOTP_ENROLL_TTL_MS);
   const factorID = randomUUID();
+  const user = await db.selectFrom("users").select("org_id").where("id", "=", input.userId).executeTakeFirst();
+  if (!user) throw new ParhelionError("ERR_NOT_FOUND", "user not found");
+  // Sealed before the transaction: a first secret of the organization makes its keys (their own writes).
+  const secretEnc = await sealColumn(db, user.org_id, "mfa_totp.secret", factorID, secret);
   await db.transaction().execute(async (trx) => {
     // Serializes enrollments of one user.
     await sql`SELECT pg_advisory_xact_lock(hashtext('mfa_totp'), hashtext(${input.userId}))`.execute(trx);
     const confirmed = await trx.selectFrom("mfa_totp").select("id").where("user_id", "=", input.userId).where("confirmed_at", "is not", null).executeTakeFirst();
     if (confirmed) throw new ParhelionError("ERR_CONFLICT", "You already have a TOTP authenticator; remove it first to enroll another.");
     await trx.deleteFrom("mfa_totp").where("user_id", "=", input.userId).where("confirmed_at", "is", null).execute();
-    await trx.insertInto("mfa_totp").values({ id: factorID, user_id: input.userId, name, secret, enroll_expires_at: expiresAt, confirmed_at: null, last_used_step: null, last_used_at: null }).execute();
+    await trx.insertInto("mfa_totp").values({ id: factorID, user_id: input.userId, name, secret: null, secret_enc: secretEnc, enroll_expires_at: expiresAt, confirmed_at: null, last_used_step: null, last_used_at: null }).execute();
   });
   const otpauthURI = totpOf(secret, input.issuer, input.email).toString();
   const qrCodeSvg = await QRCode.toString(otpauthURI, { type: "svg", errorCorrectionLevel: "M", margin: 2 });
   return { factorID, secret, otpauthURI, qrCodeSvg, expiresAt: expiresAt.toISOString() };
+}
+
+/** The stored TOTP secret of a factor, opened from its envelope (ERR_KEY_UNAVAILABLE if it cannot be). */
+async function totpSecret(db: Db, row: { id: string; secret_enc: Buffer | null }): Promise<string> {
+  if (row.secret_enc === null) throw keyUnavailable();
+  return openColumn(db, "mfa_totp.secret", row.id, row.secret_enc);
 }
 
 /** The absolute time step a code matches (current ± TOTP_WINDOW), or null. */
@@ -212,11 +223,11 @@ export async function confirmTotpEnrollment(
   clock: Clock = systemClock,
 ): Promise<{ factorID: string; recoveryCodes: string[] | null }> {
   const now = clock();
-  const row = await db.selectFrom("mfa_totp").select(["id", "secret", "enroll_expires_at"]).where("user_id", "=", input.userId).where("confirmed_at", "is", null).executeTakeFirst();
+  const row = await db.selectFrom("mfa_totp").select(["id", "secret_enc", "enroll_expires_at"]).where("user_id", "=", input.userId).where("confirmed_at", "is", null).executeTakeFirst();
   if (!row || row.enroll_expires_at === null || asDate(row.enroll_expires_at).getTime() <= now.getTime()) {
     throw new ParhelionError("ERR_MFA_INVALID", "No TOTP enrollment is waiting (it expires after 10 minutes): start one again.");
   }
-  const step = matchStep(row.secret, normalizeTotpCode(input.code), now);
+  const step = matchStep(await totpSecret(db, row), normalizeTotpCode(input.code), now);
   if (step === null) throw new ParhelionError("ERR_MFA_INVALID", INVALID);
   try {
     return await db.transaction().execute(async (trx) => {
@@ -244,9 +255,9 @@ export async function confirmTotpEnrollment(
  */
 export async function verifyTotp(db: Db, input: { userId: string; sessionId: string; code: string }, clock: Clock = systemClock): Promise<Date> {
   const now = clock();
-  const row = await db.selectFrom("mfa_totp").select(["id", "secret"]).where("user_id", "=", input.userId).where("confirmed_at", "is not", null).executeTakeFirst();
+  const row = await db.selectFrom("mfa_totp").select(["id", "secret_enc"]).where("user_id", "=", input.userId).where("confirmed_at", "is not", null).executeTakeFirst();
   // No authenticator and a wrong code look the same.
-  const step = matchStep(row?.secret ?? new Secret({ size: TOTP_SECRET_BYTES }).base32, normalizeTotpCode(input.code), now);
+  const step = matchStep(row ? await totpSecret(db, row) : new Secret({ size: TOTP_SECRET_BYTES }).base32, normalizeTotpCode(input.code), now);
   if (!row || step === null) throw new ParhelionError("ERR_MFA_INVALID", INVALID);
   return db.transaction().execute(async (trx) => {
     const res = await trx

@@ -5,6 +5,7 @@ import * as oidc from "openid-client";
 import { Agent, fetch as undiciFetch } from "undici";
 import { ParhelionError } from "../lib/errors.js";
 import type { Db } from "../store/schema.js";
+import { keyUnavailable, openColumn, sealColumn } from "../kms/index.js";
 import { identityRolesOfUser } from "../rbac/grants.js";
 import { createUser } from "./users.js";
 import { decodeToken, isUniqueViolation, isUuid, isoNN, randomToken, sha256 } from "./internal.js";
@@ -128,6 +129,7 @@ interface ProviderRow {
   issuer: string;
   client_id: string;
   client_secret: string | null;
+  client_secret_enc: Buffer | null;
   redirect_uri: string;
   ca_pem: string | null;
   scopes: string[];
@@ -150,7 +152,7 @@ function view(r: ProviderRow): SsoConfigView {
     organizationID: r.org_id,
     issuer: r.issuer,
     clientID: r.client_id,
-    clientSecretSet: r.client_secret !== null,
+    clientSecretSet: r.client_secret_enc !== null || r.client_secret !== null,
     redirectURI: r.redirect_uri,
     caPem: r.ca_pem,
     scopes: [...r.scopes],
@@ -235,6 +237,8 @@ export async function putSsoConfig(db: Db, orgId: string, input: SsoConfigInput,
   const breakGlass = [...new Set((input.breakGlassUserIDs ?? []).map((id) => id.toLowerCase()))];
   const ssoOnly = input.ssoOnly ?? false;
   const now = clock();
+  // Sealed before the transaction: a first secret of the organization makes its keys (their own writes).
+  const sealedSecret = input.clientSecret === undefined || input.clientSecret === null ? null : await sealColumn(db, orgId, "sso_providers.client_secret", orgId, input.clientSecret);
   return db.transaction().execute(async (trx) => {
     // One writer at a time per organization, so two PUTs never interleave their checks.
     await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`sso:${orgId}`}, 0))`.execute(trx);
@@ -253,11 +257,12 @@ export async function putSsoConfig(db: Db, orgId: string, input: SsoConfigInput,
       const u = await trx.selectFrom("users").select("id").where("id", "=", id).where("org_id", "=", orgId).where("removed_at", "is", null).executeTakeFirst();
       if (!u || !(await isOwner(trx, orgId, id))) throw invalid("breakGlassUserIDs", `${id} is not an active Owner of this organization`);
     }
-    const secret = input.clientSecret === undefined ? (current?.client_secret ?? null) : input.clientSecret;
+    const keep = input.clientSecret === undefined;
     const values = {
       issuer: input.issuer,
       client_id: input.clientID,
-      client_secret: secret,
+      client_secret: keep ? (current?.client_secret ?? null) : null,
+      client_secret_enc: keep ? (current?.client_secret_enc ?? null) : sealedSecret,
       redirect_uri: input.redirectURI,
       ca_pem: caPem,
       scopes,
@@ -382,7 +387,16 @@ interface Idp {
  * system roots plus the configured `caPem`. The clock's offset from the system clock is handed to
  * openid-client, so token times are judged by parhelion's clock.
  */
-async function openIdp(p: ProviderRow, clock: Clock, trail: SsoTrail): Promise<Idp> {
+/** The organization's client secret, opened from its envelope; null when none is set. */
+async function clientSecretOf(db: Db, p: ProviderRow): Promise<string | null> {
+  if (p.client_secret_enc === null) {
+    if (p.client_secret !== null) throw keyUnavailable(); // written before 0007_keys and not yet re-encrypted
+    return null;
+  }
+  return openColumn(db, "sso_providers.client_secret", p.org_id, p.client_secret_enc);
+}
+
+async function openIdp(p: ProviderRow, clientSecret: string | null, clock: Clock, trail: SsoTrail): Promise<Idp> {
   const agent = new Agent({
     connect: { ...(p.ca_pem ? { ca: [...rootCertificates, p.ca_pem] } : {}), rejectUnauthorized: true, timeout: IDP_TIMEOUT_SECONDS * 1000 },
     headersTimeout: IDP_TIMEOUT_SECONDS * 1000,
@@ -390,16 +404,16 @@ async function openIdp(p: ProviderRow, clock: Clock, trail: SsoTrail): Promise<I
   });
   const customFetch: oidc.CustomFetch = (url, options) => undiciFetch(url, { ...options, dispatcher: agent } as never) as unknown as Promise<Response>;
   const metadata: Partial<oidc.ClientMetadata> = { [oidc.clockSkew]: Math.round((clock().getTime() - Date.now()) / 1000) };
-  if (p.client_secret !== null) metadata.client_secret = p.client_secret;
-  const auth = p.client_secret === null ? oidc.None() : oidc.ClientSecretBasic(p.client_secret);
+  if (clientSecret !== null) metadata.client_secret = clientSecret;
+  const auth = clientSecret === null ? oidc.None() : oidc.ClientSecretBasic(clientSecret);
   try {
     // Signatures are checked too (openid-client's "non-repudiation checks"): OIDC Core lets a client trust
     // TLS alone for a token from the token endpoint, but a TLS-terminating proxy or a misissued certificate
     // must not be able to mint identities.
     let config = await oidc.discovery(new URL(p.issuer), p.client_id, metadata, auth, { [oidc.customFetch]: customFetch, timeout: IDP_TIMEOUT_SECONDS, execute: [oidc.enableNonRepudiationChecks] });
     const methods = config.serverMetadata().token_endpoint_auth_methods_supported;
-    if (p.client_secret !== null && methods !== undefined && !methods.includes("client_secret_basic") && methods.includes("client_secret_post")) {
-      config = new oidc.Configuration(config.serverMetadata(), p.client_id, metadata, oidc.ClientSecretPost(p.client_secret));
+    if (clientSecret !== null && methods !== undefined && !methods.includes("client_secret_basic") && methods.includes("client_secret_post")) {
+      config = new oidc.Configuration(config.serverMetadata(), p.client_id, metadata, oidc.ClientSecretPost(clientSecret));
       config[oidc.customFetch] = customFetch;
       config.timeout = IDP_TIMEOUT_SECONDS;
       oidc.enableNonRepudiationChecks(config);
@@ -476,7 +490,7 @@ export async function startSsoLogin(
     const open = await db.selectFrom("sso_login_transactions").select((eb) => eb.fn.countAll<string>().as("n")).where("source_ip", "=", sourceIp).where("used_at", "is", null).where("expires_at", ">", now).executeTakeFirstOrThrow();
     if (Number(open.n) >= MAX_OPEN_PER_SOURCE) throw new ParhelionError("ERR_RATE_LIMITED", "too many unfinished single sign-on attempts from this address", { details: { retryAfterSeconds: SSO_TRANSACTION_TTL_SECONDS } });
   }
-  const idp = await openIdp(row, clock, trail);
+  const idp = await openIdp(row, await clientSecretOf(db, row), clock, trail);
   try {
     const state = oidc.randomState();
     const nonce = oidc.randomNonce();
@@ -580,7 +594,7 @@ export async function completeSsoLogin(
   const row = await providerRow(db, tx.org_id);
   if (!row) throw new ParhelionError("ERR_SSO_NOT_CONFIGURED");
   trail["issuer"] = row.issuer;
-  const idp = await openIdp(row, clock, trail);
+  const idp = await openIdp(row, await clientSecretOf(db, row), clock, trail);
   let claims: Record<string, unknown>;
   try {
     const current = new URL(row.redirect_uri);

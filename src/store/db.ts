@@ -10,6 +10,7 @@ import * as m0003 from "./migrations/0003_workspaces.js";
 import * as m0004 from "./migrations/0004_mfa.js";
 import * as m0005 from "./migrations/0005_sso.js";
 import * as m0006 from "./migrations/0006_jwt_auth.js";
+import * as m0007 from "./migrations/0007_keys.js";
 
 export type { Db, Database } from "./schema.js";
 
@@ -24,6 +25,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0004_mfa": m0004,
   "0005_sso": m0005,
   "0006_jwt_auth": m0006,
+  "0007_keys": m0007,
 };
 
 class StaticProvider implements MigrationProvider {

@@ -174,7 +174,8 @@ export interface MfaTotpTable {
   id: string;
   user_id: string;
   name: string;
-  secret: string; // RFC 4648 base32; not yet encrypted at rest (see migration 0004)
+  secret: string | null; // legacy plaintext (RFC 4648 base32): only rows from before 0007_keys, re-encrypted at start
+  secret_enc: Buffer | null; // the base32 secret in a src/kms envelope bound to mfa_totp.secret:<id>
   created_at: GeneratedTimestamp;
   enroll_expires_at: Timestamp | null; // set while unconfirmed
   confirmed_at: Timestamp | null;
@@ -219,7 +220,8 @@ export interface SsoProvidersTable {
   org_id: string;
   issuer: string;
   client_id: string;
-  client_secret: string | null; // held in clear until the keys issue encrypts it; never returned by the API
+  client_secret: string | null; // legacy plaintext: only rows from before 0007_keys, re-encrypted at start
+  client_secret_enc: Buffer | null; // a src/kms envelope bound to sso_providers.client_secret:<org id>; never returned by the API
   redirect_uri: string;
   ca_pem: string | null; // extra trust anchors for the IdP's TLS certificate
   scopes: string[];
@@ -274,6 +276,20 @@ export interface WorkspaceGroupJwtAuthTable {
   updated_at: GeneratedTimestamp;
 }
 
+/** The key hierarchy (src/kms): wrapped keys only, never a plaintext key. */
+export interface KmsKeysTable {
+  id: string; // kek-<uuid> | dek-<uuid>
+  kind: "org-kek" | "org-data" | "group-data";
+  org_id: string;
+  group_id: string | null;
+  wrapped_by: string; // the root key's id (org-kek) or the org KEK's id (data keys)
+  provider: string | null; // org-kek: the root key provider that wrapped it
+  wrapped: Buffer;
+  state: ColumnType<"active" | "retired", "active" | "retired" | undefined, "active" | "retired">;
+  created_at: GeneratedTimestamp;
+  retired_at: Timestamp | null;
+}
+
 export interface Database {
   organizations: OrganizationsTable;
   users: UsersTable;
@@ -296,6 +312,7 @@ export interface Database {
   mfa_webauthn_credentials: MfaWebauthnCredentialsTable;
   mfa_recovery_codes: MfaRecoveryCodesTable;
   mfa_challenges: MfaChallengesTable;
+  kms_keys: KmsKeysTable;
 }
 
 export type Db = Kysely<Database>;

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { EmbeddedPostgres } from "../../src/store/embedded.js";
 import { createLogger } from "../../src/log/logger.js";
 import { openDb, migrate, type Db } from "../../src/store/db.js";
+import { Keyring, LocalKeyProvider, attachKeyring } from "../../src/kms/index.js";
 import type pg from "pg";
 
 export interface TestPostgres {
@@ -41,6 +42,8 @@ export async function startTestStore(): Promise<{ pg: TestPostgres; db: Db; pool
   const tp = await startTestPostgres();
   const { db, pool } = openDb({ connectionString: tp.connectionString });
   await migrate(db);
+  // Secret columns are sealed as in the platform: a local root key in the test's own directory.
+  attachKeyring(db, new Keyring({ db, provider: LocalKeyProvider.open(join(tp.dir, "keys", "root.key")) }));
   return {
     pg: tp,
     db,

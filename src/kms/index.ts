@@ -1,0 +1,26 @@
+import { join } from "node:path";
+import type { Config } from "../config/schema.js";
+import { ParhelionError } from "../lib/errors.js";
+import { LocalKeyProvider } from "./local.js";
+import type { KeyProvider } from "./provider.js";
+
+export type { KeyProvider, ProviderDescription, ProviderHealth, ProviderKind, WrapContext } from "./provider.js";
+export { Keyring, KEY_CACHE_SECONDS, type KeyInfo, type KeyStatus } from "./keyring.js";
+export { attachKeyring, keyringOf, sealColumn, openColumn, encryptLegacySecrets, columnPurpose, type SecretColumn } from "./secrets.js";
+export { keyUnavailable, KEY_UNAVAILABLE_MESSAGE } from "./errors.js";
+export { LocalKeyProvider } from "./local.js";
+
+/** The local provider's root key file: kmsKeyFile, or <dataDir>/keys/root.key. */
+export function localKeyFile(cfg: Pick<Config, "dataDir" | "kmsKeyFile">): string {
+  return cfg.kmsKeyFile ?? join(cfg.dataDir, "keys", "root.key");
+}
+
+/** Opens the root key provider the configuration names (`kms`). */
+export async function createKeyProvider(cfg: Config): Promise<KeyProvider> {
+  switch (cfg.kms) {
+    case "local":
+      return LocalKeyProvider.open(localKeyFile(cfg));
+    default:
+      throw new ParhelionError("ERR_CONFIG", `kms ${cfg.kms} is not available in this build`);
+  }
+}

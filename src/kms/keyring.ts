@@ -1,0 +1,211 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { isParhelionError } from "../lib/errors.js";
+import type { Db } from "../store/db.js";
+import { keyUnavailable } from "./errors.js";
+import { envelopeKeyId, open, seal } from "./envelope.js";
+import type { KeyProvider, ProviderDescription, ProviderHealth, WrapContext } from "./provider.js";
+
+/** How long an unwrapped key stays in memory before its wrapping key is asked again (below the 60 s promise). */
+export const KEY_CACHE_SECONDS = 50;
+
+type Kind = "org-kek" | "org-data" | "group-data";
+
+interface KeyRow {
+  id: string;
+  kind: Kind;
+  org_id: string;
+  group_id: string | null;
+  wrapped_by: string;
+  provider: string | null;
+  wrapped: Buffer;
+}
+
+/** A key as `parhelion key status` shows it: ids and relations only, never key material. */
+export interface KeyInfo {
+  keyID: string;
+  kind: Kind;
+  organizationID: string;
+  workspaceGroupID: string | null;
+  wrappedBy: string;
+  provider: string | null;
+  state: "active" | "retired";
+  createdAt: string;
+}
+
+export interface KeyStatus {
+  provider: ProviderDescription;
+  health: ProviderHealth;
+  keys: KeyInfo[];
+}
+
+export interface KeyringOptions {
+  db: Db;
+  provider: KeyProvider;
+  /** Injectable clock (ms since the epoch) for the cache. */
+  now?: () => number;
+  cacheSeconds?: number;
+}
+
+/** What a KEK's wrapping by the root key is bound to. */
+function kekContext(row: Pick<KeyRow, "id" | "org_id">): WrapContext {
+  return { purpose: "parhelion-org-kek", keyId: row.id, organizationId: row.org_id };
+}
+
+/** What a data key's envelope under its KEK is bound to. */
+function dataKeyPurpose(row: Pick<KeyRow, "id" | "kind" | "org_id" | "group_id">): string {
+  return `kms_keys:${row.id}:${row.kind}:${row.org_id}:${row.group_id ?? ""}`;
+}
+
+/**
+ * The key hierarchy: root key (the provider) -> one key-encryption key per organization (stored wrapped by
+ * the root key) -> data keys (one per organization for metadata secrets, one per workspace group), stored
+ * wrapped by the KEK. Keys are made on first use. Unwrapped keys live in this process's memory only, for
+ * KEY_CACHE_SECONDS, so a root key the provider stops serving stops decryption within a minute.
+ */
+export class Keyring {
+  private readonly db: Db;
+  readonly provider: KeyProvider;
+  private readonly now: () => number;
+  private readonly ttlMs: number;
+  private readonly cache = new Map<string, { key: Buffer; until: number; row: KeyRow }>();
+  private readonly inflight = new Map<string, Promise<{ key: Buffer; row: KeyRow }>>();
+
+  constructor(opts: KeyringOptions) {
+    this.db = opts.db;
+    this.provider = opts.provider;
+    this.now = opts.now ?? Date.now;
+    this.ttlMs = (opts.cacheSeconds ?? KEY_CACHE_SECONDS) * 1000;
+  }
+
+  /** Seals a secret of an organization under its metadata data key; `purpose` names where it is stored. */
+  async seal(orgId: string, purpose: string, plaintext: Buffer): Promise<Buffer> {
+    const k = await this.activeKey("org-data", orgId, null);
+    return seal(k.key, k.id, purpose, plaintext);
+  }
+
+  /** Opens an envelope sealed by `seal` (or with a group data key); every failure is ERR_KEY_UNAVAILABLE. */
+  async open(purpose: string, envelope: Buffer): Promise<Buffer> {
+    const keyId = envelopeKeyId(envelope);
+    const k = await this.keyById(keyId);
+    if (k.row.kind === "org-kek") throw keyUnavailable(); // a KEK wraps keys, never data
+    return open(k.key, purpose, envelope);
+  }
+
+  /** The workspace group's active data key (made on first use), for the volume and backup code. */
+  async groupDataKey(orgId: string, groupId: string): Promise<{ id: string; key: Buffer }> {
+    const k = await this.activeKey("group-data", orgId, groupId);
+    return { id: k.id, key: Buffer.from(k.key) };
+  }
+
+  /** A data key by id (e.g. the one an encrypted volume names); ERR_KEY_UNAVAILABLE if it cannot be had. */
+  async dataKey(keyId: string): Promise<Buffer> {
+    const k = await this.keyById(keyId);
+    if (k.row.kind === "org-kek") throw keyUnavailable();
+    return Buffer.from(k.key);
+  }
+
+  /** The provider, its health and the organization's keys (ids and relations, never material). */
+  async status(orgId: string): Promise<KeyStatus> {
+    const rows = await this.db.selectFrom("kms_keys").select(["id", "kind", "org_id", "group_id", "wrapped_by", "provider", "state", "created_at"]).where("org_id", "=", orgId).orderBy("created_at").orderBy("id").execute();
+    return {
+      provider: this.provider.describe(),
+      health: await this.provider.health(),
+      keys: rows.map((r) => ({
+        keyID: r.id, kind: r.kind, organizationID: r.org_id, workspaceGroupID: r.group_id, wrappedBy: r.wrapped_by, provider: r.provider,
+        state: r.state, createdAt: new Date(r.created_at).toISOString(),
+      })),
+    };
+  }
+
+  /** Forgets every unwrapped key (zeroing it). */
+  clear(): void {
+    for (const e of this.cache.values()) e.key.fill(0);
+    this.cache.clear();
+  }
+
+  /** The active key of a kind for an organization or group, made (with its KEK) when there is none. */
+  private async activeKey(kind: Kind, orgId: string, groupId: string | null): Promise<{ id: string; key: Buffer }> {
+    const find = () => {
+      let q = this.db.selectFrom("kms_keys").select("id").where("kind", "=", kind).where("org_id", "=", orgId).where("state", "=", "active");
+      q = groupId === null ? q : q.where("group_id", "=", groupId);
+      return q.executeTakeFirst();
+    };
+    let row = await find();
+    if (!row) {
+      await this.create(kind, orgId, groupId);
+      row = await find();
+      if (!row) throw keyUnavailable();
+    }
+    const k = await this.keyById(row.id);
+    return { id: row.id, key: k.key };
+  }
+
+  /** Makes a key; when another process made one at the same time, the unique index keeps theirs. */
+  private async create(kind: Kind, orgId: string, groupId: string | null): Promise<void> {
+    const key = randomBytes(32);
+    try {
+      let row: KeyRow;
+      if (kind === "org-kek") {
+        const d = this.provider.describe();
+        const id = `kek-${randomUUID()}`;
+        row = { id, kind, org_id: orgId, group_id: null, wrapped_by: d.keyId, provider: d.provider, wrapped: Buffer.alloc(0) };
+        row.wrapped = await this.provider.wrap(key, kekContext(row));
+      } else {
+        const kek = await this.activeKey("org-kek", orgId, null);
+        const id = `dek-${randomUUID()}`;
+        row = { id, kind, org_id: orgId, group_id: groupId, wrapped_by: kek.id, provider: null, wrapped: Buffer.alloc(0) };
+        row.wrapped = seal(kek.key, kek.id, dataKeyPurpose(row), key);
+      }
+      await this.db.insertInto("kms_keys").values(row).onConflict((oc) => oc.doNothing()).execute();
+    } catch (err) {
+      throw isParhelionError(err) && err.code === "ERR_KEY_UNAVAILABLE" ? err : keyUnavailable(err);
+    } finally {
+      key.fill(0);
+    }
+  }
+
+  /** Unwraps a key through its chain (data key -> KEK -> root), from the cache while it is fresh. */
+  private keyById(id: string): Promise<{ key: Buffer; row: KeyRow }> {
+    const hit = this.cache.get(id);
+    if (hit && hit.until > this.now()) return Promise.resolve(hit);
+    if (hit) {
+      hit.key.fill(0);
+      this.cache.delete(id);
+    }
+    let p = this.inflight.get(id);
+    if (!p) {
+      p = this.load(id).finally(() => this.inflight.delete(id));
+      this.inflight.set(id, p);
+    }
+    return p;
+  }
+
+  private async load(id: string): Promise<{ key: Buffer; row: KeyRow }> {
+    try {
+      return await this.loadChain(id);
+    } catch (err) {
+      // Whatever failed (the store, the provider, a tag), the caller learns only that the key is unavailable.
+      throw isParhelionError(err) && err.code === "ERR_KEY_UNAVAILABLE" ? err : keyUnavailable(err);
+    }
+  }
+
+  private async loadChain(id: string): Promise<{ key: Buffer; row: KeyRow }> {
+    const row = (await this.db.selectFrom("kms_keys").select(["id", "kind", "org_id", "group_id", "wrapped_by", "provider", "wrapped"]).where("id", "=", id).executeTakeFirst()) as KeyRow | undefined;
+    if (!row) throw keyUnavailable();
+    let key: Buffer;
+    if (row.kind === "org-kek") {
+      const d = this.provider.describe();
+      if (row.provider !== d.provider || row.wrapped_by !== d.keyId) throw keyUnavailable();
+      key = await this.provider.unwrap(row.wrapped, kekContext(row));
+    } else {
+      if (envelopeKeyId(row.wrapped) !== row.wrapped_by) throw keyUnavailable();
+      const kek = await this.keyById(row.wrapped_by);
+      if (kek.row.kind !== "org-kek" || kek.row.org_id !== row.org_id) throw keyUnavailable();
+      key = open(kek.key, dataKeyPurpose(row), row.wrapped);
+    }
+    if (key.length !== 32) throw keyUnavailable();
+    const entry = { key, row, until: this.now() + this.ttlMs };
+    this.cache.set(id, entry);
+    return entry;
+  }
+}
