@@ -20,6 +20,12 @@ export async function createKeyProvider(cfg: Config): Promise<KeyProvider> {
   switch (cfg.kms) {
     case "local":
       return LocalKeyProvider.open(localKeyFile(cfg));
+    case "pkcs11": {
+      // Loaded only when used: it brings a native addon.
+      const { Pkcs11KeyProvider } = await import("./pkcs11.js");
+      if (cfg.kmsHsmModule === undefined || cfg.kmsHsmToken === undefined || cfg.kmsHsmPin === undefined) throw new ParhelionError("ERR_CONFIG", "kms pkcs11 needs kmsHsmModule, kmsHsmToken and the PIN");
+      return Pkcs11KeyProvider.open({ module: cfg.kmsHsmModule, token: cfg.kmsHsmToken, keyLabel: cfg.kmsHsmKeyLabel, pin: cfg.kmsHsmPin });
+    }
     default:
       throw new ParhelionError("ERR_CONFIG", `kms ${cfg.kms} is not available in this build`);
   }
