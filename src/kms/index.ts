@@ -26,7 +26,10 @@ export async function createKeyProvider(cfg: Config): Promise<KeyProvider> {
       if (cfg.kmsHsmModule === undefined || cfg.kmsHsmToken === undefined || cfg.kmsHsmPin === undefined) throw new ParhelionError("ERR_CONFIG", "kms pkcs11 needs kmsHsmModule, kmsHsmToken and the PIN");
       return Pkcs11KeyProvider.open({ module: cfg.kmsHsmModule, token: cfg.kmsHsmToken, keyLabel: cfg.kmsHsmKeyLabel, pin: cfg.kmsHsmPin });
     }
-    default:
-      throw new ParhelionError("ERR_CONFIG", `kms ${cfg.kms} is not available in this build`);
+    case "aws-kms": {
+      const { AwsKmsKeyProvider } = await import("./aws.js");
+      if (cfg.kmsAwsKeyId === undefined || cfg.kmsAwsRegion === undefined) throw new ParhelionError("ERR_CONFIG", "kms aws-kms needs kmsAwsKeyId and kmsAwsRegion");
+      return AwsKmsKeyProvider.open({ keyId: cfg.kmsAwsKeyId, region: cfg.kmsAwsRegion, endpoint: cfg.kmsAwsEndpoint, caFile: cfg.kmsAwsCaFile });
+    }
   }
 }
