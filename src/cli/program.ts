@@ -5,6 +5,7 @@ import { registerAccess } from "./commands/access.js";
 import { registerApiKeys } from "./commands/apiKeys.js";
 import { registerAudit } from "./commands/audit.js";
 import { registerInvitations } from "./commands/invitations.js";
+import { registerKeys } from "./commands/keys.js";
 import { registerLogin } from "./commands/login.js";
 import { registerMfa } from "./commands/mfa.js";
 import { registerOrg } from "./commands/org.js";
@@ -48,5 +49,6 @@ export async function buildProgram(argv: readonly string[]): Promise<Command> {
   registerAudit(program);
   registerWorkspaces(program);
   registerSso(program);
+  registerKeys(program);
   return program;
 }

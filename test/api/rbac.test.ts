@@ -94,6 +94,7 @@ const EXPECTED: Record<string, readonly OrgRole[] | "public"> = {
   "POST /v1/auth/mfa/webauthn/authentication": SESSION_ONLY,
   "DELETE /v1/auth/mfa/factors/{factorID}": SESSION_ONLY,
   "DELETE /v1/users/{userID}/mfa": WRITERS,
+  "GET /v1/keys/status": READERS,
 };
 
 let tp: TestPlatform;
