@@ -227,6 +227,43 @@ describe("key hierarchy on a real metadata store", () => {
     assert.deepEqual(encAfter, encBefore, "a second pass re-encrypted");
   });
 
+  test("a re-encryption pass interrupted half-way leaves each row plaintext or encrypted, and the next pass finishes", async () => {
+    const { openDb } = await import("../../src/store/db.js");
+    // Earlier tests' legacy rows are converted already; these two organizations' rows are the only plaintext ones.
+    const orgs = [await makeOrg(db, "half-1"), await makeOrg(db, "half-2")];
+    const ids: string[] = [];
+    for (const org of orgs) {
+      const u = await createUser(db, { orgId: org, email: email("half"), firstName: "", lastName: "", passwordHash: null });
+      const id = randomUUID();
+      ids.push(id);
+      await db.insertInto("mfa_totp").values({ id, user_id: u.userID, name: "legacy", secret: new Secret({ size: 20 }).base32, secret_enc: null, enroll_expires_at: null, confirmed_at: new Date(), last_used_step: null, last_used_at: null }).execute();
+    }
+    const { db: other } = openDb({ connectionString: store.pg.connectionString, max: 2 });
+    try {
+      // A provider that wraps one organization's KEK, then fails (a crash, an HSM gone) before the second.
+      const inner = LocalKeyProvider.open(join(store.pg.dir, "keys", "root.key"));
+      let wraps = 0;
+      const failing: KeyProvider = {
+        wrap: async (k, c) => {
+          if (++wraps > 1) throw new Error("gone");
+          return inner.wrap(k, c);
+        },
+        unwrap: (w, c) => inner.unwrap(w, c), describe: () => inner.describe(), health: () => inner.health(), close: () => inner.close(),
+      };
+      attachKeyring(other, new Keyring({ db: other, provider: failing }));
+      await rejectsOpaque(() => encryptLegacySecrets(other), "interrupted pass");
+      const rows = await db.selectFrom("mfa_totp").select(["id", "secret", "secret_enc"]).where("id", "in", ids).execute();
+      assert.equal(rows.filter((r) => r.secret === null && r.secret_enc !== null).length, 1, "exactly the first organization's row is encrypted");
+      assert.equal(rows.filter((r) => r.secret !== null && r.secret_enc === null).length, 1, "the other row is still whole plaintext");
+    } finally {
+      await other.destroy();
+    }
+    const second = await encryptLegacySecrets(db);
+    assert.equal(second.mfaTotp, 1);
+    const after = await db.selectFrom("mfa_totp").select(["secret"]).where("id", "in", ids).execute();
+    assert.ok(after.every((r) => r.secret === null));
+  });
+
   test("the store refuses a row with both the plaintext and the encrypted secret, or neither", async () => {
     const u = await createUser(db, { orgId: orgA, email: email("both"), firstName: "", lastName: "", passwordHash: null });
     const id = randomUUID();
