@@ -5,4 +5,5 @@
  */
 export { EncryptedVolume, listVolumes, ENCRYPTED_DIR, MIN_VOLUME_BYTES, MOUNT_OPTIONS, type EncryptedVolumeOptions, type LockResult, type VolumeState } from "./volume.js";
 export { Fscrypt, FSCRYPT_HELPER, VOLUME_KEY_BYTES, type KeyStatus, type PolicyStatus } from "./fscrypt.js";
+export { xtsAesSupport, type XtsAesSupport } from "./cpu.js";
 export { readMounts, mountAt, loopDevicesFor, type MountEntry } from "./mounts.js";

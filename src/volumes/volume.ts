@@ -8,6 +8,7 @@ import type { ServiceAccount } from "../engine/postgres.js";
 import { run, runChecked } from "./exec.js";
 import { Fscrypt, VOLUME_KEY_BYTES, type KeyStatus } from "./fscrypt.js";
 import { loopBackingFile, loopDevicesFor, mountAt, readMounts } from "./mounts.js";
+import { xtsAesSupport } from "./cpu.js";
 
 /** The smallest image parhelion makes (ext4 with a journal needs some room; PostgreSQL needs ~40 MB). */
 export const MIN_VOLUME_BYTES = 64 * 1024 * 1024;
@@ -51,6 +52,18 @@ export interface LockResult {
 }
 
 const asRoot = (): boolean => process.getuid?.() === 0;
+
+let cryptoChecked = false;
+
+/** Warns once per process when the kernel's AES-XTS is not accelerated: every write is then encrypted in slow C. */
+async function warnIfSlowCrypto(logger: Logger): Promise<void> {
+  if (cryptoChecked) return;
+  cryptoChecked = true;
+  const s = await xtsAesSupport();
+  if (!s.accelerated) {
+    logger.warn({ driver: s.driver ?? "none registered" }, "the kernel has no accelerated AES-XTS (no aesni_intel or equivalent): encrypted volumes will cost much CPU on writes; see docs/security.md");
+  }
+}
 
 /**
  * One workspace group's encrypted volume: an ext4 image with the `encrypt` feature under
@@ -164,6 +177,7 @@ export class EncryptedVolume {
   private async open(key: Uint8Array, mayCreate: boolean): Promise<void> {
     this.checkKey(key);
     if (!asRoot()) throw this.fail("encrypted volumes need root (mount, loop devices, fscrypt keys)");
+    await warnIfSlowCrypto(this.opts.logger);
     if (!(await this.currentMount())) {
       if (!(await exists(this.image))) {
         if (!mayCreate) throw this.fail(`the image ${this.image} does not exist`);
