@@ -147,6 +147,35 @@ describe("encrypted volume", () => {
     vol = restarted;
   });
 
+  test("after a kill -9 of the process that mounted it: the mount it left is found and reused", async () => {
+    await vol.unmount();
+    // A separate Node.js process mounts and unlocks the volume (key on its stdin), says so, and is killed with SIGKILL.
+    const mod = new URL("../../src/volumes/index.js", import.meta.url).href;
+    const script = [
+      `import { EncryptedVolume } from ${JSON.stringify(mod)};`,
+      `import { createLogger } from ${JSON.stringify(new URL("../../src/log/logger.js", import.meta.url).href)};`,
+      "const chunks = []; for await (const c of process.stdin) chunks.push(c);",
+      `const v = new EncryptedVolume({ dataDir: ${JSON.stringify(root)}, groupId: ${JSON.stringify(groupId)}, sizeBytes: ${SIZE}, account: ${JSON.stringify(acct)}, logger: createLogger({ level: "silent" }) });`,
+      "await v.unlock(Buffer.concat(chunks)); process.stdout.write('unlocked\\n'); setInterval(() => {}, 1000);",
+    ].join("\n");
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["pipe", "pipe", "inherit"] });
+    child.stdin.end(key);
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.once("data", () => resolve());
+      child.once("exit", (c) => reject(new Error(`the mounting process exited ${c}`)));
+    });
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    const left = await mountAt(vol.mountPoint);
+    assert.ok(left, "the killed process left the volume mounted");
+    const restarted = newVolume();
+    await restarted.unlock(key);
+    assert.equal((await mountAt(vol.mountPoint))?.source, left.source, "the same mount is reused");
+    assert.equal((await readFile("/proc/self/mountinfo", "utf8")).split("\n").filter((l) => l.includes(` ${vol.mountPoint} `)).length, 1);
+    assert.equal(await asService(acct, 'cat "$1/sub/$2"', vol.path, nameCanary), canary);
+    vol = restarted;
+  });
+
   test("after a crash between attaching and mounting: the stray loop device is detached and the image mounted once", async () => {
     await vol.unmount();
     const { stdout } = await execFileAsync("losetup", ["--find", "--show", vol.image]);
