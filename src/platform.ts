@@ -1,4 +1,4 @@
-import { mkdirSync, chmodSync } from "node:fs";
+import { mkdirSync, chmodSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
@@ -43,6 +43,8 @@ export interface Platform {
   workspaces: WorkspaceService;
   reconciler: Reconciler;
   gateway: Gateway;
+  /** Signs short-lived database credentials. */
+  credentials: PlatformCredentials;
   /** Where this start wrote the first owner API key (null when the organization already existed). */
   ownerKeyFile: string | null;
   /** Stops everything it started, in order: API, audit flush, pool, store. */
@@ -181,8 +183,11 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     const ca = await ensureCA(tlsDir);
     const router = new Router({ db, ca, tlsDir, domain: cfg.gatewayDomain, hostNames: (g) => workspaces.groupHostNames(g) });
     const defaultPair = await ensureServerCert(ca, { certFile: join(tlsDir, "gateway.crt"), keyFile: join(tlsDir, "gateway.key"), hosts: ["localhost", "127.0.0.1", "::1", cfg.host, cfg.gatewayDomain].filter((h) => h !== "0.0.0.0" && h !== "::") });
-    // Token logins: parhelion's own short-lived credentials (Ed25519, <dataDir>/keys) and each group's JWTs.
-    const credentials = await PlatformCredentials.open(join(cfg.dataDir, "keys"));
+    // Token logins: parhelion's own short-lived credentials (an Ed25519 key per organization, sealed by the
+    // keyring) and each group's JWTs. Releases before 0008 kept one signing key in a plaintext file: gone.
+    rmSync(join(cfg.dataDir, "keys", "db-credentials.key"), { force: true });
+    const credentials = new PlatformCredentials({ db, keys: keyring });
+    stack.push({ name: "credentials", stop: async () => credentials.clear() });
     const tokens = new TokenVerifier({ db, platform: credentials });
     const dataApi = new DataApi({ router, engine, audit, tokens, logger: logger.child({ component: "data-api" }) });
     gateway = new Gateway({
@@ -228,7 +233,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile ?? ca.caFile, gatewayPort, pid: process.pid, version: VERSION }, null, 2) + "\n", 0o644);
     ready = true;
     logger.info({ apiUrl, caFile: tls.caFile, gatewayPort }, "parhelion is ready");
-    return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, gatewayPort, engine, workspaces, reconciler, gateway: gw, ownerKeyFile, stop: stopAll };
+    return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, gatewayPort, engine, workspaces, reconciler, gateway: gw, credentials, ownerKeyFile, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

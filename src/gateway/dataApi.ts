@@ -243,7 +243,7 @@ export class DataApi {
     let t: VerifiedToken;
     try {
       if (!this.o.tokens) throw new TokenRejected("not-configured", "token logins are not enabled");
-      t = await this.o.tokens.verify(creds.token, { groupId: ws.groupId, workspaceId: ws.id });
+      t = await this.o.tokens.verify(creds.token, { groupId: ws.groupId, workspaceId: ws.id, orgId: ws.orgId });
       const info = await this.o.engine.getLoginInfo(ws.id, t.role);
       if (info !== null && (!info.canLogin || (info.validUntil !== null && info.validUntil.getTime() <= Date.now()))) throw new TokenRejected("role", `database user "${t.role}" cannot log in`);
       if (info?.tokenLogin !== true && (await this.o.engine.ensureTokenRole(ws.id, t.role, t.provision)) === null) {

@@ -526,7 +526,7 @@ export class Gateway {
         if (m.type !== FrontendType.Password) throw new ParhelionError("ERR_GW_PROTOCOL", "expected a password message");
         const password = parsePasswordMessage(m.body);
         if (looksLikeJwt(password)) {
-          token = await this.o.tokens!.verify(password, { groupId: group.id, workspaceId: ws.id });
+          token = await this.o.tokens!.verify(password, { groupId: group.id, workspaceId: ws.id, orgId: ws.orgId });
           if (token.role !== user) throw new TokenRejected("role", `the token is for database user "${token.role}"`);
           if (!usable && info !== null) throw new TokenRejected("role", `database user "${user}" cannot log in`);
           if (info?.tokenLogin !== true) {

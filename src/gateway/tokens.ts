@@ -1,13 +1,10 @@
 import { generateKeyPairSync, createPrivateKey, createPublicKey, randomUUID, type KeyObject } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, chmodSync } from "node:fs";
-import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import {
   SignJWT, jwtVerify, createLocalJWKSet, createRemoteJWKSet, decodeJwt, calculateJwkThumbprint, exportJWK, customFetch,
   type JWTPayload, type JSONWebKeySet, type JWTVerifyGetKey, type RemoteJWKSetOptions,
 } from "jose";
 import type { Db } from "../store/db.js";
-import { writeFileAtomic } from "../tls/pki.js";
 import { validateTokenRoleName } from "../engine/sql.js";
 
 /** Signature algorithms a group may accept. Never `none`, never HMAC (a JWKS holds public keys). */
@@ -98,31 +95,79 @@ function reject(err: unknown): never {
 
 // ---------------------------------------------------------------------------------------------- platform
 
+/** What PlatformCredentials needs of the key hierarchy (src/kms Keyring). */
+export interface CredentialKeySealer {
+  seal(orgId: string, purpose: string, plaintext: Buffer): Promise<Buffer>;
+  open(purpose: string, envelope: Buffer): Promise<Buffer>;
+}
+
+const sealPurpose = (orgId: string) => `db_credential_keys.private_key:${orgId}`;
+const SIGNING_KEY_CACHE_MS = 50_000;
+
 /**
  * parhelion's own short-lived database credentials: EdDSA JWTs for one workspace and one database role,
- * bound to the platform identity that asked, valid at most 15 minutes. The Ed25519 key lives in
- * `<dataDir>/keys/db-credentials.key` (0600), made at first start.
+ * bound to the platform identity that asked, valid at most 15 minutes. Each organization has its own
+ * Ed25519 key, made on first use: the public half in the metadata store, the private half sealed under the
+ * organization's data key (src/kms), opened into memory for at most 50 s at a time — so a root key the
+ * provider stops serving stops minting, as it stops every other decryption.
  */
 export class PlatformCredentials {
-  private constructor(
-    private readonly privateKey: KeyObject,
-    private readonly publicKey: KeyObject,
-    readonly kid: string,
-  ) {}
+  private readonly publicKeys = new Map<string, { kid: string; key: KeyObject }>();
+  private readonly privateKeys = new Map<string, { kid: string; key: KeyObject; until: number }>();
+  private readonly creating = new Map<string, Promise<void>>();
 
-  static async open(keysDir: string): Promise<PlatformCredentials> {
-    mkdirSync(keysDir, { recursive: true, mode: 0o700 });
-    chmodSync(keysDir, 0o700);
-    const file = join(keysDir, "db-credentials.key");
-    if (!existsSync(file)) {
-      const { privateKey } = generateKeyPairSync("ed25519");
-      writeFileAtomic(file, privateKey.export({ type: "pkcs8", format: "pem" }).toString(), 0o600);
+  constructor(private readonly o: { db: Db; keys: CredentialKeySealer }) {}
+
+  /** The organization's key id and public key (the key made when missing). */
+  private async publicKey(orgId: string, create: boolean): Promise<{ kid: string; key: KeyObject } | null> {
+    const have = this.publicKeys.get(orgId);
+    if (have) return have;
+    let row = await this.o.db.selectFrom("db_credential_keys").select(["kid", "public_key"]).where("org_id", "=", orgId).executeTakeFirst();
+    if (!row && create) {
+      await this.create(orgId);
+      row = await this.o.db.selectFrom("db_credential_keys").select(["kid", "public_key"]).where("org_id", "=", orgId).executeTakeFirst();
     }
-    const privateKey = createPrivateKey(readFileSync(file));
-    if (privateKey.asymmetricKeyType !== "ed25519") throw new Error(`${file} is not an Ed25519 key`);
-    const publicKey = createPublicKey(privateKey);
-    const kid = await calculateJwkThumbprint(await exportJWK(publicKey));
-    return new PlatformCredentials(privateKey, publicKey, kid);
+    if (!row) return null;
+    const k = { kid: row.kid, key: createPublicKey(row.public_key) };
+    this.publicKeys.set(orgId, k);
+    return k;
+  }
+
+  private create(orgId: string): Promise<void> {
+    const running = this.creating.get(orgId);
+    if (running) return running;
+    const p = (async () => {
+      const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+      const kid = await calculateJwkThumbprint(await exportJWK(publicKey));
+      const der = privateKey.export({ type: "pkcs8", format: "der" });
+      const sealed = await this.o.keys.seal(orgId, sealPurpose(orgId), der);
+      der.fill(0);
+      // Two processes on one store: the first key wins, the other's is discarded.
+      await this.o.db.insertInto("db_credential_keys").values({ org_id: orgId, kid, public_key: publicKey.export({ type: "spki", format: "pem" }).toString(), private_key_enc: sealed })
+        .onConflict((oc) => oc.column("org_id").doNothing()).execute();
+    })().finally(() => this.creating.delete(orgId));
+    this.creating.set(orgId, p);
+    return p;
+  }
+
+  private async privateKey(orgId: string): Promise<{ kid: string; key: KeyObject }> {
+    const now = Date.now();
+    const have = this.privateKeys.get(orgId);
+    if (have && have.until > now) return have;
+    await this.publicKey(orgId, true);
+    const row = await this.o.db.selectFrom("db_credential_keys").select(["kid", "private_key_enc"]).where("org_id", "=", orgId).executeTakeFirstOrThrow();
+    const der = await this.o.keys.open(sealPurpose(orgId), row.private_key_enc);
+    const key = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+    der.fill(0);
+    const k = { kid: row.kid, key, until: now + SIGNING_KEY_CACHE_MS };
+    this.privateKeys.set(orgId, k);
+    return k;
+  }
+
+  /** Forgets every key held in memory. */
+  clear(): void {
+    this.privateKeys.clear();
+    this.publicKeys.clear();
   }
 
   /** Signs a credential; the caller has checked that the principal may have it. */
@@ -130,20 +175,27 @@ export class PlatformCredentials {
     const ttl = Math.floor(o.ttlSeconds);
     if (!(ttl >= 60 && ttl <= PLATFORM_MAX_TTL_SECONDS)) throw new RangeError(`ttlSeconds must be 60..${PLATFORM_MAX_TTL_SECONDS}`);
     validateTokenRoleName(o.role);
+    const signer = await this.privateKey(o.orgId);
     const now = Math.floor((o.now ?? new Date()).getTime() / 1000);
     const id = randomUUID();
     const token = await new SignJWT({ org: o.orgId, email: o.email, db_role: o.role, db_grants: o.grants })
-      .setProtectedHeader({ alg: "EdDSA", kid: this.kid, typ: "JWT" })
+      .setProtectedHeader({ alg: "EdDSA", kid: signer.kid, typ: "JWT" })
       .setIssuer(PLATFORM_ISSUER).setAudience(platformAudience(o.workspaceId)).setSubject(o.principalId)
       .setIssuedAt(now).setNotBefore(now - 5).setExpirationTime(now + ttl).setJti(id)
-      .sign(this.privateKey);
+      .sign(signer.key);
     return { token, expiresAt: new Date((now + ttl) * 1000), id };
   }
 
-  async verify(token: string, workspaceId: string): Promise<VerifiedToken> {
+  /** Verifies a credential for a workspace of organization `orgId` (its own key: another's never verifies). */
+  async verify(token: string, workspaceId: string, orgId: string): Promise<VerifiedToken> {
+    const pub = await this.publicKey(orgId, false);
+    if (!pub) throw new TokenRejected("unknown-key", "no key of this organization signed the credential");
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, this.publicKey, { issuer: PLATFORM_ISSUER, audience: platformAudience(workspaceId), algorithms: ["EdDSA"], requiredClaims: ["exp", "iat", "sub", "jti"], clockTolerance: 5 }));
+      ({ payload } = await jwtVerify(token, async (header) => {
+        if (header.kid !== pub.kid) throw Object.assign(new Error("unknown kid"), { code: "ERR_JWKS_NO_MATCHING_KEY" });
+        return pub.key;
+      }, { issuer: PLATFORM_ISSUER, audience: platformAudience(workspaceId), algorithms: ["EdDSA"], requiredClaims: ["exp", "iat", "sub", "jti"], clockTolerance: 5 }));
     } catch (err) {
       reject(err);
     }
@@ -152,10 +204,10 @@ export class PlatformCredentials {
     const grants = payload["db_grants"];
     const org = payload["org"];
     const email = payload["email"];
-    if (typeof role !== "string" || typeof org !== "string" || !Array.isArray(grants) || !grants.every((g) => typeof g === "string")) throw new TokenRejected("claim", "the credential's claims are incomplete");
+    if (typeof role !== "string" || org !== orgId || !Array.isArray(grants) || !grants.every((g) => typeof g === "string")) throw new TokenRejected("claim", "the credential's claims are incomplete");
     return {
       kind: "platform", role, issuer: PLATFORM_ISSUER, subject: payload.sub!,
-      platform: { principalId: payload.sub!, email: typeof email === "string" ? email : null, orgId: org },
+      platform: { principalId: payload.sub!, email: typeof email === "string" ? email : null, orgId },
       expiresAt: new Date(payload.exp! * 1000), provision: { create: true, grants: grants as string[] },
     };
   }
@@ -244,7 +296,7 @@ export class TokenVerifier {
    * Verifies `token` for a login to `workspaceId` in `groupId`: a platform credential when its issuer is
    * parhelion's, else a JWT against the group's settings. Throws TokenRejected.
    */
-  async verify(token: string, o: { groupId: string; workspaceId: string }): Promise<VerifiedToken> {
+  async verify(token: string, o: { groupId: string; workspaceId: string; orgId: string }): Promise<VerifiedToken> {
     if (!looksLikeJwt(token)) throw new TokenRejected("malformed", "the password is not a token");
     let iss: unknown;
     try {
@@ -252,7 +304,7 @@ export class TokenVerifier {
     } catch {
       throw new TokenRejected("malformed", "the token is malformed");
     }
-    if (iss === PLATFORM_ISSUER) return this.o.platform.verify(token, o.workspaceId);
+    if (iss === PLATFORM_ISSUER) return this.o.platform.verify(token, o.workspaceId, o.orgId);
     const row = await this.load(o.groupId);
     if (!row) throw new TokenRejected("not-configured", "this workspace group accepts no JWTs: set up JWT logins first (PUT /v1/workspaceGroups/{id}/jwtAuth)");
     const g = this.groupKeys(o.groupId, row);

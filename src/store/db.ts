@@ -11,6 +11,7 @@ import * as m0004 from "./migrations/0004_mfa.js";
 import * as m0005 from "./migrations/0005_sso.js";
 import * as m0006 from "./migrations/0006_jwt_auth.js";
 import * as m0007 from "./migrations/0007_keys.js";
+import * as m0008 from "./migrations/0008_credential_keys.js";
 
 export type { Db, Database } from "./schema.js";
 
@@ -26,6 +27,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0005_sso": m0005,
   "0006_jwt_auth": m0006,
   "0007_keys": m0007,
+  "0008_credential_keys": m0008,
 };
 
 class StaticProvider implements MigrationProvider {

@@ -267,6 +267,15 @@ export interface UserExternalIdentitiesTable {
   last_login_at: Timestamp | null;
 }
 
+/** An organization's database-credential signing key (private half sealed by src/kms). */
+export interface DbCredentialKeysTable {
+  org_id: string;
+  kid: string;
+  public_key: string;
+  private_key_enc: Buffer;
+  created_at: GeneratedTimestamp;
+}
+
 /** A workspace group's JWT login settings (JSON shaped by src/gateway/tokens.ts JwtAuthConfig). */
 export interface WorkspaceGroupJwtAuthTable {
   group_id: string;
@@ -305,6 +314,7 @@ export interface Database {
   workspace_groups: WorkspaceGroupsTable;
   workspaces: WorkspacesTable;
   workspace_group_jwt_auth: WorkspaceGroupJwtAuthTable;
+  db_credential_keys: DbCredentialKeysTable;
   sso_providers: SsoProvidersTable;
   sso_login_transactions: SsoLoginTransactionsTable;
   user_external_identities: UserExternalIdentitiesTable;

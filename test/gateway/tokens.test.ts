@@ -7,8 +7,9 @@ import { SignJWT, exportJWK, generateKeyPair, type JWK, type CryptoKey } from "j
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
 import { createTestWorkspace, gatewayClient, psql, conninfo, type TestWorkspace } from "../support/workspaces.js";
 import { createCA, issueServerCert } from "../../src/tls/pki.js";
-import { PlatformCredentials } from "../../src/gateway/tokens.js";
 import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { randomUUID } from "node:crypto";
 
 const ISSUER = "https://idp.example.test";
 const AUDIENCE = "parhelion-db";
@@ -252,15 +253,29 @@ describe("short-lived platform credentials", () => {
   });
 
   test("an expired credential, and one minted for another workspace, are refused", async () => {
-    const platform = await PlatformCredentials.open(join(tp.dataDir, "keys"));
+    const platform = tp.platform.credentials;
     const me = (await tp.call("POST", `/v1/workspaces/${ws.workspaceId}/credentials`, { body: {} })).body.databaseUser as string;
-    const old = await platform.mint({ workspaceId: ws.workspaceId, orgId: "o", principalId: "p", email: null, role: me, grants: [], ttlSeconds: 60, now: new Date(Date.now() - 3_600_000) });
+    const orgId = (await tp.call("GET", "/v1/organizations/current")).body.orgID as string;
+    const old = await platform.mint({ workspaceId: ws.workspaceId, orgId, principalId: "p", email: null, role: me, grants: [], ttlSeconds: 60, now: new Date(Date.now() - 3_600_000) });
     const expired = await login(me, old.token);
     assert.equal(expired.ok, false);
     if (!expired.ok) assert.match(expired.message, /expired/);
-    const elsewhere = await platform.mint({ workspaceId: "00000000-0000-4000-8000-000000000000", orgId: "o", principalId: "p", email: null, role: me, grants: [], ttlSeconds: 60 });
+    const elsewhere = await platform.mint({ workspaceId: "00000000-0000-4000-8000-000000000000", orgId, principalId: "p", email: null, role: me, grants: [], ttlSeconds: 60 });
     const wrong = await login(me, elsewhere.token);
     assert.equal(wrong.ok, false);
     if (!wrong.ok) assert.match(wrong.message, /audience/);
+    // Another organization's key never verifies this organization's credentials.
+    const otherOrg = (await tp.platform.db.insertInto("organizations").values({ id: randomUUID(), name: "other-org" } as never).returning("id").executeTakeFirstOrThrow()).id as string;
+    const foreign = await platform.mint({ workspaceId: ws.workspaceId, orgId: otherOrg, principalId: "p", email: null, role: me, grants: [], ttlSeconds: 60 });
+    const refused = await login(me, foreign.token);
+    assert.equal(refused.ok, false);
+    // The signing keys: the public half in clear, the private half sealed (no PKCS#8 header in the row), no key file.
+    const rows = await tp.platform.db.selectFrom("db_credential_keys").select(["org_id", "public_key", "private_key_enc"]).execute();
+    assert.equal(rows.length, 2);
+    for (const r of rows) {
+      assert.match(r.public_key, /BEGIN PUBLIC KEY/);
+      assert.ok(!Buffer.from(r.private_key_enc).includes(Buffer.from("302e020100300506032b6570", "hex")), "the private key is sealed");
+    }
+    assert.equal(existsSync(join(tp.dataDir, "keys", "db-credentials.key")), false);
   });
 });
