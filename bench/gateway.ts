@@ -73,11 +73,15 @@ const TARGET_CREATE_MS = 3000; // POST /v1/workspaces → first query through th
 
 // ---------------------------------------------------------------------------------------------- options
 
-type PathKey = "unix" | "tls" | "relay" | "crelay" | "pgbouncer" | "gateway" | "gwjwt" | "gwcred";
-const ALL_PATHS: PathKey[] = ["unix", "tls", "relay", "crelay", "pgbouncer", "gateway", "gwjwt", "gwcred"];
-/** Run unless --paths says otherwise; the token paths are bench/auth's (`node dist/bench/auth.js`). */
+type PathKey = "unix" | "tls" | "relay" | "crelay" | "pgbouncer" | "gateway" | "gwjwt" | "gwcred" | "gwoff" | "gwall";
+const ALL_PATHS: PathKey[] = ["unix", "tls", "relay", "crelay", "pgbouncer", "gateway", "gwjwt", "gwcred", "gwoff", "gwall"];
+/**
+ * Run unless --paths says otherwise; the token paths are bench/auth's (`node dist/bench/auth.js`), the
+ * audit-level paths bench/audit's (`node dist/bench/audit.js`).
+ */
 const DEFAULT_PATHS: PathKey[] = ["unix", "tls", "relay", "crelay", "pgbouncer", "gateway"];
 const TARGET_JWT_SESSIONS_VS_BOUNCER = 1.0; // issue 6: gateway with a JWT / PgBouncer, new sessions per second
+const TARGET_ALL_QUERIES_VS_OFF = 0.9; // issue 5: select-only at ALL-QUERIES / at OFF
 type Mode = "select" | "rate" | "tpcb" | "connect";
 const ALL_MODES: Mode[] = ["select", "rate", "tpcb", "connect"];
 
@@ -688,6 +692,12 @@ async function run(o: Options): Promise<boolean> {
 
   const common = { PGUSER: "admin", PGPASSWORD: password, PGDATABASE: "postgres" };
   const jwt = await benchJwt();
+  /** Sets the group's audit level; sessions started after it use it (the gateway's route cache lives 2 s). */
+  const auditLevel = async (level: string) => {
+    const r = await p.call("PATCH", `/v1/workspaceGroups/${groupId}`, { auditLevel: level });
+    if (r.status !== 200) throw new Error(`PATCH auditLevel answered ${r.status}: ${r.text}`);
+    await sleep(2100);
+  };
   const e: Env = {
     p, wsPgdata, wsSocketDir, tls, bouncer, relayPid: relay?.pid, crelayPid: crelay?.pid, home,
     paths: {
@@ -710,6 +720,9 @@ async function run(o: Options): Promise<boolean> {
           await p.call("DELETE", `/v1/workspaceGroups/${groupId}/jwtAuth`);
         },
       },
+      // The group's statement audit level for the run (the gateway path above runs at the default, ADMIN-ONLY).
+      gwoff: { label: "parhelion gateway, audit OFF", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" }, server: "workspace", proxy: "parhelion", before: () => auditLevel("OFF"), after: () => auditLevel("ADMIN-ONLY") },
+      gwall: { label: "parhelion gateway, audit ALL-QUERIES", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" }, server: "workspace", proxy: "parhelion", before: () => auditLevel("ALL-QUERIES"), after: () => auditLevel("ADMIN-ONLY") },
       // parhelion's own short-lived credential (EdDSA), minted for the owner API key before each run.
       gwcred: {
         label: "parhelion gateway, platform credential (EdDSA)", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" },
@@ -851,6 +864,11 @@ async function run(o: Options): Promise<boolean> {
     const v = ratio(best("gwjwt", "connect"), best("pgbouncer", "connect"));
     checks.push({ name: "gateway with a JWT / PgBouncer, new sessions/s", value: v, target: `≥ ${TARGET_JWT_SESSIONS_VS_BOUNCER.toFixed(2)}`, pass: v >= TARGET_JWT_SESSIONS_VS_BOUNCER, shown: f2(v) });
   }
+  if (best("gwall", "select") && best("gwoff", "select")) {
+    const v = ratio(best("gwall", "select"), best("gwoff", "select"));
+    checks.push({ name: "gateway audit ALL-QUERIES / OFF, select-only TPS", value: v, target: `≥ ${TARGET_ALL_QUERIES_VS_OFF}`, pass: v >= TARGET_ALL_QUERIES_VS_OFF, shown: f2(v) });
+  }
+  if (gwSel && best("gwoff", "select")) info.push(["gateway audit ADMIN-ONLY (default) / OFF, select-only TPS", f2(ratio(gwSel, best("gwoff", "select"))), "(no target)", ""]);
   if (best("gwcred", "connect") && best("pgbouncer", "connect")) info.push(["gateway with a platform credential / PgBouncer, new sessions/s", f2(ratio(best("gwcred", "connect"), best("pgbouncer", "connect"))), "(no target)", ""]);
   checks.push({ name: "create-to-first-query, median ms", value: createMedian, target: `< ${TARGET_CREATE_MS}`, pass: createMedian < TARGET_CREATE_MS, shown: f0(createMedian) });
   const tp = best("gateway", "tpcb");

@@ -17,6 +17,7 @@ import { ensureCA, ensureServerCert } from "./tls/index.js";
 import { writeFileAtomic } from "./tls/pki.js";
 import { createWorkspaceEngine, type WorkspaceEngine } from "./engine/index.js";
 import { PlatformCredentials, TokenVerifier } from "./gateway/tokens.js";
+import { StatementClassifier } from "./audit/sql/classify.js";
 import { WORKSPACE_SIZES, isWorkspaceSize } from "./engine/sizes.js";
 import { WorkspaceService } from "./workspaces/service.js";
 import { DatabaseAdmin } from "./workspaces/databases.js";
@@ -195,7 +196,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       authTimeoutMs: cfg.gatewayAuthTimeoutSeconds * 1000, idleTimeoutMs: cfg.gatewayIdleTimeoutSeconds * 1000, maxMessageBytes: cfg.gatewayMaxMessageBytes,
       // A few server connections stay for the superuser reserve, parhelion's own and the pool's spare.
       connectionLimit: (ws) => Math.max(1, (isWorkspaceSize(ws.size) ? WORKSPACE_SIZES[ws.size].maxConnections : 25) - 5),
-      tokens,
+      tokens, statements: await StatementClassifier.create(),
       http: (socket, ctx) => dataApi.accept(socket, ctx),
       onServerFull: (id) => dataApi.drop(id),
     });

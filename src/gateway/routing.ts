@@ -9,6 +9,7 @@ import { Firewall } from "../workspaces/firewall.js";
 import { isUuid } from "../lib/ids.js";
 import type { WorkspaceState } from "../store/schema.js";
 import { tlsServerEndPoint } from "./protocol/scram.js";
+import type { AuditLevel } from "../audit/sql/classify.js";
 
 /** What the gateway knows of a workspace group. */
 export interface GroupRoute {
@@ -17,6 +18,8 @@ export interface GroupRoute {
   firewall: Firewall;
   tlsMinVersion: "1.2" | "1.3";
   terminated: boolean;
+  /** Statement audit level for sessions that start now. */
+  auditLevel: AuditLevel;
 }
 
 /** What the gateway knows of a workspace. */
@@ -82,8 +85,8 @@ export class Router {
     if (!isUuid(id)) return null;
     const c = this.groups.get(id);
     if (c && Date.now() - c.at < TTL_MS) return c.route;
-    const g = await this.o.db.selectFrom("workspace_groups").select(["id", "org_id", "firewall_ranges", "allow_all_traffic", "tls_min_version", "state"]).where("id", "=", id).executeTakeFirst();
-    const route = g ? { id: g.id, orgId: g.org_id, firewall: new Firewall(g.firewall_ranges, g.allow_all_traffic), tlsMinVersion: g.tls_min_version, terminated: g.state === "TERMINATED" } : null;
+    const g = await this.o.db.selectFrom("workspace_groups").select(["id", "org_id", "firewall_ranges", "allow_all_traffic", "tls_min_version", "state", "audit_level"]).where("id", "=", id).executeTakeFirst();
+    const route = g ? { id: g.id, orgId: g.org_id, firewall: new Firewall(g.firewall_ranges, g.allow_all_traffic), tlsMinVersion: g.tls_min_version, terminated: g.state === "TERMINATED", auditLevel: g.audit_level as AuditLevel } : null;
     this.groups.set(id, { at: Date.now(), route });
     return route;
   }

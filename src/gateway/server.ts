@@ -9,6 +9,8 @@ import { StartupReader, parseStartupPacket, parseOptionsEndpoint, MessageReader,
 import { BackendScanner, SSL_YES, SSL_NO, errorResponse, authenticationCleartextPassword, authenticationSASL, authenticationSASLContinue, authenticationSASLFinal, authenticationOk, parameterStatus, backendKeyData, readyForQuery } from "./protocol/backend.js";
 import { ScramServer, parseScramVerifier, deriveScramKeysAsync } from "./protocol/scram.js";
 import { TokenRejected, looksLikeJwt, type TokenVerifier, type VerifiedToken } from "./tokens.js";
+import { SessionStatements } from "./statements.js";
+import { recordsStatements, type StatementClassifier } from "../audit/sql/classify.js";
 import { peekClientHello } from "./protocol/clienthello.js";
 import { MessagePump } from "./pump.js";
 import { BackendPool, UpstreamRefused, cancelBackend, openBackend, type Backend, type UpstreamAuth } from "./upstream.js";
@@ -39,6 +41,8 @@ export interface GatewayOptions {
   connectionLimit: (ws: WorkspaceRoute) => number;
   /** Called when a workspace server is out of connection slots (the Data API drops its idle connections). */
   onServerFull?: (workspaceId: string) => void;
+  /** Classifies statements for audit at each group's level; absent: no statement audit. */
+  statements?: StatementClassifier;
   /** Verifies tokens offered as passwords (group JWTs, platform credentials); absent: SCRAM only. */
   tokens?: TokenVerifier;
   /** Takes over a TLS connection that asked for HTTP (the Data API); null: refuse it. */
@@ -613,10 +617,25 @@ export class Gateway {
     parts.push(backendKeyData(pid, secret), readyForQuery("I"));
     tls.write(Buffer.concat(parts));
     const now = Date.now();
+    const sessionId = randomUUID();
+    // Statement audit at the group's level as the session starts (a later change applies to new sessions).
+    const classifier = this.o.statements;
+    const statements = classifier && recordsStatements(group.auditLevel) ? new SessionStatements({
+      level: group.auditLevel, classifier,
+      record: (r) => this.audit({
+        ...base, type: "DatabaseStatement", result: "SUCCESS",
+        reason: `${[...new Set(r.classification.statements.map((x) => x.class))].join(",") || "PARSE-FAILURE"} ${r.classification.statements.map((x) => x.kind).join(",")}`.trim(),
+        attributes: {
+          ...base.attributes, sessionID: sessionId, protocol: r.protocol, statement: r.decision.text, plaintext: r.decision.plaintext,
+          statementClasses: r.classification.statements.map((x) => x.class), commands: r.classification.statements.map((x) => x.kind),
+          ...(r.classification.parseError !== null ? { parseError: r.classification.parseError } : {}),
+        },
+      }),
+    }) : null;
     const s: Session = {
-      id: randomUUID(), workspaceId: ws.id, orgId: ws.orgId, groupId: ws.groupId, user, database, peer, client: tls, backend, socketDir, pid, secret,
+      id: sessionId, workspaceId: ws.id, orgId: ws.orgId, groupId: ws.groupId, user, database, peer, client: tls, backend, socketDir, pid, secret,
       started: now, lastActivity: now, bytesIn: 0, bytesOut: 0, scanner: new BackendScanner(), readyAtLastSend: -1, pending: rest,
-      frontend: new FrontendScanner({ maxMessageBytes: this.o.maxMessageBytes }), ended: false,
+      frontend: new FrontendScanner({ maxMessageBytes: this.o.maxMessageBytes, ...(statements ? { onStatement: statements.onMessage } : {}) }), ended: false,
     };
     s.scanner.lastReadyStatus = "I";
     this.sessions.set(s.id, s);

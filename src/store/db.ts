@@ -12,6 +12,7 @@ import * as m0005 from "./migrations/0005_sso.js";
 import * as m0006 from "./migrations/0006_jwt_auth.js";
 import * as m0007 from "./migrations/0007_keys.js";
 import * as m0008 from "./migrations/0008_credential_keys.js";
+import * as m0009 from "./migrations/0009_audit_level.js";
 
 export type { Db, Database } from "./schema.js";
 
@@ -28,6 +29,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0006_jwt_auth": m0006,
   "0007_keys": m0007,
   "0008_credential_keys": m0008,
+  "0009_audit_level": m0009,
 };
 
 class StaticProvider implements MigrationProvider {

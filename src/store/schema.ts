@@ -143,6 +143,8 @@ export interface WorkspaceGroupsTable {
   allow_all_traffic: boolean;
   admin_verifier: string; // SCRAM-SHA-256 verifier of the admin password; the password itself is never stored
   tls_min_version: "1.2" | "1.3";
+  /** Statement audit level (src/audit/sql AUDIT_LEVELS); ADMIN-ONLY by default. */
+  audit_level: ColumnType<string, string | undefined, string>;
   update_window: { day: number; hour: number } | null;
   expires_at: Timestamp | null;
   state: GroupState;

@@ -1,3 +1,4 @@
+import type { AuditLevel } from "../audit/sql/classify.js";
 import { EventEmitter } from "node:events";
 import { randomInt, randomUUID } from "node:crypto";
 import { sql } from "kysely";
@@ -30,6 +31,7 @@ export interface GroupView {
   expiresAt?: string;
   terminatedAt?: string;
   tlsMinVersion: "1.2" | "1.3";
+  auditLevel: AuditLevel;
 }
 
 /** A workspace in Helios's shape, plus parhelion's port and stateReason. */
@@ -57,6 +59,7 @@ export interface CreateGroupInput {
   expiresAt?: string | undefined;
   updateWindow?: { day: number; hour: number } | undefined;
   tlsMinVersion?: "1.2" | "1.3" | undefined;
+  auditLevel?: AuditLevel | undefined;
 }
 
 export type UpdateGroupInput = Partial<Omit<CreateGroupInput, "regionID">>;
@@ -136,6 +139,7 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
       ...(g.expires_at ? { expiresAt: iso(g.expires_at)! } : {}),
       ...(g.terminated_at ? { terminatedAt: iso(g.terminated_at)! } : {}),
       tlsMinVersion: g.tls_min_version,
+      auditLevel: g.audit_level as AuditLevel,
     };
   }
 
@@ -195,7 +199,7 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
       await this.db.insertInto("workspace_groups").values({
         id, org_id: orgId, name: input.name, region_id: input.regionID, firewall_ranges: ranges,
         allow_all_traffic: input.allowAllTraffic ?? false, admin_verifier: makeScramVerifier(password),
-        tls_min_version: input.tlsMinVersion ?? "1.2", update_window: input.updateWindow ?? null,
+        tls_min_version: input.tlsMinVersion ?? "1.2", update_window: input.updateWindow ?? null, audit_level: input.auditLevel ?? "ADMIN-ONLY",
         expires_at: this.checkExpiry(input.expiresAt), state: "ACTIVE",
       }).execute();
     } catch (err) {
@@ -233,6 +237,7 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
     if (patch.firewallRanges !== undefined) set.firewall_ranges = normalizeRanges(patch.firewallRanges);
     if (patch.allowAllTraffic !== undefined) set.allow_all_traffic = patch.allowAllTraffic;
     if (patch.tlsMinVersion !== undefined) set.tls_min_version = patch.tlsMinVersion;
+    if (patch.auditLevel !== undefined) set.audit_level = patch.auditLevel;
     if (patch.updateWindow !== undefined) set.update_window = patch.updateWindow;
     if (patch.expiresAt !== undefined) set.expires_at = this.checkExpiry(patch.expiresAt);
     if (patch.adminPassword !== undefined) {

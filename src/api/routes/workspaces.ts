@@ -4,6 +4,7 @@ import { Id, Name, heliosUnsupported } from "../schemas.js";
 import { listAccessControls, updateAccessControls } from "../../rbac/accessControls.js";
 import { AccessControlAction, ResourceRoleView } from "./shared.js";
 import { WORKSPACE_SIZE_NAMES } from "../../workspaces/sizes.js";
+import { AUDIT_LEVELS } from "../../audit/sql/classify.js";
 import type { Services } from "../context.js";
 import type { Principal } from "../../identity/types.js";
 
@@ -13,6 +14,7 @@ const FirewallRanges = z.array(Cidr).max(1000);
 const UpdateWindow = z.object({ day: z.number().int().min(0).max(6), hour: z.number().int().min(0).max(23) }).strict();
 const IsoDate = z.iso.datetime({ offset: true, message: "must be an ISO 8601 date-time" });
 const TlsMinVersion = z.enum(["1.2", "1.3"]);
+const AuditLevelSchema = z.enum(AUDIT_LEVELS);
 const Password = z.string().min(1).max(256);
 /** Workspace names become part of nothing security-relevant, but stay DNS- and shell-friendly like Helios's. */
 const WorkspaceName = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, { message: "must be 1-32 lower-case letters, digits and dashes, starting with a letter" });
@@ -25,7 +27,7 @@ const Identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, { message:
 const Group = z.object({
   workspaceGroupID: Id, name: z.string(), regionID: Id, state: z.enum(["PENDING", "ACTIVE", "FAILED", "TERMINATED"]), allowAllTraffic: z.boolean(),
   firewallRanges: z.array(z.string()), updateWindow: UpdateWindow.optional(), createdAt: z.string(), expiresAt: z.string().optional(),
-  terminatedAt: z.string().optional(), tlsMinVersion: TlsMinVersion,
+  terminatedAt: z.string().optional(), tlsMinVersion: TlsMinVersion, auditLevel: AuditLevelSchema,
 });
 const Workspace = z.object({
   workspaceID: Id, workspaceGroupID: Id, name: z.string(), endpoint: z.string().describe("Host name to connect to (TLS SNI picks the workspace)."),
@@ -47,12 +49,14 @@ const GroupCreate = z.object({
   name: Name, regionID: Id, firewallRanges: FirewallRanges.optional().describe("IPv4/IPv6 CIDRs allowed to connect; default: this host only (127.0.0.1/32, ::1/128)."),
   adminPassword: Password.optional().describe("Password of the workspaces' admin user; generated and returned once when absent."),
   allowAllTraffic: z.boolean().optional(), expiresAt: IsoDate.optional(), updateWindow: UpdateWindow.optional(), tlsMinVersion: TlsMinVersion.optional(),
+  auditLevel: AuditLevelSchema.optional().describe("Statement audit (Helios's levels); default ADMIN-ONLY: DDL, role and privilege changes, logins."),
   dataBucketKMSKeyID: heliosUnsupported("dataBucketKMSKeyID"), backupBucketKMSKeyID: heliosUnsupported("backupBucketKMSKeyID"),
   smartDR: heliosUnsupported("smartDR"), highAvailabilityTwoZones: heliosUnsupported("highAvailabilityTwoZones"),
 }).strict();
 const GroupUpdate = z.object({
   name: Name.optional(), adminPassword: Password.optional(), firewallRanges: FirewallRanges.optional(), expiresAt: IsoDate.optional(),
   allowAllTraffic: z.boolean().optional(), updateWindow: UpdateWindow.optional(), tlsMinVersion: TlsMinVersion.optional(),
+  auditLevel: AuditLevelSchema.optional().describe("Statement audit level for sessions that start after the change (step-up)."),
 }).strict();
 
 const WorkspaceCreate = z.object({
@@ -80,7 +84,7 @@ export const workspaceRoutes = [
       const { dataBucketKMSKeyID: _a, backupBucketKMSKeyID: _b, smartDR: _c, highAvailabilityTwoZones: _d, ...input } = body;
       const r = await services.workspaces.createGroup(principal!.orgId, input);
       audit.resource = { type: "WorkspaceGroup", id: r.workspaceGroupID };
-      audit.attributes = { name: body.name, firewallRanges: body.firewallRanges ?? "default", allowAllTraffic: body.allowAllTraffic ?? false, tlsMinVersion: body.tlsMinVersion ?? "1.2", adminPasswordGenerated: r.adminPassword !== undefined };
+      audit.attributes = { name: body.name, firewallRanges: body.firewallRanges ?? "default", allowAllTraffic: body.allowAllTraffic ?? false, tlsMinVersion: body.tlsMinVersion ?? "1.2", auditLevel: body.auditLevel ?? "ADMIN-ONLY", adminPasswordGenerated: r.adminPassword !== undefined };
       return r;
     },
   }),
@@ -98,7 +102,7 @@ export const workspaceRoutes = [
   defineRoute({
     method: "PATCH", path: "/v1/workspaceGroups/{workspaceGroupID}", operationId: "updateWorkspaceGroup", tag: "Workspace groups", auditType: "WorkspaceGroupUpdate",
     // Step-up only for the network and TLS settings (a rename is not sensitive).
-    stepUp: (b) => b !== null && typeof b === "object" && ["firewallRanges", "allowAllTraffic", "tlsMinVersion"].some((k) => Object.hasOwn(b, k)),
+    stepUp: (b) => b !== null && typeof b === "object" && ["firewallRanges", "allowAllTraffic", "tlsMinVersion", "auditLevel"].some((k) => Object.hasOwn(b, k)),
     summary: "Changes a group's name, firewall, TLS minimum, admin password, expiry or update window.", access: "workspaceGroups:write", resource: groupResource,
     params: GroupParams, body: GroupUpdate, response: z.object({ workspaceGroupID: Id }),
     handler: async ({ params, body, principal, services, audit }) => {

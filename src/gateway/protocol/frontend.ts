@@ -222,13 +222,27 @@ const FRONTEND_TYPES = typeTable("BCdcfDEHFPpQSX");
 export class FrontendScanner extends HeaderScanner {
   /** True once a Terminate ('X') header was scanned. */
   sawTerminate = false;
+  private readonly statements: ((type: number, body: Buffer) => void) | undefined;
 
-  constructor(opts: { maxMessageBytes?: number } = {}) {
+  /**
+   * `onStatement`, when given, receives the whole bodies of Query, Parse, Bind, Execute and Close messages
+   * (for statement audit); it must not throw.
+   */
+  constructor(opts: { maxMessageBytes?: number; onStatement?: (type: number, body: Buffer) => void } = {}) {
     super(opts.maxMessageBytes ?? DEFAULT_MAX_RELAY_MESSAGE_BYTES, FRONTEND_TYPES, "the client");
+    this.statements = opts.onStatement;
   }
 
   protected onHeader(type: number): boolean {
     if (type === FrontendType.Terminate) this.sawTerminate = true;
     return false;
+  }
+
+  protected override captures(type: number): boolean {
+    return this.statements !== undefined && (type === FrontendType.Query || type === FrontendType.Parse || type === FrontendType.Bind || type === FrontendType.Execute || type === FrontendType.Close);
+  }
+
+  protected override onMessage(type: number, body: Buffer): void {
+    this.statements!(type, body);
   }
 }

@@ -255,6 +255,8 @@ export abstract class HeaderScanner {
   private remaining = 0; // body bytes still to pass
   private wantFirst = false;
   private failure: ParhelionError | null = null;
+  /** Body parts of a message being captured (see captures()), or null. */
+  private captured: Buffer[] | null = null;
 
   protected constructor(
     maxMessageBytes: number,
@@ -282,12 +284,15 @@ export abstract class HeaderScanner {
         }
         const avail = n - i;
         if (avail < this.remaining) {
+          this.captured?.push(chunk.subarray(i));
           this.remaining -= avail;
           return;
         }
+        this.captured?.push(chunk.subarray(i, i + this.remaining));
         i += this.remaining;
         this.remaining = 0;
         this.messages++;
+        if (this.captured !== null) this.deliverCaptured();
       } else if (this.hdr === 0 && n - i >= 5) {
         this.header(chunk[i]!, chunk.readUInt32BE(i + 1));
         i += 5;
@@ -318,8 +323,26 @@ export abstract class HeaderScanner {
     this.type = type;
     this.remaining = len - 4;
     this.wantFirst = this.onHeader(type, len);
-    if (this.remaining === 0) this.messages++;
+    if (this.captures(type)) this.captured = [];
+    if (this.remaining === 0) {
+      this.messages++;
+      if (this.captured !== null) this.deliverCaptured();
+    }
   }
+
+  private deliverCaptured(): void {
+    const parts = this.captured!;
+    this.captured = null;
+    this.onMessage(this.type, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+  }
+
+  /** Whether whole bodies of this message type are wanted (onMessage); none by default. */
+  protected captures(_type: number): boolean {
+    return false;
+  }
+
+  /** A whole captured message body (it may share memory with the scanned chunks: copy what you keep). */
+  protected onMessage(_type: number, _body: Buffer): void {}
 
   /** Records and throws a sticky ERR_GW_PROTOCOL. */
   protected fail(message: string): never {

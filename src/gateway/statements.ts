@@ -1,0 +1,80 @@
+import { decide, type AuditDecision, type AuditLevel, type Classification, type StatementClassifier } from "../audit/sql/classify.js";
+import { FrontendType } from "./protocol/frontend.js";
+
+/** One statement the session's audit level records. */
+export interface StatementRecord {
+  protocol: "simple" | "extended";
+  classification: Classification;
+  decision: AuditDecision;
+}
+
+function cstring(body: Buffer, at: number): [string, number] | null {
+  const end = body.indexOf(0, at);
+  return end < 0 ? null : [body.toString("utf8", at, end), end + 1];
+}
+
+/**
+ * Follows one client session's statements for audit: simple Query messages, and the extended protocol's
+ * Parse (named and unnamed statements), Bind (portals), Execute and Close. A statement is recorded when it
+ * is sent for execution — a Query, or an Execute of a portal bound to a parsed statement — if the session's
+ * level records its class. Malformed messages are the protocol checks' business: nothing here throws.
+ */
+export class SessionStatements {
+  private readonly parsed = new Map<string, { text: string; c: Classification }>();
+  private readonly portals = new Map<string, string>();
+
+  constructor(private readonly o: { level: AuditLevel; classifier: StatementClassifier; record: (r: StatementRecord) => void; maxTextBytes?: number }) {}
+
+  readonly onMessage = (type: number, body: Buffer): void => {
+    try {
+      this.handle(type, body);
+    } catch {
+      // a message the server will refuse anyway; the session's protocol checks deal with it
+    }
+  };
+
+  private handle(type: number, body: Buffer): void {
+    switch (type) {
+      case FrontendType.Query: {
+        const q = cstring(body, 0);
+        if (q) this.maybeRecord("simple", q[0], this.o.classifier.classify(q[0]));
+        return;
+      }
+      case FrontendType.Parse: {
+        const name = cstring(body, 0);
+        const q = name && cstring(body, name[1]);
+        if (name && q) this.parsed.set(name[0], { text: q[0], c: this.o.classifier.classify(q[0]) });
+        return;
+      }
+      case FrontendType.Bind: {
+        const portal = cstring(body, 0);
+        const stmt = portal && cstring(body, portal[1]);
+        if (portal && stmt) this.portals.set(portal[0], stmt[0]);
+        return;
+      }
+      case FrontendType.Execute: {
+        const portal = cstring(body, 0);
+        const stmt = portal ? this.portals.get(portal[0]) : undefined;
+        const p = stmt === undefined ? undefined : this.parsed.get(stmt);
+        if (p) this.maybeRecord("extended", p.text, p.c);
+        return;
+      }
+      case FrontendType.Close: {
+        const which = body[0];
+        const name = cstring(body, 1);
+        if (!name) return;
+        if (which === 0x53) this.parsed.delete(name[0]);
+        else if (which === 0x50) this.portals.delete(name[0]);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** For the extended protocol the text is the statement as parsed: its $n parameters, never the values bound. */
+  private maybeRecord(protocol: "simple" | "extended", text: string, c: Classification): void {
+    const decision = decide(this.o.level, text, c, this.o.maxTextBytes);
+    if (decision.log) this.o.record({ protocol, classification: c, decision });
+  }
+}
