@@ -268,6 +268,27 @@ describe("FrontendScanner", () => {
     }
   });
 
+  test("with onStatement, hands over whole Query, Parse, Bind, Execute and Close bodies once, whatever the split points", () => {
+    const expected = [
+      ["P", serialize.parse({ text: "select $1::int", name: "s1" }).subarray(5)],
+      ["B", serialize.bind({ statement: "s1", values: ["42"] }).subarray(5)],
+      ["E", serialize.execute({}).subarray(5)],
+      ["Q", serialize.query("select 1").subarray(5)],
+      ["C", serialize.close({ type: "S", name: "s1" }).subarray(5)],
+    ].map(([t, b]) => `${t}:${(b as Buffer).toString("hex")}`);
+    for (let cut = 0; cut <= stream.length; cut++) {
+      for (const cut2 of [cut, Math.min(stream.length, cut + 3), Math.min(stream.length, cut + 17)]) {
+        const got: string[] = [];
+        const s = new FrontendScanner({ onStatement: (type, body) => got.push(`${String.fromCharCode(type)}:${Buffer.from(body).toString("hex")}`) });
+        s.scan(stream.subarray(0, cut));
+        s.scan(stream.subarray(cut, cut2));
+        s.scan(stream.subarray(cut2));
+        assert.deepEqual(got, expected, `cuts at ${cut} and ${cut2}`);
+        assert.equal(s.messages, 12);
+      }
+    }
+  });
+
   test("tracks message boundaries byte by byte", () => {
     const s = new FrontendScanner();
     const q = serialize.query("select 1");
