@@ -26,7 +26,7 @@ export interface AuditPage { auditLogs: AuditRecord[]; nextToken?: string }
 export interface VerifyResult { ok: boolean; checked: number; headSeq: string | null; headHash: string | null; problems: Array<{ seq: string; kind: string; detail: string }> }
 export interface WorkspaceGroup {
   workspaceGroupID: string; name: string; regionID: string; state: string; allowAllTraffic: boolean; firewallRanges: string[];
-  createdAt: string; expiresAt?: string; terminatedAt?: string; tlsMinVersion: string;
+  createdAt: string; expiresAt?: string; terminatedAt?: string; tlsMinVersion: string; auditLevel: string;
 }
 export interface Workspace {
   workspaceID: string; workspaceGroupID: string; name: string; endpoint: string; port: number; size: string; state: string;

@@ -55,6 +55,13 @@ test("workspace-group create, workspace create --wait, sql and connect --print, 
   r = await cli(["connect", "app", "-c", "select 1"]);
   assert.notEqual(r.code, 0, "connect takes no psql arguments (it runs psql interactively)");
 
+  r = await cli(["workspace-group", "update", "cli-group", "--audit-level", "WRITES-ONLY"]);
+  assert.equal(r.code, 0, r.stderr);
+  r = await cli(["workspace-group", "update", "cli-group", "--audit-level", "NOT-A-LEVEL"]);
+  assert.notEqual(r.code, 0, "a level that does not exist is refused");
+  r = await cli(["-o", "table", "workspace-group", "list"]);
+  assert.match(r.stdout, /cli-group .*WRITES-ONLY/);
+
   r = await cli(["-o", "table", "workspace", "list"]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /app\s+ACTIVE\s+S-00/);

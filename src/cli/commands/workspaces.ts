@@ -77,13 +77,15 @@ export function registerWorkspaces(program: Command): void {
     .option("--firewall <cidrs>", "comma-separated CIDRs allowed to connect (default: this host only)")
     .option("--allow-all-traffic", "admit every address (not recommended)")
     .option("--tls-min-version <v>", "1.2 or 1.3")
+    .option("--audit-level <level>", "statement audit: OFF, LOGINS-ONLY, ADMIN-ONLY (default), WRITES-ONLY, ALL-QUERIES, ALL-QUERIES-PLAINTEXT, ALL-RESULTS (and -INCLUDING-PARSE-FAILS)")
     .option("--admin-password-file <file>", "set the admin password from a file instead of generating one")
-    .action(apiAction(async ({ client, format }, name: string, opts: { region?: string; firewall?: string; allowAllTraffic?: boolean; tlsMinVersion?: string; adminPasswordFile?: string }) => {
+    .action(apiAction(async ({ client, format }, name: string, opts: { region?: string; firewall?: string; allowAllTraffic?: boolean; tlsMinVersion?: string; auditLevel?: string; adminPasswordFile?: string }) => {
       const regionID = opts.region ?? (await client.get<Array<{ regionID: string }>>("/v1/regions"))[0]?.regionID;
       const body: Record<string, unknown> = { name, regionID };
       if (opts.firewall !== undefined) body["firewallRanges"] = ranges(opts.firewall);
       if (opts.allowAllTraffic) body["allowAllTraffic"] = true;
       if (opts.tlsMinVersion !== undefined) body["tlsMinVersion"] = opts.tlsMinVersion;
+      if (opts.auditLevel !== undefined) body["auditLevel"] = opts.auditLevel;
       if (opts.adminPasswordFile !== undefined) body["adminPassword"] = password({ passwordFile: opts.adminPasswordFile });
       const { body: r } = await client.call<{ workspaceGroupID: string; adminPassword?: string }>("POST", "/v1/workspaceGroups", { body });
       emit(format, r, () => {
@@ -98,7 +100,7 @@ export function registerWorkspaces(program: Command): void {
       const groups = await client.get<WorkspaceGroup[]>("/v1/workspaceGroups", opts.includeTerminated ? { includeTerminated: "true" } : {});
       emit(format, groups, () => printTable(groups, [
         { header: "GROUP ID", get: (g) => g.workspaceGroupID }, { header: "NAME", get: (g) => g.name }, { header: "STATE", get: (g) => g.state },
-        { header: "FIREWALL", get: (g) => (g.allowAllTraffic ? "all traffic" : g.firewallRanges.join(",")) }, { header: "TLS", get: (g) => `>=${g.tlsMinVersion}` },
+        { header: "FIREWALL", get: (g) => (g.allowAllTraffic ? "all traffic" : g.firewallRanges.join(",")) }, { header: "TLS", get: (g) => `>=${g.tlsMinVersion}` }, { header: "AUDIT", get: (g) => g.auditLevel },
       ]));
     }));
 
@@ -108,11 +110,12 @@ export function registerWorkspaces(program: Command): void {
       emit(format, g, () => printRecord(g as unknown as Record<string, unknown>));
     }));
 
-  wg.command("update").description("Change a group's firewall, TLS minimum, name or admin password").argument("<group>", "ID or name")
+  wg.command("update").description("Change a group's firewall, TLS minimum, audit level, name or admin password").argument("<group>", "ID or name")
     .option("--name <name>").option("--firewall <cidrs>", "comma-separated CIDRs (replaces the list)")
     .option("--allow-all-traffic <bool>", "true or false").option("--tls-min-version <v>", "1.2 or 1.3")
+    .option("--audit-level <level>", "statement audit level (see create); applies to sessions that start afterwards")
     .option("--admin-password-file <file>", "new admin password, read from a file")
-    .action(apiAction(async ({ client, format }, ref: string, opts: { name?: string; firewall?: string; allowAllTraffic?: string; tlsMinVersion?: string; adminPasswordFile?: string }) => {
+    .action(apiAction(async ({ client, format }, ref: string, opts: { name?: string; firewall?: string; allowAllTraffic?: string; tlsMinVersion?: string; auditLevel?: string; adminPasswordFile?: string }) => {
       const body: Record<string, unknown> = {};
       if (opts.name !== undefined) body["name"] = opts.name;
       if (opts.firewall !== undefined) body["firewallRanges"] = ranges(opts.firewall);
@@ -121,8 +124,9 @@ export function registerWorkspaces(program: Command): void {
         body["allowAllTraffic"] = opts.allowAllTraffic === "true";
       }
       if (opts.tlsMinVersion !== undefined) body["tlsMinVersion"] = opts.tlsMinVersion;
+      if (opts.auditLevel !== undefined) body["auditLevel"] = opts.auditLevel;
       if (opts.adminPasswordFile !== undefined) body["adminPassword"] = password({ passwordFile: opts.adminPasswordFile });
-      if (Object.keys(body).length === 0) throw usageError("nothing to change", "pass --firewall, --tls-min-version, --name, --allow-all-traffic or --admin-password-file");
+      if (Object.keys(body).length === 0) throw usageError("nothing to change", "pass --firewall, --tls-min-version, --audit-level, --name, --allow-all-traffic or --admin-password-file");
       const { body: r } = await client.call<{ workspaceGroupID: string }>("PATCH", `/v1/workspaceGroups/${await resolveGroupId(client, ref)}`, { body });
       emit(format, r, () => process.stdout.write(`updated workspace group ${r.workspaceGroupID}\n`));
     }));
