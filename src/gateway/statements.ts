@@ -1,4 +1,4 @@
-import { decide, type AuditDecision, type AuditLevel, type Classification, type StatementClassifier } from "../audit/sql/classify.js";
+import { decide, truncate, type AuditDecision, type AuditLevel, type Classification, type StatementClassifier } from "../audit/sql/classify.js";
 import { FrontendType } from "./protocol/frontend.js";
 
 /** One statement the session's audit level records. */
@@ -7,6 +7,10 @@ export interface StatementRecord {
   classification: Classification;
   decision: AuditDecision;
 }
+
+const FORGOTTEN = "(a statement this session prepared among more than 256 others: its text is no longer held)";
+/** Its class is not known, so it is recorded at every level that records statements (filed as DDL, which all of them record). */
+const UNKNOWN: Classification = { statements: [{ kind: "Unknown", class: "DDL" }], parseError: null, secret: false, shape: FORGOTTEN };
 
 function cstring(body: Buffer, at: number): [string, number] | null {
   const end = body.indexOf(0, at);
@@ -20,10 +24,18 @@ function cstring(body: Buffer, at: number): [string, number] | null {
  * level records its class. Malformed messages are the protocol checks' business: nothing here throws.
  */
 export class SessionStatements {
+  /** Named statements a session may have open before the oldest are forgotten (drivers keep far fewer). */
+  static readonly MAX_STATEMENTS = 256;
   private readonly parsed = new Map<string, { text: string; c: Classification }>();
   private readonly portals = new Map<string, string>();
+  /** Statement names forgotten for the limit: an Execute of one is still recorded, as unknown. */
+  private readonly forgotten = new Set<string>();
 
-  constructor(private readonly o: { level: AuditLevel; classifier: StatementClassifier; record: (r: StatementRecord) => void; maxTextBytes?: number }) {}
+  private readonly maxText: number;
+
+  constructor(private readonly o: { level: AuditLevel; classifier: StatementClassifier; record: (r: StatementRecord) => void; maxTextBytes?: number }) {
+    this.maxText = o.maxTextBytes ?? 16_384;
+  }
 
   readonly onMessage = (type: number, body: Buffer): void => {
     try {
@@ -43,7 +55,17 @@ export class SessionStatements {
       case FrontendType.Parse: {
         const name = cstring(body, 0);
         const q = name && cstring(body, name[1]);
-        if (name && q) this.parsed.set(name[0], { text: q[0], c: this.o.classifier.classify(q[0]) });
+        if (!name || !q) return;
+        const c = this.o.classifier.classify(q[0]);
+        // Kept cut to what a record can hold: a session's statements cost the gateway bounded memory.
+        this.parsed.delete(name[0]);
+        this.parsed.set(name[0], { text: truncate(q[0], this.maxText), c: { ...c, shape: truncate(c.shape, this.maxText) } });
+        this.forgotten.delete(name[0]);
+        if (this.parsed.size > SessionStatements.MAX_STATEMENTS) {
+          const oldest = this.parsed.keys().next().value!;
+          this.parsed.delete(oldest);
+          if (this.forgotten.size < 10_000) this.forgotten.add(oldest);
+        }
         return;
       }
       case FrontendType.Bind: {
@@ -57,13 +79,17 @@ export class SessionStatements {
         const stmt = portal ? this.portals.get(portal[0]) : undefined;
         const p = stmt === undefined ? undefined : this.parsed.get(stmt);
         if (p) this.maybeRecord("extended", p.text, p.c);
+        else if (stmt !== undefined && this.forgotten.has(stmt)) this.maybeRecord("extended", FORGOTTEN, UNKNOWN);
         return;
       }
       case FrontendType.Close: {
         const which = body[0];
         const name = cstring(body, 1);
         if (!name) return;
-        if (which === 0x53) this.parsed.delete(name[0]);
+        if (which === 0x53) {
+          this.parsed.delete(name[0]);
+          this.forgotten.delete(name[0]);
+        }
         else if (which === 0x50) this.portals.delete(name[0]);
         return;
       }
@@ -74,7 +100,7 @@ export class SessionStatements {
 
   /** For the extended protocol the text is the statement as parsed: its $n parameters, never the values bound. */
   private maybeRecord(protocol: "simple" | "extended", text: string, c: Classification): void {
-    const decision = decide(this.o.level, text, c, this.o.maxTextBytes);
+    const decision = decide(this.o.level, text, c, this.maxText);
     if (decision.log) this.o.record({ protocol, classification: c, decision });
   }
 }

@@ -152,4 +152,14 @@ test("texts that differ only in constants are parsed once (the cache is keyed by
   assert.equal(fresh.stats.parses, 151, "a new shape is parsed");
   fresh.classify("select abalance from pgbench_accounts where aid = 7");
   assert.equal(fresh.stats.parses, 152, "the bounded cache was cleared when full");
+  // A shape over 16 KB is never cached; the cache also holds at most maxBytes of shapes.
+  const big = `select ${"a + ".repeat(5000)}1`;
+  fresh.classify(big);
+  fresh.classify(big);
+  assert.equal(fresh.stats.parses, 154, "a huge statement is parsed each time");
+  const small = await StatementClassifier.create({ maxBytes: 100 });
+  small.classify("select a_rather_long_column_name_number_one from some_table_with_a_long_name");
+  small.classify("select a_rather_long_column_name_number_two from some_table_with_a_long_name");
+  small.classify("select a_rather_long_column_name_number_one from some_table_with_a_long_name");
+  assert.equal(small.stats.parses, 3, "the byte bound evicted the first shape");
 });

@@ -152,6 +152,8 @@ export function truncate(text: string, maxBytes: number): string {
   return `${cut}…[truncated ${bytes - Buffer.byteLength(cut)} bytes]`;
 }
 
+const MAX_CACHED_SHAPE = 16 * 1024;
+
 /**
  * Classifies query strings with PostgreSQL's own parser (libpg-query), caching by shape: texts that differ
  * only in constants parse alike, so a workload of a few statement forms is parsed a few times, not once per
@@ -159,13 +161,21 @@ export function truncate(text: string, maxBytes: number): string {
  */
 export class StatementClassifier {
   private readonly cache = new Map<string, Omit<Classification, "shape">>();
+  private cachedBytes = 0;
   /** Counters for metrics: texts classified from the cache, and parses. */
   readonly stats = { hits: 0, parses: 0 };
-  private constructor(private readonly maxEntries: number) {}
+  private constructor(
+    private readonly maxEntries: number,
+    private readonly maxBytes: number,
+  ) {}
 
-  static async create(o: { maxEntries?: number } = {}): Promise<StatementClassifier> {
+  /**
+   * `maxEntries` shapes (default 10,000) of at most `maxBytes` in all (default 16 MiB); shapes longer than
+   * 16 KB are never cached (a huge statement is parsed each time: rare, and never a memory sink).
+   */
+  static async create(o: { maxEntries?: number; maxBytes?: number } = {}): Promise<StatementClassifier> {
     await loadModule();
-    return new StatementClassifier(o.maxEntries ?? 10_000);
+    return new StatementClassifier(o.maxEntries ?? 10_000, o.maxBytes ?? 16 * 1024 * 1024);
   }
 
   classify(text: string): Classification {
@@ -177,8 +187,14 @@ export class StatementClassifier {
     }
     this.stats.parses++;
     const c = this.parse(text);
-    if (this.cache.size >= this.maxEntries) this.cache.clear();
-    this.cache.set(shape, c);
+    if (shape.length <= MAX_CACHED_SHAPE) {
+      if (this.cache.size >= this.maxEntries || this.cachedBytes + shape.length > this.maxBytes) {
+        this.cache.clear();
+        this.cachedBytes = 0;
+      }
+      this.cache.set(shape, c);
+      this.cachedBytes += shape.length;
+    }
     return { ...c, shape };
   }
 
