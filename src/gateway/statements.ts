@@ -55,7 +55,7 @@ export class SessionStatements {
       case FrontendType.Parse: {
         const name = cstring(body, 0);
         const q = name && cstring(body, name[1]);
-        if (!name || !q) return;
+        if (!name || !q || name[0].length > 1024) return; // PostgreSQL truncates names to 63 bytes anyway
         const c = this.o.classifier.classify(q[0]);
         // Kept cut to what a record can hold: a session's statements cost the gateway bounded memory.
         this.parsed.delete(name[0]);
@@ -71,7 +71,10 @@ export class SessionStatements {
       case FrontendType.Bind: {
         const portal = cstring(body, 0);
         const stmt = portal && cstring(body, portal[1]);
-        if (portal && stmt) this.portals.set(portal[0], stmt[0]);
+        if (!portal || !stmt) return;
+        this.portals.delete(portal[0]);
+        this.portals.set(portal[0], stmt[0]);
+        if (this.portals.size > SessionStatements.MAX_STATEMENTS) this.portals.delete(this.portals.keys().next().value!);
         return;
       }
       case FrontendType.Execute: {

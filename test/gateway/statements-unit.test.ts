@@ -47,6 +47,8 @@ test("a session's statements cost bounded memory: past 256, the oldest are forgo
   assert.match(got[0]!.decision.text, /no longer held/);
   feed(s, serialize.bind({ statement: "s299", portal: "b" }), serialize.execute({ portal: "b" }));
   assert.equal(got.length, 1, "a statement still held is recorded by its class (a read: not at ADMIN-ONLY)");
+  for (let i = 0; i < 1000; i++) feed(s, serialize.bind({ statement: "s299", portal: `portal-${i}` }));
+  assert.equal((s as unknown as { portals: Map<string, string> }).portals.size, 256, "portals are bounded too");
   const huge = `select '${"x".repeat(100_000)}'`;
   const all = tracker("ALL-QUERIES");
   feed(all.s, serialize.parse({ name: "h", text: huge }), serialize.bind({ statement: "h" }), serialize.execute({}));
