@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { decide, truncate, type AuditDecision, type AuditLevel, type Classification, type StatementClassifier } from "../audit/sql/classify.js";
 import { FrontendType } from "./protocol/frontend.js";
 
@@ -11,6 +12,11 @@ export interface StatementRecord {
 const FORGOTTEN = "(a statement this session prepared among more than 256 others: its text is no longer held)";
 /** Its class is not known, so it is recorded at every level that records statements (filed as DDL, which all of them record). */
 const UNKNOWN: Classification = { statements: [{ kind: "Unknown", class: "DDL" }], parseError: null, secret: false, shape: FORGOTTEN };
+
+/** A statement or portal name as a map key: long names by their hash, so memory stays bounded and none escapes. */
+function nameKey(name: string): string {
+  return name.length <= 128 ? name : `#${createHash("sha256").update(name).digest("base64")}`;
+}
 
 function cstring(body: Buffer, at: number): [string, number] | null {
   const end = body.indexOf(0, at);
@@ -55,12 +61,13 @@ export class SessionStatements {
       case FrontendType.Parse: {
         const name = cstring(body, 0);
         const q = name && cstring(body, name[1]);
-        if (!name || !q || name[0].length > 1024) return; // PostgreSQL truncates names to 63 bytes anyway
+        if (!name || !q) return;
+        const key = nameKey(name[0]);
         const c = this.o.classifier.classify(q[0]);
         // Kept cut to what a record can hold: a session's statements cost the gateway bounded memory.
-        this.parsed.delete(name[0]);
-        this.parsed.set(name[0], { text: truncate(q[0], this.maxText), c: { ...c, shape: truncate(c.shape, this.maxText) } });
-        this.forgotten.delete(name[0]);
+        this.parsed.delete(key);
+        this.parsed.set(key, { text: truncate(q[0], this.maxText), c: { ...c, shape: truncate(c.shape, this.maxText) } });
+        this.forgotten.delete(key);
         if (this.parsed.size > SessionStatements.MAX_STATEMENTS) {
           const oldest = this.parsed.keys().next().value!;
           this.parsed.delete(oldest);
@@ -72,14 +79,15 @@ export class SessionStatements {
         const portal = cstring(body, 0);
         const stmt = portal && cstring(body, portal[1]);
         if (!portal || !stmt) return;
-        this.portals.delete(portal[0]);
-        this.portals.set(portal[0], stmt[0]);
+        const key = nameKey(portal[0]);
+        this.portals.delete(key);
+        this.portals.set(key, nameKey(stmt[0]));
         if (this.portals.size > SessionStatements.MAX_STATEMENTS) this.portals.delete(this.portals.keys().next().value!);
         return;
       }
       case FrontendType.Execute: {
         const portal = cstring(body, 0);
-        const stmt = portal ? this.portals.get(portal[0]) : undefined;
+        const stmt = portal ? this.portals.get(nameKey(portal[0])) : undefined;
         const p = stmt === undefined ? undefined : this.parsed.get(stmt);
         if (p) this.maybeRecord("extended", p.text, p.c);
         else if (stmt !== undefined && this.forgotten.has(stmt)) this.maybeRecord("extended", FORGOTTEN, UNKNOWN);
@@ -89,11 +97,11 @@ export class SessionStatements {
         const which = body[0];
         const name = cstring(body, 1);
         if (!name) return;
+        const key = nameKey(name[0]);
         if (which === 0x53) {
-          this.parsed.delete(name[0]);
-          this.forgotten.delete(name[0]);
-        }
-        else if (which === 0x50) this.portals.delete(name[0]);
+          this.parsed.delete(key);
+          this.forgotten.delete(key);
+        } else if (which === 0x50) this.portals.delete(key);
         return;
       }
       default:

@@ -49,6 +49,11 @@ test("a session's statements cost bounded memory: past 256, the oldest are forgo
   assert.equal(got.length, 1, "a statement still held is recorded by its class (a read: not at ADMIN-ONLY)");
   for (let i = 0; i < 1000; i++) feed(s, serialize.bind({ statement: "s299", portal: `portal-${i}` }));
   assert.equal((s as unknown as { portals: Map<string, string> }).portals.size, 256, "portals are bounded too");
+  // A long statement name is no way around the audit.
+  const admin = tracker("ADMIN-ONLY");
+  const longName = "n".repeat(5000);
+  feed(admin.s, serialize.parse({ name: longName, text: "drop table t" }), serialize.bind({ statement: longName, portal: longName }), serialize.execute({ portal: longName }));
+  assert.deepEqual(admin.got.map((r) => r.classification.statements[0]!.kind), ["DropStmt"]);
   const huge = `select '${"x".repeat(100_000)}'`;
   const all = tracker("ALL-QUERIES");
   feed(all.s, serialize.parse({ name: "h", text: huge }), serialize.bind({ statement: "h" }), serialize.execute({}));
