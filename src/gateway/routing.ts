@@ -57,6 +57,7 @@ export function tlsIdentity(pair: CertAndKey, minVersion: "TLSv1.2" | "TLSv1.3")
 export class Router {
   private readonly groups = new Map<string, { at: number; route: GroupRoute | null }>();
   private readonly workspaces = new Map<string, { at: number; route: WorkspaceRoute | null }>();
+  private readonly userLevels = new Map<string, { at: number; level: AuditLevel | null }>();
   private readonly identities = new Map<string, Promise<TlsIdentity>>();
   private allGroups: { at: number; firewalls: Firewall[] } | undefined;
 
@@ -89,6 +90,18 @@ export class Router {
     const route = g ? { id: g.id, orgId: g.org_id, firewall: new Firewall(g.firewall_ranges, g.allow_all_traffic), tlsMinVersion: g.tls_min_version, terminated: g.state === "TERMINATED", auditLevel: g.audit_level as AuditLevel } : null;
     this.groups.set(id, { at: Date.now(), route });
     return route;
+  }
+
+  /** A database user's own statement audit level in a workspace, or null (the group's applies). */
+  async userAuditLevel(workspaceId: string, role: string): Promise<AuditLevel | null> {
+    const key = `${workspaceId}\u0000${role}`;
+    const c = this.userLevels.get(key);
+    if (c && Date.now() - c.at < TTL_MS) return c.level;
+    const r = await this.o.db.selectFrom("database_user_audit_levels").select("audit_level").where("workspace_id", "=", workspaceId).where("role_name", "=", role).executeTakeFirst();
+    const level = (r?.audit_level as AuditLevel | undefined) ?? null;
+    if (this.userLevels.size >= 10_000) this.userLevels.clear();
+    this.userLevels.set(key, { at: Date.now(), level });
+    return level;
   }
 
   async workspace(id: string): Promise<WorkspaceRoute | null> {

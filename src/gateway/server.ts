@@ -605,6 +605,10 @@ export class Gateway {
         return null;
       }
     }
+    // Statement audit at the user's own level or the group's, as the session starts (a later change applies to
+    // new sessions). Looked up before the client hears it is signed in, so nothing waits after that.
+    const classifier = this.o.statements;
+    const level = classifier ? ((await this.o.router.userAuditLevel(ws.id, user).catch(() => null)) ?? group.auditLevel) : group.auditLevel;
     if (tls.destroyed) {
       void this.pool.release(backend);
       return null;
@@ -618,10 +622,8 @@ export class Gateway {
     tls.write(Buffer.concat(parts));
     const now = Date.now();
     const sessionId = randomUUID();
-    // Statement audit at the group's level as the session starts (a later change applies to new sessions).
-    const classifier = this.o.statements;
-    const statements = classifier && recordsStatements(group.auditLevel) ? new SessionStatements({
-      level: group.auditLevel, classifier,
+    const statements = classifier && recordsStatements(level) ? new SessionStatements({
+      level, classifier,
       record: (r) => this.audit({
         ...base, type: "DatabaseStatement", result: "SUCCESS",
         reason: `${[...new Set(r.classification.statements.map((x) => x.class))].join(",") || "PARSE-FAILURE"} ${r.classification.statements.map((x) => x.kind).join(",")}`.trim(),

@@ -13,6 +13,7 @@ import * as m0006 from "./migrations/0006_jwt_auth.js";
 import * as m0007 from "./migrations/0007_keys.js";
 import * as m0008 from "./migrations/0008_credential_keys.js";
 import * as m0009 from "./migrations/0009_audit_level.js";
+import * as m0010 from "./migrations/0010_user_audit_levels.js";
 
 export type { Db, Database } from "./schema.js";
 
@@ -30,6 +31,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0007_keys": m0007,
   "0008_credential_keys": m0008,
   "0009_audit_level": m0009,
+  "0010_user_audit_levels": m0010,
 };
 
 class StaticProvider implements MigrationProvider {

@@ -278,6 +278,14 @@ export interface DbCredentialKeysTable {
   created_at: GeneratedTimestamp;
 }
 
+/** A database user's own statement audit level, overriding its workspace group's. */
+export interface DatabaseUserAuditLevelsTable {
+  workspace_id: string;
+  role_name: string;
+  audit_level: string;
+  updated_at: GeneratedTimestamp;
+}
+
 /** A workspace group's JWT login settings (JSON shaped by src/gateway/tokens.ts JwtAuthConfig). */
 export interface WorkspaceGroupJwtAuthTable {
   group_id: string;
@@ -317,6 +325,7 @@ export interface Database {
   workspaces: WorkspacesTable;
   workspace_group_jwt_auth: WorkspaceGroupJwtAuthTable;
   db_credential_keys: DbCredentialKeysTable;
+  database_user_audit_levels: DatabaseUserAuditLevelsTable;
   sso_providers: SsoProvidersTable;
   sso_login_transactions: SsoLoginTransactionsTable;
   user_external_identities: UserExternalIdentitiesTable;

@@ -1,3 +1,4 @@
+import type { AuditLevel } from "../audit/sql/classify.js";
 import { ParhelionError } from "../lib/errors.js";
 import { makeScramVerifier } from "../gateway/protocol/scram.js";
 import { generateAdminPassword, ADMIN_PASSWORD_MIN_LENGTH, type WorkspaceService } from "./service.js";
@@ -9,6 +10,8 @@ export interface DatabaseUserView {
   createdb: boolean;
   createrole: boolean;
   memberOf: string[];
+  /** The user's own statement audit level; null: the workspace group's. */
+  auditLevel: AuditLevel | null;
 }
 
 /** What the database routes need of the engine (src/engine). */
@@ -66,8 +69,9 @@ export class DatabaseAdmin {
   }
 
   async listUsers(orgId: string, workspaceId: string): Promise<DatabaseUserView[]> {
-    const users = await this.engine.listUsers(await this.serving(orgId, workspaceId));
-    return users.map((u) => ({ userName: u.name, canLogin: u.canLogin, createdb: u.createdb, createrole: u.createrole, memberOf: u.memberOf }));
+    const id = await this.serving(orgId, workspaceId);
+    const [users, levels] = await Promise.all([this.engine.listUsers(id), this.workspaces.userAuditLevels(id)]);
+    return users.map((u) => ({ userName: u.name, canLogin: u.canLogin, createdb: u.createdb, createrole: u.createrole, memberOf: u.memberOf, auditLevel: levels.get(u.name) ?? null }));
   }
 
   /** Creates a login role; the password is generated (and returned once) when none is given. */

@@ -321,6 +321,23 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
     return this.workspaceView(await this.workspaceRow(orgId, id));
   }
 
+  /** Sets (or with null, removes) a database user's own audit level in a workspace. */
+  async setUserAuditLevel(orgId: string, workspaceId: string, role: string, level: AuditLevel | null): Promise<void> {
+    const w = await this.workspaceRow(orgId, workspaceId);
+    if (level === null) {
+      await this.db.deleteFrom("database_user_audit_levels").where("workspace_id", "=", w.id).where("role_name", "=", role).execute();
+      return;
+    }
+    await this.db.insertInto("database_user_audit_levels").values({ workspace_id: w.id, role_name: role, audit_level: level })
+      .onConflict((oc) => oc.columns(["workspace_id", "role_name"]).doUpdateSet({ audit_level: level, updated_at: new Date() })).execute();
+  }
+
+  /** The database users of a workspace with an audit level of their own. */
+  async userAuditLevels(workspaceId: string): Promise<Map<string, AuditLevel>> {
+    const rows = await this.db.selectFrom("database_user_audit_levels").select(["role_name", "audit_level"]).where("workspace_id", "=", workspaceId).execute();
+    return new Map(rows.map((r) => [r.role_name, r.audit_level as AuditLevel]));
+  }
+
   /** The group a workspace belongs to (for authorization), or undefined when there is no such workspace. */
   async groupOfWorkspace(orgId: string, id: string): Promise<string | undefined> {
     const w = await this.db.selectFrom("workspaces").select("group_id").where("org_id", "=", orgId).where("id", "=", id).executeTakeFirst();

@@ -90,3 +90,38 @@ test("ALL-QUERIES-PLAINTEXT records texts as sent, except passwords; OFF records
   assert.equal((await statements(0)).length, before, "nothing recorded at OFF");
   await setLevel("ADMIN-ONLY");
 });
+
+test("a database user's own level overrides the group's; null goes back to the group's", async () => {
+  const admin = gatewayClient(tp, ws);
+  await admin.connect();
+  await admin.query("create role aud_app login password 'App-password-123'");
+  await admin.end();
+  const patch = (body: unknown) => tp.call("PATCH", `/v1/workspaces/${ws.workspaceId}/users/aud_app`, { body });
+  assert.equal((await patch({})).status, 400, "password or auditLevel");
+  assert.equal((await patch({ auditLevel: "LOUD" })).status, 400);
+  assert.equal((await patch({ auditLevel: "ALL-QUERIES" })).status, 200);
+  const users = await tp.call("GET", `/v1/workspaces/${ws.workspaceId}/users`);
+  assert.equal(users.body.find((u: any) => u.userName === "aud_app").auditLevel, "ALL-QUERIES");
+  assert.equal(users.body.find((u: any) => u.userName === "admin").auditLevel, null);
+  await new Promise((res) => setTimeout(res, 2100)); // the gateway's cache
+  const runAs = async (sql: string) => {
+    const c = gatewayClient(tp, ws, { user: "aud_app", password: "App-password-123" });
+    await c.connect();
+    await c.query(sql);
+    await c.end();
+  };
+  let before = (await statements(0)).length;
+  await runAs("select 'app-read' as a");
+  await run(["select 'admin-read' as b"]); // admin stays at the group's ADMIN-ONLY
+  const recs = (await statements(before + 1)).slice(before);
+  await new Promise((res) => setTimeout(res, 300));
+  const after = (await statements(0)).slice(before);
+  assert.deepEqual(after.map((r) => [r.attributes.databaseUser, r.attributes.statement]), [["aud_app", "select $1 as a"]]);
+  assert.equal(recs.length, 1);
+  assert.equal((await patch({ auditLevel: null })).status, 200);
+  await new Promise((res) => setTimeout(res, 2100));
+  before = (await statements(0)).length;
+  await runAs("select 'app-read-again' as a");
+  await new Promise((res) => setTimeout(res, 500));
+  assert.equal((await statements(0)).length, before, "back to the group's ADMIN-ONLY");
+});

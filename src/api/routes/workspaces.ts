@@ -235,7 +235,7 @@ export const workspaceRoutes = [
   defineRoute({
     method: "GET", path: "/v1/workspaces/{workspaceID}/users", operationId: "listWorkspaceUsers", tag: "Databases",
     summary: "Database users (roles) in a workspace.", access: "workspaces:read", resource: workspaceResource, params: WorkspaceParams,
-    response: z.array(z.object({ userName: z.string(), canLogin: z.boolean(), createdb: z.boolean(), createrole: z.boolean(), memberOf: z.array(z.string()) })),
+    response: z.array(z.object({ userName: z.string(), canLogin: z.boolean(), createdb: z.boolean(), createrole: z.boolean(), memberOf: z.array(z.string()), auditLevel: AuditLevelSchema.nullable().describe("The user's own statement audit level; null: the workspace group's.") })),
     handler: async ({ params, principal, services }) => services.databases.listUsers(principal!.orgId, params.workspaceID),
   }),
   defineRoute({
@@ -251,12 +251,18 @@ export const workspaceRoutes = [
   }),
   defineRoute({
     method: "PATCH", path: "/v1/workspaces/{workspaceID}/users/{userName}", operationId: "updateWorkspaceUser", tag: "Databases", auditType: "DatabaseUserUpdate",
-    summary: "Sets a database user's password.", access: "workspaces:write", resource: workspaceResource,
-    params: z.object({ workspaceID: Id, userName: Identifier }).strict(), body: z.object({ password: Password }).strict(), response: z.object({ userName: z.string() }),
+    // Step-up for audit settings (a password change is not one).
+    stepUp: (b) => b !== null && typeof b === "object" && Object.hasOwn(b, "auditLevel"),
+    summary: "Sets a database user's password and/or its own statement audit level (null: back to the group's; applies to sessions that start afterwards).", access: "workspaces:write", resource: workspaceResource,
+    params: z.object({ workspaceID: Id, userName: Identifier }).strict(),
+    body: z.object({ password: Password.optional(), auditLevel: AuditLevelSchema.nullable().optional() }).strict().refine((b) => b.password !== undefined || b.auditLevel !== undefined, { message: "give password or auditLevel" }),
+    response: z.object({ userName: z.string() }),
     handler: async ({ params, body, principal, services, audit }) => {
       audit.resource = { type: "Workspace", id: params.workspaceID };
-      audit.attributes = { userName: params.userName, password: "(changed)" };
-      return services.databases.setPassword(principal!.orgId, params.workspaceID, params.userName, body.password);
+      audit.attributes = { userName: params.userName, ...(body.password !== undefined ? { password: "(changed)" } : {}), ...(body.auditLevel !== undefined ? { auditLevel: body.auditLevel } : {}) };
+      if (body.auditLevel !== undefined) await services.workspaces.setUserAuditLevel(principal!.orgId, params.workspaceID, params.userName, body.auditLevel);
+      if (body.password !== undefined) await services.databases.setPassword(principal!.orgId, params.workspaceID, params.userName, body.password);
+      return { userName: params.userName };
     },
   }),
   defineRoute({
