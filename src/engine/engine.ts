@@ -335,8 +335,7 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
   }
 
   async ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[]; revoke?: readonly string[] }): Promise<sql.TokenRoleResult | null> {
-    const r = await this.api(id, `preparing token login role ${JSON.stringify(role)}`, (c) => sql.ensureTokenRole(c, role, o));
-    return r;
+    return this.api(id, `preparing token login role ${JSON.stringify(role)}`, (c) => sql.ensureTokenRole(c, role, o));
   }
 
   async getLoginInfo(id: string, role: string): Promise<sql.LoginInfo | null> {

@@ -191,12 +191,18 @@ test("step-up: creating an API key and changing a group's firewall need a factor
   assert.equal(tls.body.code, "ERR_STEP_UP_REQUIRED");
   const acl = await as(tp, s, "PATCH", `${groupPath}/accessControls`, { grants: [] });
   assert.equal(acl.body.code, "ERR_STEP_UP_REQUIRED");
+  // Audit and database-login settings are sensitive too.
+  assert.equal((await as(tp, s, "PATCH", groupPath, { auditLevel: "OFF" })).body.code, "ERR_STEP_UP_REQUIRED");
+  assert.equal((await as(tp, s, "PUT", `${groupPath}/jwtAuth`, { jwksEndpoint: "https://idp.example.test/jwks.json", issuer: "https://idp.example.test", audience: "db" })).body.code, "ERR_STEP_UP_REQUIRED");
+  assert.equal((await as(tp, s, "DELETE", `${groupPath}/jwtAuth`)).body.code, "ERR_STEP_UP_REQUIRED");
   // A rename is not sensitive.
   assert.equal((await as(tp, s, "PATCH", groupPath, { name: "mfa-renamed" })).status, 200);
   // Nothing changed: the keys and the firewall are as before.
   const keys = await tp.call("GET", "/v1/apiKeys");
   assert.ok(!keys.body.some((k: { name: string }) => k.name === "stale-key"));
   assert.notDeepEqual((await tp.call("GET", groupPath)).body.firewallRanges, ["10.1.0.0/16"]);
+  assert.equal((await tp.call("GET", groupPath)).body.auditLevel, "ADMIN-ONLY");
+  assert.equal((await tp.call("GET", `${groupPath}/jwtAuth`)).status, 404, "no JWT settings were stored");
   const denied = await audits("ApiKeyCreate");
   const rec = denied.find((r) => r.requestID === key.body.requestId);
   assert.equal(rec?.result, "DENIED");

@@ -69,6 +69,16 @@ test("workspace-group create, workspace create --wait, sql and connect --print, 
   r = await cli(["-o", "table", "workspace", "user", "create", "app", "reader"]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /password \(shown once\): \S{20,}/);
+  r = await cli(["workspace", "user", "update", "app", "reader", "--audit-level", "ALL-QUERIES"]);
+  assert.equal(r.code, 0, r.stderr);
+  r = await cli(["-o", "json", "workspace", "user", "list", "app"]);
+  assert.equal(JSON.parse(r.stdout).find((u: any) => u.userName === "reader").auditLevel, "ALL-QUERIES");
+  r = await cli(["workspace", "user", "update", "app", "reader", "--audit-level", "group"]);
+  assert.equal(r.code, 0, r.stderr);
+  r = await cli(["-o", "json", "workspace", "user", "list", "app"]);
+  assert.equal(JSON.parse(r.stdout).find((u: any) => u.userName === "reader").auditLevel, null);
+  r = await cli(["workspace", "user", "update", "app", "reader"]);
+  assert.notEqual(r.code, 0, "nothing to change");
 
   r = await cli(["workspace", "suspend", "app", "--wait"]);
   assert.equal(r.code, 0, r.stderr);

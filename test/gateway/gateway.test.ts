@@ -435,39 +435,34 @@ describe("login information cache", () => {
         fetches++;
         return getLoginInfo(sys, "admin");
       };
+      /** Polls `cond` every 20 ms for up to 2 s; answers its last value. */
+      const until = async (cond: () => boolean | Promise<boolean>) => {
+        for (let i = 0; i < 100; i++) {
+          if (await cond()) return true;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        return cond();
+      };
+      /** Whether a lookup now goes to the server (after `since` fetches). */
+      const asksServer = (since: number) => async () => (await cache.get("admin", fetch), fetches > since);
       assert.equal((await cache.get("admin", fetch))?.canLogin, true);
-      for (let i = 0; i < 100 && !cache.active; i++) await new Promise((r) => setTimeout(r, 20));
-      assert.equal(cache.active, true, `the listening session is up (${logLines.join("")})`);
+      assert.equal(await until(() => cache.active), true, `the listening session is up (${logLines.join("")})`);
       await cache.get("admin", fetch); // the first answer came before it listened: not kept
       const before = fetches;
       for (let i = 0; i < 5; i++) assert.equal((await cache.get("admin", fetch))?.canLogin, true);
       assert.equal(fetches, before, "answered from memory");
       await sys.query("alter role admin connection limit -1"); // any ALTER ROLE notifies
-      let asked = false;
-      for (let i = 0; i < 100 && !asked; i++) {
-        await cache.get("admin", fetch);
-        asked = fetches > before;
-        if (!asked) await new Promise((r) => setTimeout(r, 20));
-      }
-      assert.ok(asked, "asked the server again after the notification");
+      assert.ok(await until(asksServer(before)), "asked the server again after the notification");
       // GRANT and REVOKE notify too (membership in parhelion_token_login changes how a role logs in).
-      for (let i = 0; i < 100 && !(await cache.get("admin", async () => getLoginInfo(sys, "admin")).then(() => cache.active)); i++) await new Promise((r) => setTimeout(r, 20));
       await cache.get("admin", fetch);
       const beforeGrant = fetches;
       await cache.get("admin", fetch);
       assert.equal(fetches, beforeGrant, "from memory again");
       await sys.query("grant pg_monitor to admin");
-      let refetched = false;
-      for (let i = 0; i < 100 && !refetched; i++) {
-        await cache.get("admin", fetch);
-        refetched = fetches > beforeGrant;
-        if (!refetched) await new Promise((r) => setTimeout(r, 20));
-      }
-      assert.ok(refetched, "asked the server again after a GRANT");
+      assert.ok(await until(asksServer(beforeGrant)), "asked the server again after a GRANT");
       // Losing the listening session stops answers from memory until it is back.
       await sys.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = '' and pid <> pg_backend_pid() and usename = $1 and query like 'LISTEN%'", [SYSTEM_ROLE]);
-      for (let i = 0; i < 100 && cache.active; i++) await new Promise((r) => setTimeout(r, 20));
-      assert.equal(cache.active, false);
+      assert.equal(await until(() => !cache.active), true);
       const n = fetches;
       await cache.get("admin", fetch);
       assert.equal(fetches, n + 1, "not from memory while not listening");

@@ -1,5 +1,18 @@
 import { z } from "zod";
 import { Id } from "../schemas.js";
+import type { Services } from "../context.js";
+import type { Principal } from "../../identity/types.js";
+
+export const GroupParams = z.object({ workspaceGroupID: Id }).strict();
+export const WorkspaceParams = z.object({ workspaceID: Id }).strict();
+/** Where a request that names no existing group is authorized: organization roles decide. */
+export const NO_GROUP = "00000000-0000-0000-0000-000000000000";
+/** A workspace group is authorized as itself (Helios's "Cluster"). */
+export const groupResource = (p: { workspaceGroupID: string }) => ({ type: "Cluster" as const, id: p.workspaceGroupID });
+/** A workspace is authorized against its group; an unknown one against no group (organization roles decide, then 404). */
+export const workspaceResource = async (p: { workspaceID: string }, ctx: { services: Services; principal: Principal }) => ({
+  type: "Cluster" as const, id: (await ctx.services.workspaces.groupOfWorkspace(ctx.principal.orgId, p.workspaceID)) ?? NO_GROUP,
+});
 
 export const UserInfo = z.object({ userID: Id, email: z.string(), firstName: z.string(), lastName: z.string() });
 export const TeamInfo = z.object({ teamID: Id, name: z.string(), description: z.string() });

@@ -5,17 +5,9 @@ import { Id } from "../schemas.js";
 import { ParhelionError } from "../../lib/errors.js";
 import { JWT_ALGORITHMS, PLATFORM_MAX_TTL_SECONDS, type JwtAuthConfig } from "../../gateway/tokens.js";
 import { validateTokenRoleName } from "../../engine/sql.js";
-import type { Services } from "../context.js";
-import type { Principal } from "../../identity/types.js";
+import { GroupParams, WorkspaceParams, groupResource, workspaceResource } from "./shared.js";
 import type { EffectiveGrants } from "../../rbac/policy.js";
 
-const GroupParams = z.object({ workspaceGroupID: Id }).strict();
-const WorkspaceParams = z.object({ workspaceID: Id }).strict();
-const NO_GROUP = "00000000-0000-0000-0000-000000000000";
-const groupResource = (p: { workspaceGroupID: string }) => ({ type: "Cluster" as const, id: p.workspaceGroupID });
-const workspaceResource = async (p: { workspaceID: string }, ctx: { services: Services; principal: Principal }) => ({
-  type: "Cluster" as const, id: (await ctx.services.workspaces.groupOfWorkspace(ctx.principal.orgId, p.workspaceID)) ?? NO_GROUP,
-});
 
 const HttpsUrl = z.string().max(2048).refine((u) => {
   try {

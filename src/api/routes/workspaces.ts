@@ -2,11 +2,9 @@ import { z } from "zod";
 import { defineRoute } from "../route.js";
 import { Id, Name, heliosUnsupported } from "../schemas.js";
 import { listAccessControls, updateAccessControls } from "../../rbac/accessControls.js";
-import { AccessControlAction, ResourceRoleView } from "./shared.js";
+import { AccessControlAction, GroupParams, NO_GROUP, ResourceRoleView, WorkspaceParams, groupResource, workspaceResource } from "./shared.js";
 import { WORKSPACE_SIZE_NAMES } from "../../workspaces/sizes.js";
 import { AUDIT_LEVELS } from "../../audit/sql/classify.js";
-import type { Services } from "../context.js";
-import type { Principal } from "../../identity/types.js";
 
 const QueryBool = z.enum(["true", "false"]).transform((v) => v === "true");
 const Cidr = z.string().min(1).max(64);
@@ -36,14 +34,6 @@ const Workspace = z.object({
   lastResumedAt: z.string().optional(), terminatedAt: z.string().optional(), autoSuspend: z.object({ suspendType: z.string(), suspendAfterSeconds: z.number() }).optional(),
 });
 
-const GroupParams = z.object({ workspaceGroupID: Id }).strict();
-const WorkspaceParams = z.object({ workspaceID: Id }).strict();
-const NO_GROUP = "00000000-0000-0000-0000-000000000000";
-const groupResource = (p: { workspaceGroupID: string }) => ({ type: "Cluster" as const, id: p.workspaceGroupID });
-/** A workspace is authorized against its group; an unknown one against no group (organization roles decide, then 404). */
-const workspaceResource = async (p: { workspaceID: string }, ctx: { services: Services; principal: Principal }) => ({
-  type: "Cluster" as const, id: (await ctx.services.workspaces.groupOfWorkspace(ctx.principal.orgId, p.workspaceID)) ?? NO_GROUP,
-});
 
 const GroupCreate = z.object({
   name: Name, regionID: Id, firewallRanges: FirewallRanges.optional().describe("IPv4/IPv6 CIDRs allowed to connect; default: this host only (127.0.0.1/32, ::1/128)."),

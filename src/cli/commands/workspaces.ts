@@ -216,12 +216,24 @@ export function registerWorkspaces(program: Command): void {
   const user = ws.command("user").description("Database users in a workspace");
   user.command("list").argument("<workspace>").action(apiAction(async ({ client, format }, ref: string) => {
     const w = await resolveWorkspace(client, ref);
-    const list = await client.get<Array<{ userName: string; canLogin: boolean; createdb: boolean; createrole: boolean; memberOf: string[] }>>(`/v1/workspaces/${w.workspaceID}/users`);
+    const list = await client.get<Array<{ userName: string; canLogin: boolean; createdb: boolean; createrole: boolean; memberOf: string[]; auditLevel: string | null }>>(`/v1/workspaces/${w.workspaceID}/users`);
     emit(format, list, () => printTable(list, [
       { header: "USER", get: (u) => u.userName }, { header: "LOGIN", get: (u) => u.canLogin }, { header: "CREATEDB", get: (u) => u.createdb },
       { header: "CREATEROLE", get: (u) => u.createrole }, { header: "MEMBER OF", get: (u) => u.memberOf.join(",") },
+      { header: "AUDIT", get: (u) => u.auditLevel ?? "(group's)" },
     ]));
   }));
+  user.command("update").description("Set a database user's password (--password-file) or its own statement audit level (--audit-level LEVEL, or 'group' for the group's)")
+    .argument("<workspace>").argument("<name>").option("--password-file <file>").option("--audit-level <level>")
+    .action(apiAction(async ({ client, format }, ref: string, name: string, opts: { passwordFile?: string; auditLevel?: string }) => {
+      const w = await resolveWorkspace(client, ref);
+      const body: Record<string, unknown> = {};
+      if (opts.passwordFile !== undefined) body["password"] = password({ passwordFile: opts.passwordFile });
+      if (opts.auditLevel !== undefined) body["auditLevel"] = opts.auditLevel === "group" ? null : opts.auditLevel;
+      if (Object.keys(body).length === 0) throw usageError("nothing to change", "pass --password-file or --audit-level");
+      const { body: r } = await client.call<{ userName: string }>("PATCH", `/v1/workspaces/${w.workspaceID}/users/${encodeURIComponent(name)}`, { body });
+      emit(format, r, () => process.stdout.write(`updated database user ${r.userName}\n`));
+    }));
   user.command("create").description("Create a database user (password generated and shown once unless --password-file)")
     .argument("<workspace>").argument("<name>").option("--password-file <file>").option("--createdb").option("--createrole").option("--grant <roles>", "comma-separated roles to grant")
     .action(apiAction(async ({ client, format }, ref: string, name: string, opts: { passwordFile?: string; createdb?: boolean; createrole?: boolean; grant?: string }) => {
