@@ -18,6 +18,10 @@ import { writeFileAtomic } from "./tls/pki.js";
 import { createWorkspaceEngine, type WorkspaceEngine } from "./engine/index.js";
 import { PlatformCredentials, TokenVerifier } from "./gateway/tokens.js";
 import { StatementClassifier } from "./audit/sql/classify.js";
+import { AuditPipeline } from "./audit/stream/pipeline.js";
+import { AuditSinks, storeReader } from "./audit/stream/sinks.js";
+import { createTransport } from "./audit/sinks/index.js";
+import { OrgSigningKeys } from "./kms/signingKeys.js";
 import { WORKSPACE_SIZES, isWorkspaceSize } from "./engine/sizes.js";
 import { WorkspaceService } from "./workspaces/service.js";
 import { DatabaseAdmin } from "./workspaces/databases.js";
@@ -163,8 +167,21 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     await encryptLegacySecrets(db, logger.child({ component: "kms" }));
     logger.info({ provider: keyProvider.describe().provider, rootKeyId: keyProvider.describe().keyId }, "key hierarchy ready");
 
-    const audit = createAuditLog({ db, logger: logger.child({ component: "audit" }), clock });
+    // The audit log on the store, and the pipeline that streams each committed record to the organization's
+    // sinks (it stops after the log, so the last records still reach them, sealed by a final checkpoint).
+    const auditSigning = new OrgSigningKeys({ db, keys: keyring, table: "audit_signing_keys" });
+    stack.push({ name: "audit-signing", stop: async () => auditSigning.clear() });
+    let auditLog: AuditLog | null = null;
+    const auditPipeline = new AuditPipeline({
+      dir: join(cfg.dataDir, "audit", "sinks"), store: storeReader(db), signing: auditSigning, logger: logger.child({ component: "audit-pipeline" }),
+      transport: createTransport, record: (e) => void auditLog?.record(e),
+    });
+    stack.push({ name: "audit-pipeline", stop: () => auditPipeline.stop() });
+    const audit = createAuditLog({ db, logger: logger.child({ component: "audit" }), clock, onCommitted: auditPipeline.publish });
+    auditLog = audit;
     stack.push({ name: "audit", stop: () => audit.close() });
+    const auditSinks = new AuditSinks({ db, keys: keyring, pipeline: auditPipeline, signing: auditSigning });
+    await auditPipeline.start(await auditSinks.definitions());
     const ownerKeyFile = await bootstrapOrganization(db, cfg, audit, logger, clock);
 
     const apiKeys = new ApiKeyAuthenticator(db, clock);
@@ -196,7 +213,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       authTimeoutMs: cfg.gatewayAuthTimeoutSeconds * 1000, idleTimeoutMs: cfg.gatewayIdleTimeoutSeconds * 1000, maxMessageBytes: cfg.gatewayMaxMessageBytes,
       // A few server connections stay for the superuser reserve, parhelion's own and the pool's spare.
       connectionLimit: (ws) => Math.max(1, (isWorkspaceSize(ws.size) ? WORKSPACE_SIZES[ws.size].maxConnections : 25) - 5),
-      tokens, statements: await StatementClassifier.create(),
+      tokens, statements: await StatementClassifier.create(), auditBlocked: (orgId, groupId) => auditPipeline.isBlocked(orgId, groupId),
       http: (socket, ctx) => dataApi.accept(socket, ctx),
       onServerFull: (id) => dataApi.drop(id),
     });
@@ -228,7 +245,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       db, audit, apiKeys,
       throttle: new LoginThrottle({ threshold: cfg.lockoutThreshold, lockoutSeconds: cfg.lockoutSeconds, clock }),
       orgs: new OrganizationDirectory(db, clock),
-      workspaces, databases: new DatabaseAdmin(workspaces, engine), credentials, tokens, keyring,
+      workspaces, databases: new DatabaseAdmin(workspaces, engine), credentials, tokens, keyring, auditSinks,
     } satisfies Omit<Services, "clock" | "logger" | "inflight" | "settings">);
     // Readers (`parhelion login`, tests) see the old file or the new one, never a half-written one.
     writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile ?? ca.caFile, gatewayPort, pid: process.pid, version: VERSION }, null, 2) + "\n", 0o644);

@@ -1,3 +1,4 @@
+import type { AuditSinks } from "../audit/stream/sinks.js";
 import type { PlatformCredentials, TokenVerifier } from "../gateway/tokens.js";
 import type { Db } from "../store/db.js";
 import type { Logger } from "../log/logger.js";
@@ -24,6 +25,8 @@ export interface Services {
   tokens: TokenVerifier;
   /** The key hierarchy: status for `parhelion key status` (never key material). */
   keyring: Pick<Keyring, "status">;
+  /** Audit sinks and the stream pipeline behind them. */
+  auditSinks: AuditSinks;
   /** Counts requests in flight so shutdown can wait for their audit records. */
   inflight: InflightTracker;
   clock: Clock;

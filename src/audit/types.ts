@@ -35,20 +35,46 @@ export interface AuditRecord extends AuditEvent {
   hash: string;
 }
 
-/** Filters of `AuditLog.list`. Dates are ISO 8601; `startDate` is inclusive, `endDate` exclusive. */
+/**
+ * Filters of `AuditLog.list` and `AuditLog.export` (src/audit/DESIGN.md, "Listing"); every given filter must
+ * hold. Dates are ISO 8601, both inclusive. `type`, `source`, `result` and `class` take one value or a
+ * comma-separated list (any of them).
+ */
 export interface AuditQuery {
   orgId: string;
   startDate?: string;
   endDate?: string;
+  /** Event types, e.g. "Login" or "DatabaseLoginSuccess,DatabaseLoginFailure". */
   type?: string;
+  /** Portal, API, CLI, System, Gateway. */
   source?: string;
-  /** 1..1000, default 100. */
+  /** SUCCESS, DENIED, FAILURE. */
+  result?: string;
+  /** A UUID matches the actor's id; anything else an e-mail (any case) or a database user name (exact). */
+  user?: string;
+  /** Records whose resource is this workspace. */
+  workspaceID?: string;
+  /** Records about this group: the group itself, its workspaces, its gateway traffic. */
+  workspaceGroupID?: string;
+  /** Statement classes (READ, WRITE, FUNCTION, ROLE, DDL, MISC): DatabaseStatement records with any of them. */
+  class?: string;
+  /** list: 1..1000, default 100. export: a cap on the records streamed, 1..10^9, default none. */
   limit?: number;
+  /** list only: the previous page's token. */
   nextToken?: string;
 }
 
 /** Helios user types, mapped from `actor.type`. */
 export type HeliosUserType = "Customer" | "Automation" | "System" | "Unspecified";
+
+/** `actor.type` → Helios `userType`. */
+export const HELIOS_USER_TYPES: Record<ActorType, HeliosUserType> = {
+  user: "Customer",
+  apiKey: "Automation",
+  system: "System",
+  anonymous: "Unspecified",
+  databaseUser: "Customer",
+};
 
 /** One audit record in the Helios response shape. */
 export interface AuditLogView {
@@ -95,6 +121,11 @@ export interface AuditLog {
   record(e: AuditEvent): Promise<boolean>;
   /** Records of one organization, newest first. Throws ERR_VALIDATION naming a bad parameter. */
   list(q: AuditQuery): Promise<{ auditLogs: AuditLogView[]; nextToken?: string }>;
+  /**
+   * Every matching record as of the call, oldest first, with its chain hashes (lower-case hex), read a page
+   * at a time. Resolves once the query is valid and the first page read (ERR_VALIDATION names a bad one).
+   */
+  export(q: Omit<AuditQuery, "nextToken">): Promise<AsyncIterable<AuditLogView & { prevHash: string; hash: string }>>;
   /** Walks the whole chain and re-computes every hash. */
   verify(): Promise<VerifyResult>;
   /** Flushes what is queued; later `record()` calls resolve false. */

@@ -4,9 +4,9 @@ import { sql } from "kysely";
 import type { Db } from "../store/db.js";
 import type { Logger } from "../log/logger.js";
 import { isParhelionError } from "../lib/errors.js";
-import { chainHash, GENESIS_HASH } from "./chain.js";
+import { chainHash, GENESIS_HASH, type ChainFields } from "./chain.js";
 import { normalizeEvent, type NormalizedEvent } from "./event.js";
-import { listAuditLogs } from "./query.js";
+import { exportAuditLogs, listAuditLogs, type AuditExportRecord } from "./query.js";
 import { verifyChain } from "./verify.js";
 import type { AuditEvent, AuditLog, AuditLogView, AuditQuery, VerifyResult } from "./types.js";
 
@@ -32,6 +32,11 @@ export interface StoreAuditLogOptions {
    * of gateway sessions costs the store one INSERT per interval instead of one per record.
    */
   lingerMs?: number;
+  /**
+   * Called with each batch once it is committed, in chain order (the audit stream's input: src/audit/stream).
+   * Must not throw; a throw is logged and ignored.
+   */
+  onCommitted?: (records: ChainFields[]) => void;
 }
 
 interface Pending {
@@ -50,6 +55,7 @@ export class StoreAuditLog implements AuditLog {
   private readonly clock: () => Date;
   private readonly maxBatch: number;
   private readonly lingerMs: number;
+  private readonly onCommitted: ((records: ChainFields[]) => void) | undefined;
   private lastFlushAt = -Infinity;
   /** The chain head this writer last wrote or read; null when it must be read again. */
   private head: ChainHead | null = null;
@@ -70,6 +76,7 @@ export class StoreAuditLog implements AuditLog {
     const lingerMs = opts.lingerMs ?? 10;
     if (!Number.isFinite(lingerMs) || lingerMs < 0 || lingerMs > 1000) throw new TypeError("StoreAuditLog: lingerMs must be in 0..1000");
     this.lingerMs = lingerMs;
+    this.onCommitted = opts.onCommitted;
   }
 
   record(e: AuditEvent): Promise<boolean> {
@@ -94,6 +101,10 @@ export class StoreAuditLog implements AuditLog {
 
   list(q: AuditQuery): Promise<{ auditLogs: AuditLogView[]; nextToken?: string }> {
     return listAuditLogs(this.db, q);
+  }
+
+  export(q: Omit<AuditQuery, "nextToken">): Promise<AsyncIterable<AuditExportRecord>> {
+    return exportAuditLogs(this.db, q);
   }
 
   verify(): Promise<VerifyResult> {
@@ -175,6 +186,7 @@ export class StoreAuditLog implements AuditLog {
         if ((await this.insert(this.db, rows.cols, true)) === events.length) {
           this.head = rows.last;
           this.grew(events.length);
+          this.committed(rows.fields);
           return;
         }
       } catch (err) {
@@ -185,15 +197,25 @@ export class StoreAuditLog implements AuditLog {
       }
       this.head = null;
     }
-    const last = await this.db.transaction().execute(async (trx) => {
+    const rows = await this.db.transaction().execute(async (trx) => {
       // The sub-select sets lock_timeout (for this transaction) before the lock is awaited.
       await sql`select pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK_KEY}::bigint) from (select set_config('lock_timeout', '10s', true)) s`.execute(trx);
       const rows = this.chain(await this.readHead(trx), events);
       await this.insert(trx, rows.cols, false);
-      return rows.last;
+      return rows;
     });
-    this.head = last; // only once committed: a head that never reached the store would open a gap
+    this.head = rows.last; // only once committed: a head that never reached the store would open a gap
     this.grew(events.length);
+    this.committed(rows.fields);
+  }
+
+  private committed(fields: ChainFields[]): void {
+    if (!this.onCommitted) return;
+    try {
+      this.onCommitted(fields);
+    } catch (err) {
+      this.log("error", { err: { message: (err as Error)?.message } }, "audit stream could not take a committed batch");
+    }
   }
 
   /**
@@ -221,15 +243,18 @@ export class StoreAuditLog implements AuditLog {
     return head ? { seq: BigInt(head.seq), hash: head.hash } : { seq: 0n, hash: GENESIS_HASH };
   }
 
-  private chain(head: ChainHead, events: NormalizedEvent[]): { cols: ReturnType<typeof emptyColumns>; last: ChainHead } {
+  private chain(head: ChainHead, events: NormalizedEvent[]): { cols: ReturnType<typeof emptyColumns>; last: ChainHead; fields: ChainFields[] } {
     let seq = head.seq;
     let prev = head.hash;
     const cols = emptyColumns();
+    const fields: ChainFields[] = [];
     for (const ev of events) {
       seq += 1n;
       const s = seq.toString();
       const createdAt = ev.createdAt.toISOString();
-      const hash = chainHash(prev, { ...ev, seq: s, createdAt });
+      const f: ChainFields = { ...ev, seq: s, createdAt };
+      fields.push(f);
+      const hash = chainHash(prev, f);
       cols.seq.push(s);
       cols.id.push(ev.id);
       cols.orgId.push(ev.orgId);
@@ -250,7 +275,7 @@ export class StoreAuditLog implements AuditLog {
       cols.hash.push(hash);
       prev = hash;
     }
-    return { cols, last: { seq, hash: prev } };
+    return { cols, last: { seq, hash: prev }, fields };
   }
 
   /** Inserts the rows; with `tryLock`, only if the chain lock is free. Returns the number of rows inserted. */

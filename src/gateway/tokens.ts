@@ -1,11 +1,12 @@
-import { generateKeyPairSync, createPrivateKey, createPublicKey, randomUUID, type KeyObject } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { Agent, fetch as undiciFetch } from "undici";
 import {
-  SignJWT, jwtVerify, createLocalJWKSet, createRemoteJWKSet, decodeJwt, calculateJwkThumbprint, exportJWK, customFetch,
+  SignJWT, jwtVerify, createLocalJWKSet, createRemoteJWKSet, decodeJwt, customFetch,
   type JWTPayload, type JSONWebKeySet, type JWTVerifyGetKey, type RemoteJWKSetOptions,
 } from "jose";
 import type { Db } from "../store/db.js";
 import { validateTokenRoleName } from "../engine/sql.js";
+import { OrgSigningKeys, type KeySealer } from "../kms/signingKeys.js";
 
 /** Signature algorithms a group may accept. Never `none`, never HMAC (a JWKS holds public keys). */
 export const JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"] as const;
@@ -96,78 +97,32 @@ function reject(err: unknown): never {
 // ---------------------------------------------------------------------------------------------- platform
 
 /** What PlatformCredentials needs of the key hierarchy (src/kms Keyring). */
-export interface CredentialKeySealer {
-  seal(orgId: string, purpose: string, plaintext: Buffer): Promise<Buffer>;
-  open(purpose: string, envelope: Buffer): Promise<Buffer>;
-}
-
-const sealPurpose = (orgId: string) => `db_credential_keys.private_key:${orgId}`;
-const SIGNING_KEY_CACHE_MS = 50_000;
+export type CredentialKeySealer = KeySealer;
 
 /**
  * parhelion's own short-lived database credentials: EdDSA JWTs for one workspace and one database role,
- * bound to the platform identity that asked, valid at most 15 minutes. Each organization has its own
- * Ed25519 key, made on first use: the public half in the metadata store, the private half sealed under the
- * organization's data key (src/kms), opened into memory for at most 50 s at a time — so a root key the
- * provider stops serving stops minting, as it stops every other decryption.
+ * bound to the platform identity that asked, valid at most 15 minutes, signed by the organization's own
+ * Ed25519 key (src/kms/signingKeys.ts: made on first use, private half sealed under the organization's data
+ * key and held in memory at most 50 s, so a root key the provider stops serving stops minting).
  */
 export class PlatformCredentials {
-  private readonly publicKeys = new Map<string, { kid: string; key: KeyObject }>();
-  private readonly privateKeys = new Map<string, { kid: string; key: KeyObject; until: number }>();
-  private readonly creating = new Map<string, Promise<void>>();
+  private readonly keys: OrgSigningKeys;
 
-  constructor(private readonly o: { db: Db; keys: CredentialKeySealer }) {}
-
-  /** The organization's key id and public key (the key made when missing). */
-  private async publicKey(orgId: string, create: boolean): Promise<{ kid: string; key: KeyObject } | null> {
-    const have = this.publicKeys.get(orgId);
-    if (have) return have;
-    let row = await this.o.db.selectFrom("db_credential_keys").select(["kid", "public_key"]).where("org_id", "=", orgId).executeTakeFirst();
-    if (!row && create) {
-      await this.create(orgId);
-      row = await this.o.db.selectFrom("db_credential_keys").select(["kid", "public_key"]).where("org_id", "=", orgId).executeTakeFirst();
-    }
-    if (!row) return null;
-    const k = { kid: row.kid, key: createPublicKey(row.public_key) };
-    this.publicKeys.set(orgId, k);
-    return k;
+  constructor(o: { db: Db; keys: CredentialKeySealer }) {
+    this.keys = new OrgSigningKeys({ db: o.db, keys: o.keys, table: "db_credential_keys" });
   }
 
-  private create(orgId: string): Promise<void> {
-    const running = this.creating.get(orgId);
-    if (running) return running;
-    const p = (async () => {
-      const { privateKey, publicKey } = generateKeyPairSync("ed25519");
-      const kid = await calculateJwkThumbprint(await exportJWK(publicKey));
-      const der = privateKey.export({ type: "pkcs8", format: "der" });
-      const sealed = await this.o.keys.seal(orgId, sealPurpose(orgId), der);
-      der.fill(0);
-      // Two processes on one store: the first key wins, the other's is discarded.
-      await this.o.db.insertInto("db_credential_keys").values({ org_id: orgId, kid, public_key: publicKey.export({ type: "spki", format: "pem" }).toString(), private_key_enc: sealed })
-        .onConflict((oc) => oc.column("org_id").doNothing()).execute();
-    })().finally(() => this.creating.delete(orgId));
-    this.creating.set(orgId, p);
-    return p;
+  private publicKey(orgId: string, create: boolean) {
+    return this.keys.publicKey(orgId, create);
   }
 
-  private async privateKey(orgId: string): Promise<{ kid: string; key: KeyObject }> {
-    const now = Date.now();
-    const have = this.privateKeys.get(orgId);
-    if (have && have.until > now) return have;
-    await this.publicKey(orgId, true);
-    const row = await this.o.db.selectFrom("db_credential_keys").select(["kid", "private_key_enc"]).where("org_id", "=", orgId).executeTakeFirstOrThrow();
-    const der = await this.o.keys.open(sealPurpose(orgId), row.private_key_enc);
-    const key = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
-    der.fill(0);
-    const k = { kid: row.kid, key, until: now + SIGNING_KEY_CACHE_MS };
-    this.privateKeys.set(orgId, k);
-    return k;
+  private privateKey(orgId: string) {
+    return this.keys.privateKey(orgId);
   }
 
   /** Forgets every key held in memory. */
   clear(): void {
-    this.privateKeys.clear();
-    this.publicKeys.clear();
+    this.keys.clear();
   }
 
   /** Signs a credential; the caller has checked that the principal may have it. */

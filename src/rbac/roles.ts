@@ -16,6 +16,9 @@ export const PERMISSIONS = [
   "apiKeys:read",
   "apiKeys:write",
   "auditLogs:read",
+  /** Audit sinks (read: Auditor too; write: Owner and Admin, with step-up). */
+  "auditSinks:read",
+  "auditSinks:write",
   "sso:read",
   "sso:write",
   "workspaceGroups:read",

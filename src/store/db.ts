@@ -14,6 +14,7 @@ import * as m0007 from "./migrations/0007_keys.js";
 import * as m0008 from "./migrations/0008_credential_keys.js";
 import * as m0009 from "./migrations/0009_audit_level.js";
 import * as m0010 from "./migrations/0010_user_audit_levels.js";
+import * as m0011 from "./migrations/0011_audit_sinks.js";
 
 export type { Db, Database } from "./schema.js";
 
@@ -32,6 +33,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0008_credential_keys": m0008,
   "0009_audit_level": m0009,
   "0010_user_audit_levels": m0010,
+  "0011_audit_sinks": m0011,
 };
 
 class StaticProvider implements MigrationProvider {

@@ -278,6 +278,33 @@ export interface DbCredentialKeysTable {
   created_at: GeneratedTimestamp;
 }
 
+/** Where an organization's (or one workspace group's) audit stream goes; secrets sealed (src/kms). */
+export interface AuditSinksTable {
+  id: string;
+  org_id: string;
+  group_id: string | null;
+  name: string;
+  kind: "file" | "syslog" | "webhook" | "s3";
+  config: ColumnType<Record<string, unknown>, string, string>;
+  secrets_enc: Buffer | null;
+  file_key_enc: Buffer;
+  fail_mode: "open" | "closed";
+  enabled: boolean;
+  created_by: string | null;
+  created_at: GeneratedTimestamp;
+  updated_at: GeneratedTimestamp;
+  deleted_at: Date | null;
+}
+
+/** The Ed25519 key that signs an organization's audit stream checkpoints (private key sealed). */
+export interface AuditSigningKeysTable {
+  org_id: string;
+  kid: string;
+  public_key: string;
+  private_key_enc: Buffer;
+  created_at: GeneratedTimestamp;
+}
+
 /** A database user's own statement audit level, overriding its workspace group's. */
 export interface DatabaseUserAuditLevelsTable {
   workspace_id: string;
@@ -326,6 +353,8 @@ export interface Database {
   workspace_group_jwt_auth: WorkspaceGroupJwtAuthTable;
   db_credential_keys: DbCredentialKeysTable;
   database_user_audit_levels: DatabaseUserAuditLevelsTable;
+  audit_sinks: AuditSinksTable;
+  audit_signing_keys: AuditSigningKeysTable;
   sso_providers: SsoProvidersTable;
   sso_login_transactions: SsoLoginTransactionsTable;
   user_external_identities: UserExternalIdentitiesTable;

@@ -1,0 +1,253 @@
+/**
+ * The audit stream's line format (version 1): every line a sink receives is one JSON document, either a
+ * record or a signed checkpoint, chained by SHA-256 so that a reader holding only the lines (a file, a set
+ * of S3 objects, a webhook receiver's log) and the organization's public key can prove nothing was inserted,
+ * deleted, reordered or changed. Documented in docs/audit.md ("Streams").
+ *
+ *   record:      {"v":1,"stream":"<uuid>","seq":N,"kind":"record","at":"<ISO>","prev":"<hex>","record":{...},"hash":"<hex>"}
+ *   checkpoint:  {"v":1,"stream":"<uuid>","seq":N,"kind":"checkpoint","at":"<ISO>","prev":"<hex>","checkpoint":{"keyID":"...","covers":N-1,"sig":"<base64url>","storeSeq":"<the store seq of the last record covered>"},"hash":"<hex>"}
+ *
+ * `hash` is always the last member: hash = SHA-256(prev bytes || UTF-8 of the line up to, not including,
+ * `,"hash":"`). So the hash covers the exact bytes written — no canonicalization to agree on — and a reader
+ * recomputes it by cutting the fixed-length tail (`,"hash":"` + 64 hex + `"}`, 75 characters).
+ * A checkpoint signs (Ed25519) the text `parhelion-audit-checkpoint/1\n<stream>\n<covers>\n<prev>\n<at>`:
+ * the head of the chain it seals (`prev` is the hash of line `covers`).
+ */
+import { createHash, createPublicKey, sign as edSign, verify as edVerify, type KeyObject } from "node:crypto";
+import type { AuditLogView } from "../types.js";
+
+export const STREAM_FORMAT_VERSION = 1;
+export const GENESIS = "0".repeat(64);
+const HASH_TAIL = 75;
+const CHECKPOINT_CONTEXT = "parhelion-audit-checkpoint/1";
+
+/** What a stream record carries: the record as `GET /v1/auditLogs` shows it (its `seq` is the store's). */
+export type StreamRecord = AuditLogView;
+
+export interface StreamHead {
+  /** seq of the last line written (0 before the first). */
+  seq: number;
+  /** hash of the last line (GENESIS before the first). */
+  hash: string;
+}
+
+function hashBody(prev: string, body: string): string {
+  return createHash("sha256").update(Buffer.from(prev, "hex")).update(body, "utf8").digest("hex");
+}
+
+function seal(body: string, prev: string): { line: string; hash: string } {
+  const hash = hashBody(prev, body);
+  return { line: `${body},"hash":"${hash}"}`, hash };
+}
+
+/** The record line after `head`; returns the line and the new head. */
+export function recordLine(stream: string, head: StreamHead, at: Date, record: StreamRecord): { line: string; head: StreamHead } {
+  const seq = head.seq + 1;
+  const body = `{"v":1,"stream":"${stream}","seq":${seq},"kind":"record","at":"${at.toISOString()}","prev":"${head.hash}","record":${JSON.stringify(record)}`;
+  const { line, hash } = seal(body, head.hash);
+  return { line, head: { seq, hash } };
+}
+
+export function checkpointMessage(stream: string, covers: number, prev: string, at: string): Buffer {
+  return Buffer.from(`${CHECKPOINT_CONTEXT}\n${stream}\n${covers}\n${prev}\n${at}`, "utf8");
+}
+
+/** A signed checkpoint sealing everything up to `head`; `storeSeq` (chained, not signed) lets a restarted sink resume from the store. */
+export function checkpointLine(stream: string, head: StreamHead, at: Date, key: { keyId: string; privateKey: KeyObject }, storeSeq: string): { line: string; head: StreamHead } {
+  const seq = head.seq + 1;
+  const iso = at.toISOString();
+  const sig = edSign(null, checkpointMessage(stream, head.seq, head.hash, iso), key.privateKey).toString("base64url");
+  const body = `{"v":1,"stream":"${stream}","seq":${seq},"kind":"checkpoint","at":"${iso}","prev":"${head.hash}","checkpoint":${JSON.stringify({ keyID: key.keyId, covers: head.seq, sig, storeSeq })}`;
+  const { line, hash } = seal(body, head.hash);
+  return { line, head: { seq, hash } };
+}
+
+/** `seq` of a line written by this module, read without parsing the JSON (the prefix has a fixed shape). */
+export function lineSeq(line: string): number {
+  const at = line.indexOf(`"seq":`);
+  if (at < 0) return NaN;
+  let end = at + 6;
+  while (end < line.length && line.charCodeAt(end) >= 48 && line.charCodeAt(end) <= 57) end++;
+  return Number(line.slice(at + 6, end));
+}
+
+/** `at` of a line written by this module, as ms since the epoch (NaN if absent). */
+export function lineTime(line: string): number {
+  const at = line.indexOf(`"at":"`);
+  return at < 0 ? NaN : Date.parse(line.slice(at + 6, at + 30));
+}
+
+/** The `record.seq` (the store's seq) of a record line, or null for a checkpoint. */
+export function lineStoreSeq(line: string): bigint | null {
+  const at = line.lastIndexOf(`"seq":"`);
+  if (at < 0 || !line.includes(`"kind":"record"`)) return null;
+  const end = line.indexOf(`"`, at + 7);
+  return end < 0 ? null : BigInt(line.slice(at + 7, end));
+}
+
+// ---- Verification ----
+
+export type StreamProblemKind = "malformed" | "modified" | "broken-link" | "deleted" | "inserted" | "reordered" | "bad-signature" | "unknown-key" | "truncated" | "unsealed-tail" | "mixed-streams";
+
+export interface StreamProblem {
+  /** 1-based line number in the input (0 when the problem is about the end of the input). */
+  line: number;
+  /** The stream seq concerned, when known. */
+  seq: number | null;
+  kind: StreamProblemKind;
+  detail: string;
+}
+
+export interface StreamVerifyResult {
+  ok: boolean;
+  stream: string | null;
+  lines: number;
+  records: number;
+  checkpoints: number;
+  /** Duplicates of a line already seen (same seq and hash): at-least-once delivery, not a problem. */
+  duplicates: number;
+  firstSeq: number | null;
+  lastSeq: number | null;
+  /** The last seq sealed by a checkpoint whose signature verified. */
+  sealedSeq: number | null;
+  problems: StreamProblem[];
+  truncated: boolean;
+}
+
+export interface VerifyOptions {
+  /** Public keys by key id (PEM or KeyObject). A checkpoint by an unknown key is a problem. */
+  keys: Map<string, KeyObject | string>;
+  /** The stream head the platform reports: lines must reach it (tail truncation otherwise). */
+  head?: { seq: number; hash: string };
+  /** Lines must start at seq 1 (a whole stream); otherwise the first line read is taken as the start. */
+  fromStart?: boolean;
+  maxProblems?: number;
+}
+
+interface Parsed {
+  v: number;
+  stream: string;
+  seq: number;
+  kind: "record" | "checkpoint";
+  at: string;
+  prev: string;
+  hash: string;
+  checkpoint?: { keyID: string; covers: number; sig: string };
+}
+
+function parse(line: string): Parsed | string {
+  let o: unknown;
+  try {
+    o = JSON.parse(line);
+  } catch {
+    return "not JSON";
+  }
+  const p = o as Partial<Parsed> & { record?: unknown };
+  if (p === null || typeof p !== "object") return "not an object";
+  if (p.v !== STREAM_FORMAT_VERSION) return `unknown format version ${String(p.v)}`;
+  if (typeof p.stream !== "string" || !Number.isSafeInteger(p.seq) || (p.seq as number) < 1) return "stream or seq missing";
+  if (p.kind !== "record" && p.kind !== "checkpoint") return "kind must be record or checkpoint";
+  if (typeof p.prev !== "string" || !/^[0-9a-f]{64}$/.test(p.prev) || typeof p.hash !== "string" || !/^[0-9a-f]{64}$/.test(p.hash)) return "prev or hash malformed";
+  if (typeof p.at !== "string" || Number.isNaN(Date.parse(p.at))) return "at malformed";
+  if (!line.endsWith(`,"hash":"${p.hash}"}`)) return "hash is not the last member";
+  if (p.kind === "record" && (p.record === null || typeof p.record !== "object")) return "record missing";
+  if (p.kind === "checkpoint") {
+    const c = p.checkpoint;
+    if (!c || typeof c.keyID !== "string" || !Number.isSafeInteger(c.covers) || typeof c.sig !== "string") return "checkpoint malformed";
+  }
+  return p as Parsed;
+}
+
+/**
+ * Verifies the lines of one stream, in the order given. Exact duplicates (a re-delivered batch) are
+ * skipped and counted. Finds: changed lines (`modified`), missing ranges (`deleted`), lines that do not
+ * belong (`inserted`), lines out of order (`reordered`), forged or unverifiable checkpoints, and a tail that
+ * stops before the platform's head (`truncated`) or after the last checkpoint (`unsealed-tail`, reported
+ * but not a failure by itself: the newest records are sealed by the next checkpoint).
+ */
+export function verifyStream(lines: Iterable<string>, opts: VerifyOptions): StreamVerifyResult {
+  const max = opts.maxProblems ?? 100;
+  const r: StreamVerifyResult = { ok: true, stream: null, lines: 0, records: 0, checkpoints: 0, duplicates: 0, firstSeq: null, lastSeq: null, sealedSeq: null, problems: [], truncated: false };
+  const problem = (line: number, seq: number | null, kind: StreamProblemKind, detail: string) => {
+    if (kind !== "unsealed-tail") r.ok = false;
+    if (r.problems.length < max) r.problems.push({ line, seq, kind, detail });
+    else r.truncated = true;
+  };
+  const keys = new Map<string, KeyObject>();
+  for (const [id, k] of opts.keys) keys.set(id, typeof k === "string" ? createPublicKey(k) : k);
+  /** Hash of each seq accepted so far (for checkpoints and duplicate detection): bounded by the stream's length. */
+  const hashes = new Map<number, string>();
+  let last: { seq: number; hash: string } | null = null;
+  let n = 0;
+  for (const raw of lines) {
+    n++;
+    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    if (line.length === 0) continue;
+    r.lines++;
+    const p = parse(line);
+    if (typeof p === "string") {
+      problem(n, Number.isFinite(lineSeq(line)) ? lineSeq(line) : null, "malformed", p);
+      continue;
+    }
+    if (r.stream === null) r.stream = p.stream;
+    else if (p.stream !== r.stream) {
+      problem(n, p.seq, "mixed-streams", `line belongs to stream ${p.stream}, not ${r.stream}`);
+      continue;
+    }
+    const computed = hashBody(p.prev, line.slice(0, line.length - HASH_TAIL));
+    if (computed !== p.hash) {
+      problem(n, p.seq, "modified", "the line's content does not match its hash");
+      continue;
+    }
+    const seen = hashes.get(p.seq);
+    if (seen !== undefined) {
+      if (seen === p.hash) r.duplicates++;
+      else problem(n, p.seq, "inserted", `a second, different line with seq ${p.seq}`);
+      continue;
+    }
+    if (last === null) {
+      if (opts.fromStart && p.seq !== 1) problem(n, 1, "deleted", `the stream starts at seq ${p.seq}: seq 1..${p.seq - 1} missing`);
+      else if (p.seq === 1 && p.prev !== GENESIS) problem(n, 1, "broken-link", "the first line does not start from the genesis hash");
+      r.firstSeq = p.seq;
+    } else if (p.seq < last.seq) {
+      problem(n, p.seq, "reordered", `seq ${p.seq} after seq ${last.seq}`);
+      continue;
+    } else if (p.seq > last.seq + 1) {
+      problem(n, last.seq + 1, "deleted", `seq ${last.seq + 1}..${p.seq - 1} missing`);
+    } else if (p.prev !== last.hash) {
+      problem(n, p.seq, "broken-link", `does not link to seq ${last.seq}`);
+    }
+    hashes.set(p.seq, p.hash);
+    last = { seq: p.seq, hash: p.hash };
+    r.lastSeq = p.seq;
+    if (p.kind === "record") {
+      r.records++;
+      continue;
+    }
+    r.checkpoints++;
+    const c = p.checkpoint!;
+    const key = keys.get(c.keyID);
+    if (!key) {
+      problem(n, p.seq, "unknown-key", `checkpoint signed by unknown key ${c.keyID}`);
+      continue;
+    }
+    let good = false;
+    try {
+      good = c.covers === p.seq - 1 && edVerify(null, checkpointMessage(p.stream, c.covers, p.prev, p.at), key, Buffer.from(c.sig, "base64url"));
+    } catch {
+      good = false;
+    }
+    if (!good) problem(n, p.seq, "bad-signature", `the checkpoint's signature does not verify for seq ${c.covers}`);
+    else r.sealedSeq = p.seq;
+  }
+  if (opts.head && opts.head.seq > 0) {
+    const h = opts.head;
+    if (r.lastSeq === null || r.lastSeq < h.seq) problem(0, (r.lastSeq ?? 0) + 1, "truncated", `the input ends at seq ${r.lastSeq ?? 0} but the stream's head is seq ${h.seq}`);
+    else if (hashes.get(h.seq) !== h.hash) problem(0, h.seq, "modified", `seq ${h.seq} does not have the head hash the platform reports`);
+  }
+  if (r.lastSeq !== null && (r.sealedSeq === null || r.sealedSeq < r.lastSeq)) {
+    const from = (r.sealedSeq ?? (r.firstSeq ?? 1) - 1) + 1;
+    problem(0, from, "unsealed-tail", `seq ${from}..${r.lastSeq} follow the last verified checkpoint: not yet sealed, or a truncation of the tail cannot be ruled out without the platform's head`);
+  }
+  return r;
+}

@@ -1,0 +1,312 @@
+/**
+ * An append-only, encrypted log of one stream's lines on local disk: the spool in front of a remote sink,
+ * and the file sink's files. A directory of segment files named by the first seq they hold
+ * (`00000000000000000001.seg`), each a magic header and frames:
+ *
+ *   frame = u32 length of the rest | u64 firstSeq | u32 count | u64 firstAt ms | u64 lastAt ms | 12-byte nonce | AES-256-GCM ciphertext | 16-byte tag
+ *
+ * The plaintext is the frame's lines joined by "\n". The header (everything before the nonce) and the stream id
+ * are the GCM additional data, so seq ranges can be indexed without decrypting while any change to them fails
+ * authentication. A torn last frame (a crash mid-write) is cut off at open. Files are 0600 in a 0700 directory.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, ftruncateSync, writeSync, fdatasyncSync, chmodSync } from "node:fs";
+import { join } from "node:path";
+
+const MAGIC = Buffer.from("PHAUDSG1", "ascii");
+const HEADER = 4 + 8 + 4 + 8 + 8; // length, firstSeq, count, firstAt, lastAt
+const NONCE = 12;
+const TAG = 16;
+const NAME_RE = /^(\d{20})\.seg$/;
+/** Largest frame accepted when reading (a corrupt length must not make us allocate gigabytes). */
+const MAX_FRAME = 64 * 1024 * 1024;
+
+export class SegmentCorrupt extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SegmentCorrupt";
+  }
+}
+
+interface FrameIndex {
+  offset: number;
+  length: number;
+  firstSeq: number;
+  count: number;
+  firstAt: number;
+  lastAt: number;
+}
+
+interface Segment {
+  firstSeq: number;
+  path: string;
+  bytes: number;
+  frames: FrameIndex[];
+  createdAt: number;
+}
+
+export interface SegmentLogOptions {
+  dir: string;
+  streamId: string;
+  /** 32-byte AES-256-GCM key; the log keeps a reference, the owner zeroes it. */
+  key: Buffer;
+  /** A segment is closed and a new one started beyond this size (default 8 MiB). */
+  maxSegmentBytes?: number;
+  /** ...or when its first frame is older than this (default: never). */
+  maxSegmentAgeMs?: number;
+  /** fdatasync after each append (default true). */
+  sync?: boolean;
+  now?: () => number;
+}
+
+export interface ReadBatch {
+  lines: string[];
+  firstSeq: number;
+  lastSeq: number;
+  firstAt: number;
+  lastAt: number;
+}
+
+export class SegmentLog {
+  private readonly o: Required<Omit<SegmentLogOptions, "maxSegmentAgeMs">> & { maxSegmentAgeMs: number };
+  private readonly aad: Buffer;
+  private segments: Segment[] = [];
+  private fd: number | null = null;
+  private totalBytes = 0;
+
+  constructor(opts: SegmentLogOptions) {
+    if (opts.key.length !== 32) throw new TypeError("SegmentLog: the key must be 32 bytes");
+    this.o = { maxSegmentBytes: 8 * 1024 * 1024, sync: true, now: Date.now, ...opts, maxSegmentAgeMs: opts.maxSegmentAgeMs ?? Infinity };
+    this.aad = Buffer.from(`parhelion-audit-segment/1:${opts.streamId}`, "utf8");
+  }
+
+  /** Reads the directory's index (headers only) and cuts a torn last frame. Returns the last line, if any. */
+  open(): string | null {
+    mkdirSync(this.o.dir, { recursive: true, mode: 0o700 });
+    chmodSync(this.o.dir, 0o700);
+    const names = readdirSync(this.o.dir).filter((n) => NAME_RE.test(n)).sort();
+    this.segments = [];
+    this.totalBytes = 0;
+    for (const name of names) {
+      const path = join(this.o.dir, name);
+      const seg = this.index(path, Number(NAME_RE.exec(name)![1]));
+      if (seg.frames.length === 0) {
+        rmSync(path, { force: true });
+        continue;
+      }
+      this.segments.push(seg);
+      this.totalBytes += seg.bytes;
+    }
+    const last = this.segments[this.segments.length - 1];
+    const frame = last?.frames[last.frames.length - 1];
+    if (!last || !frame) return null;
+    const lines = this.decrypt(readFileSync(last.path).subarray(frame.offset, frame.offset + frame.length));
+    return lines[lines.length - 1] ?? null;
+  }
+
+  /** Index of one segment; truncates it after the last whole, well-formed frame. */
+  private index(path: string, firstSeq: number): Segment {
+    const buf = readFileSync(path);
+    const frames: FrameIndex[] = [];
+    let good = MAGIC.length;
+    if (buf.length < MAGIC.length || !buf.subarray(0, MAGIC.length).equals(MAGIC)) good = 0;
+    else {
+      let at = MAGIC.length;
+      while (at + HEADER <= buf.length) {
+        const len = buf.readUInt32BE(at);
+        if (len < HEADER - 4 + NONCE + TAG || len > MAX_FRAME || at + 4 + len > buf.length) break;
+        frames.push({ offset: at, length: 4 + len, firstSeq: Number(buf.readBigUInt64BE(at + 4)), count: buf.readUInt32BE(at + 12), firstAt: Number(buf.readBigUInt64BE(at + 16)), lastAt: Number(buf.readBigUInt64BE(at + 24)) });
+        at += 4 + len;
+        good = at;
+      }
+    }
+    if (good < buf.length) {
+      const fd = openSync(path, "r+");
+      try {
+        ftruncateSync(fd, good);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    return { firstSeq, path, bytes: good, frames, createdAt: frames[0]?.firstAt ?? this.o.now() };
+  }
+
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
+  get firstSeq(): number | null {
+    return this.segments[0]?.frames[0]?.firstSeq ?? null;
+  }
+
+  get lastSeq(): number | null {
+    const s = this.segments[this.segments.length - 1];
+    const f = s?.frames[s.frames.length - 1];
+    return f ? f.firstSeq + f.count - 1 : null;
+  }
+
+  get segmentCount(): number {
+    return this.segments.length;
+  }
+
+  /** Appends consecutive lines (firstSeq..firstSeq+lines.length-1) as one frame. */
+  append(lines: string[], firstSeq: number, firstAt: number, lastAt: number): void {
+    if (lines.length === 0) return;
+    const last = this.lastSeq;
+    if (last !== null && firstSeq !== last + 1) throw new Error(`SegmentLog: append of seq ${firstSeq} after ${last}`);
+    let seg = this.segments[this.segments.length - 1];
+    const now = this.o.now();
+    if (!seg || seg.bytes >= this.o.maxSegmentBytes || now - seg.createdAt >= this.o.maxSegmentAgeMs) seg = this.rotate(firstSeq, now);
+    const header = Buffer.alloc(HEADER);
+    const nonce = randomBytes(NONCE);
+    const plain = Buffer.from(lines.join("\n"), "utf8");
+    const length = HEADER - 4 + NONCE + plain.length + TAG;
+    header.writeUInt32BE(length, 0);
+    header.writeBigUInt64BE(BigInt(firstSeq), 4);
+    header.writeUInt32BE(lines.length, 12);
+    header.writeBigUInt64BE(BigInt(Math.max(0, Math.floor(firstAt))), 16);
+    header.writeBigUInt64BE(BigInt(Math.max(0, Math.floor(lastAt))), 24);
+    const c = createCipheriv("aes-256-gcm", this.o.key, nonce);
+    c.setAAD(Buffer.concat([this.aad, header]));
+    const ct = Buffer.concat([c.update(plain), c.final()]);
+    const frame = Buffer.concat([header, nonce, ct, c.getAuthTag()]);
+    const fd = this.fd ?? (this.fd = openSync(seg.path, "a", 0o600));
+    let off = 0;
+    while (off < frame.length) off += writeSync(fd, frame, off);
+    if (this.o.sync) fdatasyncSync(fd);
+    seg.frames.push({ offset: seg.bytes, length: frame.length, firstSeq, count: lines.length, firstAt, lastAt });
+    seg.bytes += frame.length;
+    this.totalBytes += frame.length;
+  }
+
+  private rotate(firstSeq: number, now: number): Segment {
+    this.closeFd();
+    const path = join(this.o.dir, `${String(firstSeq).padStart(20, "0")}.seg`);
+    const fd = openSync(path, "w", 0o600);
+    writeSync(fd, MAGIC);
+    fsyncSync(fd);
+    this.fd = fd;
+    const seg: Segment = { firstSeq, path, bytes: MAGIC.length, frames: [], createdAt: now };
+    this.segments.push(seg);
+    this.totalBytes += MAGIC.length;
+    const dfd = openSync(this.o.dir, "r");
+    try {
+      fsyncSync(dfd); // the new name survives a crash
+    } finally {
+      closeSync(dfd);
+    }
+    return seg;
+  }
+
+  private decrypt(frame: Buffer): string[] {
+    const header = frame.subarray(0, HEADER);
+    const nonce = frame.subarray(HEADER, HEADER + NONCE);
+    const tag = frame.subarray(frame.length - TAG);
+    const d = createDecipheriv("aes-256-gcm", this.o.key, nonce);
+    d.setAAD(Buffer.concat([this.aad, header]));
+    d.setAuthTag(tag);
+    let plain: Buffer;
+    try {
+      plain = Buffer.concat([d.update(frame.subarray(HEADER + NONCE, frame.length - TAG)), d.final()]);
+    } catch {
+      throw new SegmentCorrupt("an audit segment frame failed authentication (changed on disk, or the wrong key)");
+    }
+    const lines = plain.toString("utf8").split("\n");
+    if (lines.length !== header.readUInt32BE(12)) throw new SegmentCorrupt("an audit segment frame holds another number of lines than its header says");
+    return lines;
+  }
+
+  /** Lines from `fromSeq` on, whole frames, up to about `maxLines` (at least one frame). Null when there are none. */
+  read(fromSeq: number, maxLines: number): ReadBatch | null {
+    const out: string[] = [];
+    let first = -1;
+    let firstAt = 0;
+    let lastAt = 0;
+    let full = false;
+    for (const seg of this.segments) {
+      if (full) break;
+      const segLast = seg.frames.length > 0 ? seg.frames[seg.frames.length - 1]! : null;
+      if (!segLast || segLast.firstSeq + segLast.count - 1 < fromSeq) continue;
+      let buf: Buffer | null = null;
+      for (const f of seg.frames) {
+        if (f.firstSeq + f.count - 1 < fromSeq) continue;
+        if (out.length > 0 && out.length + f.count - Math.max(0, fromSeq - f.firstSeq) > maxLines) {
+          full = true;
+          break;
+        }
+        buf ??= readFileSync(seg.path);
+        let lines = this.decrypt(buf.subarray(f.offset, f.offset + f.length));
+        if (f.firstSeq < fromSeq) lines = lines.slice(fromSeq - f.firstSeq);
+        if (first < 0) {
+          first = Math.max(f.firstSeq, fromSeq);
+          firstAt = f.firstAt;
+        }
+        lastAt = f.lastAt;
+        for (const l of lines) out.push(l);
+        if (out.length >= maxLines) {
+          full = true;
+          break;
+        }
+      }
+    }
+    return out.length === 0 ? null : { lines: out, firstSeq: first, lastSeq: first + out.length - 1, firstAt, lastAt };
+  }
+
+  /** Every line, in order, segment by segment (memory: one segment at a time). */
+  *lines(): Generator<string> {
+    for (const seg of this.segments) {
+      if (!existsSync(seg.path)) continue;
+      const buf = readFileSync(seg.path);
+      for (const f of seg.frames) yield* this.decrypt(buf.subarray(f.offset, f.offset + f.length));
+    }
+  }
+
+  /** Removes whole segments all of whose lines satisfy `drop` (by last seq and last time); never the newest. */
+  prune(drop: (lastSeq: number, lastAt: number) => boolean): number {
+    let removed = 0;
+    while (this.segments.length > 1) {
+      const seg = this.segments[0]!;
+      const f = seg.frames[seg.frames.length - 1];
+      if (f && !drop(f.firstSeq + f.count - 1, f.lastAt)) break;
+      rmSync(seg.path, { force: true });
+      this.totalBytes -= seg.bytes;
+      this.segments.shift();
+      removed++;
+    }
+    return removed;
+  }
+
+  /** Segment files and their sizes (for status and tests). */
+  files(): Array<{ path: string; bytes: number; firstSeq: number; lastSeq: number }> {
+    return this.segments.map((s) => {
+      const f = s.frames[s.frames.length - 1];
+      return { path: s.path, bytes: s.bytes, firstSeq: s.firstSeq, lastSeq: f ? f.firstSeq + f.count - 1 : s.firstSeq - 1 };
+    });
+  }
+
+  private closeFd(): void {
+    if (this.fd !== null) {
+      closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+
+  close(): void {
+    this.closeFd();
+  }
+
+  /** Deletes the whole log (the sink was deleted). */
+  destroy(): void {
+    this.close();
+    rmSync(this.o.dir, { recursive: true, force: true });
+    this.segments = [];
+    this.totalBytes = 0;
+  }
+
+  /** Size on disk of a directory's segments without opening it. */
+  static sizeOf(dir: string): number {
+    if (!existsSync(dir)) return 0;
+    return readdirSync(dir).filter((n) => NAME_RE.test(n)).reduce((s, n) => s + statSync(join(dir, n)).size, 0);
+  }
+}
