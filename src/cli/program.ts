@@ -4,6 +4,7 @@ import { exitCodeHelp } from "./errors.js";
 import { registerAccess } from "./commands/access.js";
 import { registerApiKeys } from "./commands/apiKeys.js";
 import { registerAudit } from "./commands/audit.js";
+import { registerAuditSinks } from "./commands/auditSinks.js";
 import { registerInvitations } from "./commands/invitations.js";
 import { registerKeys } from "./commands/keys.js";
 import { registerLogin } from "./commands/login.js";
@@ -47,6 +48,7 @@ export async function buildProgram(argv: readonly string[]): Promise<Command> {
   registerAccess(program);
   registerApiKeys(program);
   registerAudit(program);
+  registerAuditSinks(program.commands.find((c) => c.name() === "audit")!);
   registerWorkspaces(program);
   registerSso(program);
   registerKeys(program);

@@ -95,6 +95,13 @@ const EXPECTED: Record<string, readonly OrgRole[] | "public"> = {
   "DELETE /v1/auth/mfa/factors/{factorID}": SESSION_ONLY,
   "DELETE /v1/users/{userID}/mfa": WRITERS,
   "GET /v1/keys/status": READERS,
+  "GET /v1/auditSinks": READERS,
+  "POST /v1/auditSinks": WRITERS,
+  "GET /v1/auditSinks/{auditSinkID}": READERS,
+  "PATCH /v1/auditSinks/{auditSinkID}": WRITERS,
+  "DELETE /v1/auditSinks/{auditSinkID}": WRITERS,
+  "GET /v1/auditSinks/{auditSinkID}/export": READERS,
+  "GET /v1/auditSigningKeys": READERS,
 };
 
 let tp: TestPlatform;

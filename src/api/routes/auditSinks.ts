@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { defineRoute } from "../route.js";
+import { Readable } from "node:stream";
+import { defineRoute, StreamBody } from "../route.js";
 import { Id } from "../schemas.js";
 import { SINK_KINDS } from "../../audit/stream/pipeline.js";
 import { streamSettingsSchema } from "../../audit/stream/sinks.js";
@@ -43,6 +44,7 @@ export const auditSinkRoutes = [
     summary: "Adds a sink (file, syslog over TLS, HTTPS webhook, S3-compatible storage); its stream starts at the current record.", access: "auditSinks:write", stepUp: true,
     body: SinkCreate, response: Sink, auditType: "AuditSinkCreate",
     handler: async ({ services, principal, body, audit }) => {
+      audit.attributes = { sinkName: body.name, sinkType: body.type, failMode: body.failMode ?? "open", workspaceGroupID: body.workspaceGroupID ?? null, secretsSet: Object.keys(body.secrets ?? {}) };
       const v = await services.auditSinks.create(principal!.orgId, principal!.userId, body);
       audit.resource = { type: "auditSink", id: v.auditSinkID };
       return v;
@@ -59,6 +61,9 @@ export const auditSinkRoutes = [
     params: SinkParams, body: SinkUpdate, response: Sink, auditType: "AuditSinkUpdate",
     handler: async ({ services, principal, params, body, audit }) => {
       audit.resource = { type: "auditSink", id: params.auditSinkID };
+      // What changed, never a secret's value.
+      const { secrets, config, ...rest } = body;
+      audit.attributes = { change: rest, ...(config !== undefined ? { configChanged: true } : {}), ...(secrets !== undefined ? { secretsChanged: Object.keys(secrets) } : {}) };
       return services.auditSinks.update(principal!.orgId, params.auditSinkID, body);
     },
   }),
@@ -70,6 +75,18 @@ export const auditSinkRoutes = [
       audit.resource = { type: "auditSink", id: params.auditSinkID };
       await services.auditSinks.delete(principal!.orgId, params.auditSinkID);
       return { auditSinkID: params.auditSinkID };
+    },
+  }),
+  defineRoute({
+    method: "GET", path: "/v1/auditSinks/{auditSinkID}/export", operationId: "exportAuditSink", tag: "Audit",
+    summary: "The sink's stream as it is on local disk, decrypted, one JSON line each (a file sink: every file retained; a remote sink: its undelivered spool). Check it with `parhelion audit verify`.",
+    access: "auditSinks:read", params: SinkParams, produces: "application/x-ndjson",
+    response: z.object({ v: z.number(), stream: z.string(), seq: z.number(), kind: z.enum(["record", "checkpoint"]), at: z.string(), prev: z.string(), hash: z.string() }).loose(),
+    handler: async ({ services, principal, params }) => {
+      const lines = await services.auditSinks.lines(principal!.orgId, params.auditSinkID);
+      return new StreamBody(Readable.from((function* () {
+        for (const l of lines) yield `${l}\n`;
+      })()));
     },
   }),
   defineRoute({
