@@ -176,6 +176,31 @@ export class ApiClient {
     throw this.#problemError(res.statusCode, res.headers, parsed);
   }
 
+  /** A GET whose 2xx body is streamed (NDJSON exports): the caller reads it; a problem answer throws CliError. */
+  async getStream(path: string, query: Query = {}): Promise<NodeJS.ReadableStream> {
+    const url = new URL(path, this.#base);
+    for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, String(v));
+    const headers: Record<string, string> = { accept: "application/x-ndjson, application/problem+json", "user-agent": USER_AGENT };
+    const cred = this.target.credential;
+    if (cred?.kind === "apiKey") headers["authorization"] = `Bearer ${cred.apiKey}`;
+    else if (cred?.kind === "session") headers["cookie"] = `${SESSION_COOKIE}=${cred.session.cookie}`;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, { method: "GET", headers, dispatcher: this.#agent });
+    } catch (err) {
+      throw this.#transportError(err);
+    }
+    if (res.statusCode >= 200 && res.statusCode < 300) return res.body;
+    const text = await res.body.text();
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    throw this.#problemError(res.statusCode, res.headers, parsed);
+  }
+
   async get<T>(path: string, query?: Query): Promise<T> {
     return (await this.call<T>("GET", path, query ? { query } : {})).body;
   }

@@ -9,7 +9,7 @@ const SinkParams = z.object({ auditSinkID: Id }).strict();
 const SinkName = z.string().min(1).max(100).regex(/^[^\u0000-\u001f\u007f]+$/, { message: "must not contain control characters" });
 const FailMode = z.enum(["open", "closed"]).describe("open (default): service continues while the sink cannot record, and an alert is raised. closed: no new database sessions or statements in the sink's scope while no sink covering it can record.");
 const Config = z.record(z.string(), z.unknown()).describe("The sink type's own settings (docs/audit-sinks.md): syslog {host, port, serverName?, caPem?, appName?, hostname?, facility?}; webhook {url, caPem?, headers?}; s3 {bucket, region, endpoint?, prefix?, forcePathStyle?, accessKeyId, caPem?}; file: none.");
-const Secrets = z.record(z.string(), z.string().min(1).max(4096)).describe("webhook: {secret} (the HMAC key, at least 32 bytes); s3: {secretAccessKey}. Stored sealed under the organization's data key; never returned.");
+const Secrets = z.record(z.string(), z.string().min(1).max(4096)).describe("webhook: {secret} (the HMAC key, at least 32 bytes) and optional credential headers as {\"header:Authorization\": \"Bearer ...\"}; s3: {secretAccessKey}. Stored sealed under the organization's data key; never returned.");
 
 const Status = z.object({
   state: z.enum(["starting", "up", "down", "disabled"]),

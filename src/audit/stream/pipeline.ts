@@ -29,7 +29,7 @@ export interface StreamSettings {
   checkpointEvery: number;
   /** Longest time an appended line waits for its checkpoint, in seconds (default 10). */
   checkpointSeconds: number;
-  /** Remote sinks: bound of the on-disk spool (default 256 MiB); an alert at 80 %. File sinks: total size kept. */
+  /** Remote sinks: bound of the on-disk spool (default 256 MiB); an alert at 80 %. File sinks: total size kept (default 16 GiB; the oldest files go first, audited). */
   maxBytes: number;
   /** File sinks: a new file beyond this size (default 64 MiB) or age (default 1 day), files older than retentionDays removed (default 365). */
   rotateBytes: number;
@@ -40,6 +40,14 @@ export interface StreamSettings {
 export const DEFAULT_STREAM_SETTINGS: StreamSettings = {
   checkpointEvery: 1000, checkpointSeconds: 10, maxBytes: 256 * 1024 * 1024, rotateBytes: 64 * 1024 * 1024, rotateSeconds: 86_400, retentionDays: 365,
 };
+
+/** A file sink keeps more by default: its files are the record, not a buffer. */
+export const DEFAULT_FILE_MAX_BYTES = 16 * 1024 * 1024 * 1024;
+
+/** The defaults of a sink kind. */
+export function defaultSettings(kind: SinkKind): StreamSettings {
+  return kind === "file" ? { ...DEFAULT_STREAM_SETTINGS, maxBytes: DEFAULT_FILE_MAX_BYTES } : { ...DEFAULT_STREAM_SETTINGS };
+}
 
 /** A sink as the pipeline runs it: secrets and the file key already opened. */
 export interface SinkDefinition {
@@ -370,7 +378,19 @@ class SinkRunner {
   /** File sinks: drop files past retention or beyond the size bound (oldest first, never the newest). */
   private retain(): void {
     const cutoff = this.now() - this.def.settings.retentionDays * 86_400_000;
-    this.log.prune((_seq, lastAt) => lastAt < cutoff || this.log.bytes > this.def.settings.maxBytes);
+    const before = this.log.firstSeq;
+    let why = "";
+    const removed = this.log.prune((_seq, lastAt) => {
+      if (lastAt < cutoff) why = `older than ${this.def.settings.retentionDays} days`;
+      else if (this.log.bytes > this.def.settings.maxBytes) why = `beyond maxBytes ${this.def.settings.maxBytes}`;
+      else return false;
+      return true;
+    });
+    if (removed > 0) {
+      const through = (this.log.firstSeq ?? this.head.seq + 1) - 1;
+      this.o.logger.info({ sinkId: this.def.id, files: removed, fromSeq: before, throughSeq: through }, "audit sink files removed by retention");
+      this.event("AuditSinkFilesPruned", "SUCCESS", `audit sink ${this.def.name} removed ${removed} file(s) ${why}`, { files: removed, fromSeq: before, throughSeq: through, why });
+    }
   }
 
   private drop(records: ChainFields[]): void {
@@ -613,5 +633,5 @@ export class AuditPipeline {
   }
 
   /** For the record type's docs and tests. */
-  static readonly EVENT_TYPES = ["AuditSinkDown", "AuditSinkRecovered", "AuditSinkSpoolHighWater", "AuditSinkRecordsDropped"] as const;
+  static readonly EVENT_TYPES = ["AuditSinkDown", "AuditSinkRecovered", "AuditSinkSpoolHighWater", "AuditSinkRecordsDropped", "AuditSinkFilesPruned"] as const;
 }

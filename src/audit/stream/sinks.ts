@@ -11,7 +11,7 @@ import { isUuid } from "../../lib/ids.js";
 import type { KeySealer, OrgSigningKeys } from "../../kms/signingKeys.js";
 import { createTransport } from "../sinks/index.js";
 import { fieldsFromRow } from "../chain.js";
-import { DEFAULT_STREAM_SETTINGS, SINK_KINDS, type StoreReader, type AuditPipeline, type FailMode, type SinkDefinition, type SinkKind, type SinkStatus, type StreamSettings } from "./pipeline.js";
+import { defaultSettings, SINK_KINDS, type StoreReader, type AuditPipeline, type FailMode, type SinkDefinition, type SinkKind, type SinkStatus, type StreamSettings } from "./pipeline.js";
 
 const MiB = 1024 * 1024;
 
@@ -19,7 +19,7 @@ const MiB = 1024 * 1024;
 export const streamSettingsSchema = z.object({
   checkpointEvery: z.number().int().min(10).max(100_000).optional().describe("Lines between signed checkpoints (default 1000)."),
   checkpointSeconds: z.number().int().min(1).max(3600).optional().describe("Longest wait of a line for its checkpoint, in seconds (default 10)."),
-  maxBytes: z.number().int().min(MiB).max(1024 * 1024 * MiB).optional().describe("Remote sinks: bound of the on-disk spool (default 256 MiB; an alert at 80 %). File sinks: total size of the files kept (oldest removed first)."),
+  maxBytes: z.number().int().min(MiB).max(1024 * 1024 * MiB).optional().describe("Remote sinks: bound of the on-disk spool (default 256 MiB; an alert at 80 %). File sinks: total size of the files kept (default 16 GiB; oldest removed first, audited)."),
   rotateBytes: z.number().int().min(64 * 1024).max(1024 * MiB).optional().describe("File sinks: start a new file beyond this size (default 64 MiB)."),
   rotateSeconds: z.number().int().min(60).max(31 * 86_400).optional().describe("File sinks: start a new file after this many seconds (default 86400)."),
   retentionDays: z.number().int().min(1).max(3650).optional().describe("File sinks: remove files whose newest line is older (default 365)."),
@@ -62,6 +62,8 @@ export interface SinkView {
 interface StoredConfig {
   transport: Record<string, unknown>;
   settings: Partial<StreamSettings>;
+  /** Names of the sealed secrets (never values), for answers. */
+  secretNames?: string[];
 }
 
 function bad(message: string, field: string): ParhelionError {
@@ -77,7 +79,9 @@ export class AuditSinks {
   /** Validates a kind's config and secrets by building (and closing) its transport: no connection is made. */
   private async validate(kind: SinkKind, transport: Record<string, unknown>, secrets: Record<string, string>): Promise<Record<string, unknown>> {
     const allowed = SECRET_NAMES[kind];
-    for (const k of Object.keys(secrets)) if (!allowed.includes(k)) throw bad(`secrets.${k}: a ${kind} sink has ${allowed.length ? `only the secrets ${allowed.join(", ")}` : "no secrets"}`, `secrets.${k}`);
+    // A webhook may also carry credential headers for its receiver (`header:Authorization`), kept sealed like its key.
+    const optional = (k: string) => kind === "webhook" && /^header:[A-Za-z0-9-]{1,64}$/.test(k);
+    for (const k of Object.keys(secrets)) if (!allowed.includes(k) && !optional(k)) throw bad(`secrets.${k}: a ${kind} sink has ${allowed.length ? `only the secrets ${allowed.join(", ")}${kind === "webhook" ? " and header:<Name>" : ""}` : "no secrets"}`, `secrets.${k}`);
     for (const k of allowed) if (typeof secrets[k] !== "string" || secrets[k] === "") throw bad(`secrets.${k} is required for a ${kind} sink`, `secrets.${k}`);
     if (kind === "file") {
       const r = fileSinkConfig.safeParse(transport);
@@ -114,7 +118,7 @@ export class AuditSinks {
     const secretsEnc = Object.keys(secrets).length > 0 ? await this.o.keys.seal(orgId, secretPurpose(id), Buffer.from(JSON.stringify(secrets), "utf8")) : null;
     try {
       await this.o.db.insertInto("audit_sinks").values({
-        id, org_id: orgId, group_id: groupId, name: input.name, kind: input.type, config: JSON.stringify({ transport, settings } satisfies StoredConfig),
+        id, org_id: orgId, group_id: groupId, name: input.name, kind: input.type, config: JSON.stringify({ transport, settings, secretNames: Object.keys(secrets).sort() } satisfies StoredConfig),
         secrets_enc: secretsEnc, file_key_enc: fileKeyEnc, fail_mode: input.failMode ?? "open", enabled: input.enabled ?? true, created_by: actorId,
       }).execute();
     } catch (err) {
@@ -154,7 +158,7 @@ export class AuditSinks {
     const cfg = r.config as unknown as StoredConfig;
     return {
       id: r.id, orgId: r.org_id, groupId: r.group_id, name: r.name, kind: r.kind, failMode: r.fail_mode, enabled: r.enabled,
-      settings: { ...DEFAULT_STREAM_SETTINGS, ...cfg.settings }, config: cfg.transport, secrets: await this.openSecrets(r),
+      settings: { ...defaultSettings(r.kind), ...cfg.settings }, config: cfg.transport, secrets: await this.openSecrets(r),
       fileKey: await this.o.keys.open(fileKeyPurpose(r.id), r.file_key_enc),
     };
   }
@@ -171,7 +175,7 @@ export class AuditSinks {
     const cfg = r.config as unknown as StoredConfig;
     return {
       auditSinkID: r.id, name: r.name, type: r.kind, workspaceGroupID: r.group_id, failMode: r.fail_mode, enabled: r.enabled,
-      config: cfg.transport, settings: { ...DEFAULT_STREAM_SETTINGS, ...cfg.settings }, secretsSet: [...SECRET_NAMES[r.kind]].filter(() => r.secrets_enc !== null),
+      config: cfg.transport, settings: { ...defaultSettings(r.kind), ...cfg.settings }, secretsSet: r.secrets_enc === null ? [] : [...((r.config as unknown as StoredConfig).secretNames ?? SECRET_NAMES[r.kind])],
       createdAt: new Date(r.created_at).toISOString(), updatedAt: new Date(r.updated_at).toISOString(), status: this.o.pipeline.status(r.id),
     };
   }
@@ -195,7 +199,7 @@ export class AuditSinks {
     try {
       await this.o.db.updateTable("audit_sinks").set({
         ...(patch.name !== undefined ? { name: patch.name } : {}), ...(patch.failMode !== undefined ? { fail_mode: patch.failMode } : {}),
-        ...(patch.enabled !== undefined ? { enabled: patch.enabled } : {}), config: JSON.stringify({ transport, settings } satisfies StoredConfig),
+        ...(patch.enabled !== undefined ? { enabled: patch.enabled } : {}), config: JSON.stringify({ transport, settings, secretNames: Object.keys(secrets).sort() } satisfies StoredConfig),
         secrets_enc: secretsEnc, updated_at: new Date(),
       }).where("id", "=", id).execute();
     } catch (err) {

@@ -1,7 +1,11 @@
-import { readFileSync } from "node:fs";
+import { createReadStream, createWriteStream, readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { once } from "node:events";
 import type { Command } from "commander";
 import { apiAction } from "../context.js";
-import { usageError } from "../errors.js";
+import { CliError, EXIT, usageError } from "../errors.js";
+import type { ApiClient } from "../client.js";
+import { verifyStream, type StreamVerifyResult } from "../../audit/stream/format.js";
 import { readSecretFile } from "../input.js";
 import { emit, printRecord, printTable } from "../output.js";
 
@@ -135,7 +139,40 @@ function printSink(s: AuditSinkView): void {
   });
 }
 
-/** `audit sink create|list|show|update|delete`. */
+/** Lines of a file (or of stdin for "-"), streamed. */
+async function* fileLines(path: string): AsyncGenerator<string> {
+  const input = path === "-" ? process.stdin : createReadStream(path);
+  const rl = createInterface({ input, crlfDelay: Infinity });
+  try {
+    for await (const line of rl) yield line;
+  } catch (err) {
+    throw usageError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/**
+ * Verifies a stream export held in a file (a file sink's export, S3 objects concatenated in key order, a
+ * webhook receiver's log) with the organization's public keys from the API. Without the live head, records
+ * after the last checkpoint are reported as an unsealed tail (`audit sink verify` checks against the head).
+ */
+export async function verifyStreamFile(client: ApiClient, file: string): Promise<StreamVerifyResult> {
+  const { keys } = await client.get<{ keys: Array<{ keyID: string; publicKey: string }> }>("/v1/auditSigningKeys");
+  const lines: string[] = [];
+  for await (const l of fileLines(file)) lines.push(l);
+  return verifyStream(lines, { keys: new Map(keys.map((k) => [k.keyID, k.publicKey])), fromStart: true });
+}
+
+export function reportStream(format: string, r: StreamVerifyResult): void {
+  if (format === "json") process.stdout.write(JSON.stringify(r, null, 2) + "\n");
+  else {
+    process.stdout.write(`stream ${r.stream ?? "-"}: ${r.records} records, ${r.checkpoints} checkpoints, seq ${r.firstSeq ?? "-"}..${r.lastSeq ?? "-"}, sealed through ${r.sealedSeq ?? "-"}${r.duplicates ? `, ${r.duplicates} re-delivered duplicates skipped` : ""}\n`);
+    for (const p of r.problems) process.stdout.write(`  ${p.kind.padEnd(14)} line ${p.line} seq ${p.seq ?? "-"}: ${p.detail}\n`);
+    process.stdout.write(r.ok ? "OK\n" : "PROBLEMS FOUND\n");
+  }
+  if (!r.ok) throw new CliError(EXIT.AUDIT_VERIFY_FAILED, "ERR_CLI_AUDIT_VERIFY", `the audit stream does not verify: ${r.problems.filter((p) => p.kind !== "unsealed-tail").length} problem(s)`);
+}
+
+/** `audit sink create|list|show|update|delete|export|verify`. */
 export function registerAuditSinks(audit: Command): void {
   const sink = audit.command("sink").description("Where the audit stream goes: file, syslog (TLS), HTTPS webhook, S3-compatible storage");
   destinationOptions(sink.command("create").description("Add a sink (POST /v1/auditSinks; step-up)")
@@ -167,6 +204,27 @@ export function registerAuditSinks(audit: Command): void {
       if (Object.keys(b).length === 0) throw usageError("nothing to change", "pass at least one option; see `parhelion audit sink update --help`");
       const s = (await client.call<AuditSinkView>("PATCH", `/v1/auditSinks/${encodeURIComponent(id)}`, { body: b })).body;
       emit(format, s, () => printSink(s));
+    }));
+  sink.command("export <auditSinkID>").description("Write the sink's local stream (a file sink: every retained file; a remote sink: its spool) as NDJSON")
+    .option("--out <file>", "write to this file (mode 0600) instead of stdout")
+    .action(apiAction(async ({ client }, id: string, opts: { out?: string }) => {
+      const body = await client.getStream(`/v1/auditSinks/${encodeURIComponent(id)}/export`);
+      const out = opts.out === undefined ? process.stdout : createWriteStream(opts.out, { mode: 0o600, flags: "w" });
+      for await (const chunk of body) if (!out.write(chunk)) await once(out, "drain");
+      if (opts.out !== undefined) await new Promise<void>((resolve, reject) => (out as ReturnType<typeof createWriteStream>).end((err?: Error | null) => (err ? reject(err) : resolve())));
+    }));
+  sink.command("verify <auditSinkID>").description("Export the sink's local stream and verify it: chain, signed checkpoints, and that it reaches the stream head the platform reports")
+    .action(apiAction(async ({ client, format }, id: string) => {
+      // The head first: the export then reaches at least it, and must hold it with the same hash.
+      const sinkView = await client.get<AuditSinkView>(`/v1/auditSinks/${encodeURIComponent(id)}`);
+      const head = sinkView.status?.streamHead;
+      const { keys } = await client.get<{ keys: Array<{ keyID: string; publicKey: string }> }>("/v1/auditSigningKeys");
+      const body = await client.getStream(`/v1/auditSinks/${encodeURIComponent(id)}/export`);
+      const chunks: Buffer[] = [];
+      for await (const c of body) chunks.push(Buffer.from(c as Buffer));
+      const lines = Buffer.concat(chunks).toString("utf8").split("\n");
+      // A file sink keeps its stream from seq 1 (until retention removes files); a spool only what is undelivered.
+      reportStream(format, verifyStream(lines, { keys: new Map(keys.map((k) => [k.keyID, k.publicKey])), fromStart: sinkView.type === "file", ...(head ? { head } : {}) }));
     }));
   sink.command("delete <auditSinkID>").description("Stop a sink and delete its local files (the metadata store keeps every record)")
     .action(apiAction(async ({ client, format }, id: string) => {
