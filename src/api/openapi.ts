@@ -35,14 +35,14 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
       ...(r.stepUp !== undefined ? { "x-parhelion-step-up": r.stepUp === true ? "always" : typeof r.stepUp === "function" ? "some changes" : "never" } : {}),
       parameters: [...parametersOf(r.params, "path"), ...parametersOf(r.query, "query")],
       responses: {
-        [String(r.status ?? 200)]: { description: "Success", content: { "application/json": { schema: schemaOf(r.response, "output") } } },
+        [String(r.status ?? 200)]: { description: "Success", content: { [r.produces ?? "application/json"]: { schema: schemaOf(r.response, "output") } } },
         "4XX": { description: "Client error", content: { "application/problem+json": { schema: { $ref: "#/components/schemas/Problem" } } } },
         "5XX": { description: "Server error", content: { "application/problem+json": { schema: { $ref: "#/components/schemas/Problem" } } } },
       },
       security: r.access === "public" ? [] : r.access === "session" ? [{ sessionCookie: [] }] : [{ bearerAuth: [] }, { sessionCookie: [] }],
     };
     if (r.body) op["requestBody"] = { required: true, content: { "application/json": { schema: schemaOf(r.body, "input") } } };
-    if (r.method === "GET" && r.path.startsWith("/v1/")) (op["parameters"] as Json[]).push({ name: "fields", in: "query", required: false, description: "Comma-separated fields to return (Helios).", schema: { type: "string" } });
+    if (r.method === "GET" && r.path.startsWith("/v1/") && r.produces === undefined) (op["parameters"] as Json[]).push({ name: "fields", in: "query", required: false, description: "Comma-separated fields to return (Helios).", schema: { type: "string" } });
     (paths[r.path] ??= {})[r.method.toLowerCase()] = op;
   }
   return {

@@ -1,3 +1,4 @@
+import type { Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { ParhelionError } from "../lib/errors.js";
@@ -66,6 +67,11 @@ export interface RouteSpec<P extends z.ZodType = z.ZodType, Q extends z.ZodType 
   query?: Q;
   body?: B;
   response: z.ZodType;
+  /**
+   * Media type of a successful answer that is not one JSON document (e.g. "application/x-ndjson"): the
+   * handler answers a `StreamBody`, `response` describes one item of it, and `fields` is not accepted.
+   */
+  produces?: string;
   status?: number;
   /** Audit type of a mutation; reads are recorded as "ApiRequest". */
   auditType?: string;
@@ -96,6 +102,14 @@ export function defineRoute<P extends z.ZodType, Q extends z.ZodType, B extends 
 }
 
 const MUTATING = new Set<Method>(["POST", "PATCH", "PUT", "DELETE"]);
+
+/**
+ * A handler's answer streamed as its body (with the route's `produces` media type) instead of one JSON
+ * document. It is sent after the request's audit record; an error while streaming aborts the connection.
+ */
+export class StreamBody {
+  constructor(readonly body: Readable) {}
+}
 
 /** A handler's answer that sends the browser on (303 See Other by default) instead of a JSON body. */
 export class Redirect {
@@ -216,7 +230,7 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
   try {
     let fields: string[] | undefined;
     const rawQuery = { ...(req.query as Record<string, unknown>) };
-    if (spec.method === "GET" && typeof rawQuery["fields"] === "string") {
+    if (spec.method === "GET" && spec.produces === undefined && typeof rawQuery["fields"] === "string") {
       fields = String(rawQuery["fields"]).split(",").map((s) => s.trim()).filter(Boolean);
       delete rawQuery["fields"];
     }
@@ -265,7 +279,8 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
     const params = parse(spec.params, req.params, "path parameter") as never;
     const query = parse(spec.query, rawQuery, "query parameter") as never;
     const body = parse(spec.body, req.body, "body") as never;
-    result = project(await spec.handler({ params, query, body, principal, grants, visible, services, req, reply, audit: note, mfa }), fields);
+    result = await spec.handler({ params, query, body, principal, grants, visible, services, req, reply, audit: note, mfa });
+    if (!(result instanceof StreamBody)) result = project(result, fields);
     if (result instanceof Redirect) status = result.status;
   } catch (err) {
     const { error, internal } = toParhelionError(err);
@@ -296,6 +311,7 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
   reply.header("cache-control", "no-store");
   if (failure) return sendProblem(req, reply, failure);
   if (result instanceof Redirect) return reply.code(status).header("location", result.location).send();
+  if (result instanceof StreamBody) return reply.code(status).header("content-type", spec.produces ?? "application/octet-stream").send(result.body);
   if (result === undefined) return reply.code(status === 200 ? 204 : status).send();
   return reply.code(status).send(result);
 }

@@ -122,10 +122,11 @@ export interface AuditLog {
   /** Records of one organization, newest first. Throws ERR_VALIDATION naming a bad parameter. */
   list(q: AuditQuery): Promise<{ auditLogs: AuditLogView[]; nextToken?: string }>;
   /**
-   * Every matching record as of the call, oldest first, with its chain hashes (lower-case hex), read a page
-   * at a time. Resolves once the query is valid and the first page read (ERR_VALIDATION names a bad one).
+   * Every matching record as of the call, oldest first, with `actorType` and its chain hashes (lower-case
+   * hex), read a page at a time. Resolves once the query is valid and the first page read (ERR_VALIDATION
+   * names a bad parameter).
    */
-  export(q: Omit<AuditQuery, "nextToken">): Promise<AsyncIterable<AuditLogView & { prevHash: string; hash: string }>>;
+  export(q: Omit<AuditQuery, "nextToken">): Promise<AsyncIterable<AuditLogView & { actorType: ActorType; prevHash: string; hash: string }>>;
   /** Walks the whole chain and re-computes every hash. */
   verify(): Promise<VerifyResult>;
   /** Flushes what is queued; later `record()` calls resolve false. */

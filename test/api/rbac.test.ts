@@ -46,6 +46,7 @@ const EXPECTED: Record<string, readonly OrgRole[] | "public"> = {
   "DELETE /v1/apiKeys/{apiKeyID}": WRITERS,
   "GET /v1/auditLogs": READERS,
   "GET /v1/auditLogs/verify": READERS,
+  "GET /v1/auditLogs/export": READERS,
   "POST /v1/auth/login": "public",
   "POST /v1/auth/logout": ALL,
   "GET /v1/auth/whoami": ALL,
