@@ -198,3 +198,28 @@ test("the OpenAPI document describes the export: NDJSON lines, the filters, no p
   for (const p of ["class", "result", "user", "workspaceID", "workspaceGroupID", "nextToken", "fields"]) assert.ok(list.parameters.some((x: { name: string }) => x.name === p), p);
   assert.ok(list.responses["200"].content["application/json"]);
 });
+
+test("a store failure midway aborts the export: the client sees an error, never a clean but short NDJSON", async () => {
+  const audit = tp.platform.audit as { export: typeof tp.platform.audit.export };
+  const some: unknown[] = [];
+  for await (const r of await tp.platform.audit.export({ orgId, source: "Gateway", limit: 400 })) some.push(r);
+  audit.export = async () => (async function* () {
+    yield* some;
+    throw new Error("connection to the store lost");
+  })() as never;
+  try {
+    await assert.rejects(exportRaw("", auditorKey), (err: Error) => /terminated|closed|socket|aborted/i.test(`${err.message} ${(err.cause as Error | undefined)?.message ?? ""}`));
+    // Failing before the first byte is an ordinary (masked) problem answer.
+    audit.export = async () => (async function* () {
+      throw new Error("connection to the store lost");
+    })() as never;
+    const early = await exportRaw("", auditorKey);
+    assert.equal(early.status, 500);
+    assert.equal(JSON.parse(early.text).code, "ERR_INTERNAL");
+  } finally {
+    delete (audit as { export?: unknown }).export;
+  }
+  const r = await exportRaw("limit=2", auditorKey);
+  assert.equal(r.status, 200);
+  assert.equal(r.text.trim().split("\n").length, 2);
+});

@@ -1,38 +1,65 @@
 import { InvalidArgumentError, type Command } from "commander";
-import { existsSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { apiAction, formatOf, parseInstant } from "../context.js";
-import { CliError, EXIT } from "../errors.js";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { chmodSync, createWriteStream, existsSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { apiAction, formatOf, isUuid, parseInstant, type Ctx } from "../context.js";
+import { CliError, EXIT, usageError } from "../errors.js";
 import { emit, note, printTable } from "../output.js";
 import type { AuditPage, AuditRecord, VerifyResult } from "../types.js";
 
-function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || n < 1 || n > 1000) throw new InvalidArgumentError("must be an integer from 1 to 1000");
-  return n;
+function intIn(max: number): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < 1 || n > max) throw new InvalidArgumentError(`must be an integer from 1 to ${max}`);
+    return n;
+  };
 }
 
-interface ListOpts { type?: string; source?: string; since?: string; until?: string; limit?: number; all?: boolean; nextToken?: string }
+function uuidArg(what: string, list: string): (v: string) => string {
+  return (v: string) => {
+    if (!isUuid(v)) throw new InvalidArgumentError(`must be a ${what} ID (a UUID; \`parhelion ${list} list\` shows them)`);
+    return v;
+  };
+}
 
-/** `audit list`, `audit verify`. */
+interface FilterOpts { type?: string; source?: string; result?: string; user?: string; workspace?: string; group?: string; class?: string; since?: string; until?: string }
+interface ListOpts extends FilterOpts { limit?: number; all?: boolean; nextToken?: string }
+interface ExportOpts extends FilterOpts { limit?: number; out?: string }
+
+/** The filters `audit list` and `audit export` share (GET /v1/auditLogs and /v1/auditLogs/export). */
+function filterOptions(cmd: Command): Command {
+  return cmd
+    .option("--type <types>", "only these event types, comma-separated (e.g. ApiKeyCreate or DatabaseLoginSuccess,DatabaseLoginFailure)")
+    .option("--source <sources>", "only these sources: Portal, API, CLI, System, Gateway (comma-separated)")
+    .option("--result <results>", "only these results: SUCCESS, DENIED, FAILURE (comma-separated)")
+    .option("--user <user>", "only this actor: a user or API key ID, an e-mail (any case) or a database user name (exact)")
+    .option("--workspace <workspaceID>", "only records about this workspace (its API calls and gateway sessions)", uuidArg("workspace", "workspace"))
+    .option("--group <workspaceGroupID>", "only records about this workspace group, its workspaces and its gateway traffic", uuidArg("workspace group", "workspace-group"))
+    .option("--class <classes>", "only statements of these classes: READ, WRITE, FUNCTION, ROLE, DDL, MISC (comma-separated)")
+    .option("--since <time>", "from this RFC 3339 time, or a duration ago (24h, 7d)")
+    .option("--until <time>", "up to this RFC 3339 time, or a duration ago");
+}
+
+function filterQuery(opts: FilterOpts): Record<string, string | undefined> {
+  return {
+    type: opts.type, source: opts.source, result: opts.result, user: opts.user, workspaceID: opts.workspace, workspaceGroupID: opts.group, class: opts.class,
+    startDate: opts.since === undefined ? undefined : parseInstant(opts.since, "--since"),
+    endDate: opts.until === undefined ? undefined : parseInstant(opts.until, "--until"),
+  };
+}
+
+/** `audit list`, `audit export`, `audit verify`. */
 export function registerAudit(program: Command): void {
   const audit = program.command("audit").description("The tamper-evident audit log");
 
-  audit.command("list").description("List audit records, newest first")
-    .option("--type <type>", "only this event type (e.g. ApiKeyCreate)")
-    .option("--source <source>", "only this source (API, Portal, System)")
-    .option("--since <time>", "from this RFC 3339 time, or a duration ago (24h, 7d)")
-    .option("--until <time>", "up to this RFC 3339 time, or a duration ago")
-    .option("--limit <n>", "records per page, 1-1000 (server default otherwise)", positiveInt)
+  filterOptions(audit.command("list").description("List audit records of both planes (API and gateway), newest first"))
+    .option("--limit <n>", "records per page, 1-1000 (server default otherwise)", intIn(1000))
     .option("--all", "follow nextToken through every page")
-    .option("--next-token <token>", "continue after a previous page")
-    .addHelpText("after", "\nJSON output is the API's answer ({auditLogs, nextToken}); with --all, one object holding every page's records.")
+    .option("--next-token <token>", "continue after a previous page (with the same filters)")
+    .addHelpText("after", "\nJSON output is the API's answer ({auditLogs, nextToken}); with --all, one object holding every page's records.\nFor many records use `audit export`, which streams them.")
     .action(apiAction(async ({ client, format }, opts: ListOpts) => {
-      const query = {
-        type: opts.type, source: opts.source, limit: opts.limit, nextToken: opts.nextToken,
-        startDate: opts.since === undefined ? undefined : parseInstant(opts.since, "--since"),
-        endDate: opts.until === undefined ? undefined : parseInstant(opts.until, "--until"),
-      };
+      const query = { ...filterQuery(opts), limit: opts.limit, nextToken: opts.nextToken };
       let page = await client.get<AuditPage>("/v1/auditLogs", query);
       if (opts.all) {
         const all: AuditRecord[] = [...page.auditLogs];
@@ -47,12 +74,18 @@ export function registerAudit(program: Command): void {
         printTable(result.auditLogs, [
           { header: "SEQ", get: (r) => r.seq }, { header: "TIME", get: (r) => r.createdAt }, { header: "TYPE", get: (r) => r.type },
           { header: "RESULT", get: (r) => r.result }, { header: "SOURCE", get: (r) => r.source },
-          { header: "ACTOR", get: (r) => r.userEmail ?? (r.userID ? `${r.userType}:${r.userID}` : r.userType) },
+          { header: "ACTOR", get: (r) => r.userEmail ?? (typeof r.attributes["databaseUser"] === "string" ? `db:${r.attributes["databaseUser"]}` : r.userID ? `${r.userType}:${r.userID}` : r.userType) },
           { header: "RESOURCE", get: (r) => (r.resourceType ? `${r.resourceType}/${r.resourceID ?? ""}` : null) }, { header: "REASON", get: (r) => r.reason },
         ]);
         if (result.nextToken) note(`parhelion: more records: add --all, or --next-token ${result.nextToken}`);
       });
     }));
+
+  filterOptions(audit.command("export").description("Stream every matching audit record as NDJSON, oldest first, to a file or stdout"))
+    .option("--out <file>", "write to this file (created with mode 0600; replaced only once the export is complete) instead of stdout")
+    .option("--limit <n>", "stop after this many records", intIn(1_000_000_000))
+    .addHelpText("after", "\nOne JSON record per line: the fields of `audit list` plus actorType, prevHash and hash, so each record's hash\ncan be re-computed (src/audit/DESIGN.md). The records are written as they arrive, never held in memory.")
+    .action(apiAction(async (ctx, opts: ExportOpts) => exportRecords(ctx, opts)));
 
   audit.command("verify").description("Re-compute the hash chain; exit 8 and list each problem when it does not hold")
     .option("--store <dataDir>", "read the chain straight from the running embedded store of this data dir (needs root or the service user), not through the API")
@@ -110,4 +143,44 @@ function report(format: ReturnType<typeof formatOf>, v: VerifyResult): void {
       hint: "records were changed, inserted or deleted outside parhelion: preserve the database and investigate",
     });
   }
+}
+
+/** Streams GET /v1/auditLogs/export to stdout, or to a 0600 temporary file renamed over `--out` when complete. */
+async function exportRecords({ client }: Ctx, opts: ExportOpts): Promise<void> {
+  const query = { ...filterQuery(opts), limit: opts.limit };
+  const body = await client.getStream("/v1/auditLogs/export", query);
+  if (opts.out === undefined) {
+    for await (const chunk of body) if (!process.stdout.write(chunk)) await once(process.stdout, "drain");
+    return;
+  }
+  const target = resolve(opts.out);
+  const tmp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString("hex")}.partial`);
+  let out: ReturnType<typeof createWriteStream>;
+  try {
+    out = createWriteStream(tmp, { flags: "wx", mode: 0o600 });
+    await once(out, "open");
+    chmodSync(tmp, 0o600); // whatever the umask
+  } catch (err) {
+    throw new CliError(EXIT.USAGE, "ERR_CLI_USAGE", `cannot write ${opts.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let lines = 0;
+  try {
+    for await (const chunk of body) {
+      const b = chunk as Buffer;
+      for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) lines++;
+      if (!out.write(b)) await once(out, "drain");
+    }
+    await new Promise<void>((ok, fail) => out.end((err?: Error | null) => (err ? fail(err) : ok())));
+  } catch (err) {
+    out.on("error", () => undefined).destroy(); // what it still buffers is dropped with the file
+    rmSync(tmp, { force: true });
+    throw new CliError(EXIT.UNAVAILABLE, "ERR_CLI_EXPORT_INCOMPLETE", `the export stopped before its end (${(err as Error).message}); ${opts.out} was not written`, { cause: err, hint: "run it again; narrow it with --since/--until or other filters if it keeps failing" });
+  }
+  try {
+    renameSync(tmp, target);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw new CliError(EXIT.USAGE, "ERR_CLI_USAGE", `cannot write ${opts.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  note(`parhelion: wrote ${lines} audit records to ${opts.out}`);
 }
