@@ -182,7 +182,13 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     stack.push({ name: "audit", stop: () => audit.close() });
     const auditSinks = new AuditSinks({ db, keys: keyring, pipeline: auditPipeline, signing: auditSigning });
     await auditPipeline.start(await auditSinks.definitions());
+    // Statement records (one per statement at the query levels) go to the organization's streams without a
+    // store row each when it has an organization-wide file sink (every organization starts with one).
+    const dataPlaneAudit: Pick<AuditLog, "record"> = {
+      record: (e) => (e.type === "DatabaseStatement" && auditPipeline.publishDirect(e) ? Promise.resolve(true) : audit.record(e)),
+    };
     const ownerKeyFile = await bootstrapOrganization(db, cfg, audit, logger, clock);
+    await auditSinks.ensureDefaults((e) => audit.record(e));
 
     const apiKeys = new ApiKeyAuthenticator(db, clock);
     stack.push({ name: "apiKeys", stop: () => apiKeys.flush() });
@@ -209,7 +215,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     const tokens = new TokenVerifier({ db, platform: credentials });
     const dataApi = new DataApi({ router, engine, audit, tokens, logger: logger.child({ component: "data-api" }) });
     gateway = new Gateway({
-      router, engine, audit, logger: logger.child({ component: "gateway" }), defaultIdentity: tlsIdentity(defaultPair, "TLSv1.2"),
+      router, engine, audit: dataPlaneAudit, logger: logger.child({ component: "gateway" }), defaultIdentity: tlsIdentity(defaultPair, "TLSv1.2"),
       authTimeoutMs: cfg.gatewayAuthTimeoutSeconds * 1000, idleTimeoutMs: cfg.gatewayIdleTimeoutSeconds * 1000, maxMessageBytes: cfg.gatewayMaxMessageBytes,
       // A few server connections stay for the superuser reserve, parhelion's own and the pool's spare.
       connectionLimit: (ws) => Math.max(1, (isWorkspaceSize(ws.size) ? WORKSPACE_SIZES[ws.size].maxConnections : 25) - 5),

@@ -64,7 +64,7 @@ export function decodeNextToken(token: unknown): bigint {
 }
 
 /** What a query selects, validated and normalized. */
-interface Filters {
+export interface Filters {
   orgId: string;
   start?: Date;
   end?: Date;
@@ -95,7 +95,7 @@ function uuidParam(v: unknown, param: string): string {
   return v.toLowerCase();
 }
 
-function parseFilters(q: AuditQuery): Filters {
+export function parseFilters(q: AuditQuery): Filters {
   if (q === null || typeof q !== "object") throw bad("query", "must be an object");
   if (!isUuid(q.orgId)) throw bad("orgId", "must be a UUID");
   const f: Filters = { orgId: q.orgId.toLowerCase() };

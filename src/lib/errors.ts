@@ -47,7 +47,7 @@ export const ERROR_CATALOG = {
   ERR_VOLUME_BUSY: { status: 409, sqlstate: "55006", title: "Files on the encrypted volume are still in use; stop the workspace servers using it and retry." },
   ERR_SQL: { status: 400, sqlstate: "42000", title: "The database rejected the statement; the message and SQLSTATE are PostgreSQL's." },
   ERR_KEY_UNAVAILABLE: { status: 503, sqlstate: "58000", title: "Encrypted data could not be decrypted: its key is unavailable or disabled, or the data was altered." },
-  ERR_AUDIT_UNAVAILABLE: { status: 503, sqlstate: "57P03", title: "No audit sink can record and the organization's audit failMode is closed: no new sessions or statements until one can." },
+  ERR_AUDIT_UNAVAILABLE: { status: 503, sqlstate: "57P03", title: "An audit sink with failMode closed cannot record: no new sessions or statements in its scope until it can." },
   ERR_NOT_READY: { status: 503, sqlstate: "57P03", title: "parhelion is starting or stopping." },
   ERR_STORE_UNAVAILABLE: { status: 503, sqlstate: "08006", title: "The metadata store cannot be reached." },
   ERR_CONFIG: { status: 500, sqlstate: "F0000", title: "The configuration is invalid." },

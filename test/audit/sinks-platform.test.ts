@@ -53,9 +53,12 @@ test("audit sinks through the API: a file sink's encrypted stream and a webhook'
       assert.equal(r.status, status, `${JSON.stringify(body)} -> ${r.text}`);
       assert.equal(r.body.code, code);
     }
-    assert.deepEqual((await tp.call("GET", "/v1/auditSinks")).body, []);
+    // Only the organization's default file sink, made at first start.
+    const initial = (await tp.call("GET", "/v1/auditSinks")).body as Array<{ name: string; type: string; workspaceGroupID: string | null }>;
+    assert.deepEqual(initial.map((x) => [x.name, x.type, x.workspaceGroupID]), [["default", "file", null]]);
 
     const file = await tp.call("POST", "/v1/auditSinks", { body: { name: "local", type: "file", settings: { checkpointSeconds: 1 } } });
+    assert.equal(file.status, 201, file.text);
     assert.equal(file.status, 201, file.text);
     const web = await tp.call("POST", "/v1/auditSinks", { body: { name: "siem", type: "webhook", failMode: "open", config: { url: hook.url, caPem: hook.caPem }, secrets: { secret }, settings: { checkpointSeconds: 1 } } });
     assert.equal(web.status, 201, web.text);
@@ -68,9 +71,12 @@ test("audit sinks through the API: a file sink's encrypted stream and a webhook'
     for (let i = 0; i < 20; i++) assert.equal((await tp.call("GET", "/v1/organizations/current")).status, 200);
     await until("the webhook's delivery", () => hook.accepted.some((b) => b.body.toString().includes(`"type":"ApiRequest"`)));
     assert.ok(hook.accepted.every((b) => b.signatureValid), "every batch is signed with the sink's secret");
+    // Each poll is itself a record: wait until both have sealed and delivered what was there before polling.
+    const ids = [file.body.auditSinkID, web.body.auditSinkID] as string[];
+    const heads = await Promise.all(ids.map(async (id) => (await tp.call("GET", `/v1/auditSinks/${id}`)).body.status.streamHead.seq as number));
     await until("both sealed", async () => {
-      const s = await tp.call("GET", "/v1/auditSinks");
-      return (s.body as Array<{ status: { sealedSeq: number; streamHead: { seq: number }; pending: number } }>).every((x) => x.status.sealedSeq === x.status.streamHead.seq && x.status.pending === 0);
+      const s = await Promise.all(ids.map(async (id) => (await tp.call("GET", `/v1/auditSinks/${id}`)).body.status));
+      return s.every((x, n) => x.sealedSeq >= heads[n]! && x.deliveredSeq >= heads[n]!);
     });
     const k = await keys(tp);
 
@@ -136,7 +142,7 @@ test("audit sinks through the API: a file sink's encrypted stream and a webhook'
   }
 });
 
-test("failMode closed: while no sink can record, the gateway refuses new sessions and ends a session at its next statement; service resumes when the sink records again", async () => {
+test("failMode closed: while the required sink cannot record (the default file sink records on), the gateway refuses new sessions and ends a session at its next statement; service resumes when the sink records again", async () => {
   const tp = await startTestPlatform();
   const secret = randomBytes(32).toString("base64url");
   const hook = await startWebhookServer(secret);

@@ -257,7 +257,7 @@ test("pipeline: every record reaches a sink that was down, in order, once the si
   }
 });
 
-test("pipeline: a full spool drops records for that sink (alerted at 80 %, audited when it drains); failMode closed blocks the scope while no sink can record", async () => {
+test("pipeline: a full spool drops records for that sink (alerted at 80 %, audited when it drains); failMode closed blocks the scope while that sink cannot record", async () => {
   const dir = mkdtempSync(join(tmpdir(), "ph-pipe-"));
   try {
     const t = setup(dir);
@@ -277,13 +277,11 @@ test("pipeline: a full spool drops records for that sink (alerted at 80 %, audit
     assert.equal(t.pipeline.isBlocked(ORG_A, "44444444-4444-4444-8444-444444444444"), false, "another group is not in the sink's scope");
     assert.equal(t.pipeline.isBlocked(ORG_B, GROUP), false);
 
-    // An open-mode organization sink that records covers the group too: service goes on.
-    const open = sink();
+    // Another sink that records does not lift it: a closed sink is required.
+    const open = sink({ kind: "file" });
     await t.pipeline.add(open);
-    // (the receiver is shared and down: the new sink is "starting" with nothing pending, so it counts as recording)
-    assert.equal(t.pipeline.isBlocked(ORG_A, GROUP), false);
-    await t.pipeline.remove(open.id, true);
     assert.equal(t.pipeline.isBlocked(ORG_A, GROUP), true);
+    await t.pipeline.remove(open.id, true);
 
     t.receiver.down = false;
     await until("drained", () => t.pipeline.status(closed.id)?.pending === 0);
@@ -293,6 +291,13 @@ test("pipeline: a full spool drops records for that sink (alerted at 80 %, audit
     // The gap is visible in the stream: store seqs jump, stream seqs do not.
     const v = verifyStream(t.receiver.received, { keys: keysOf(t.key), fromStart: true });
     assert.equal(v.ok, true, JSON.stringify(v.problems.slice(0, 3)));
+
+    // Down again: blocked; disabling the closed sink lifts it (an audited change through the API).
+    t.receiver.down = true;
+    t.pipeline.publish(t.store.commit(1));
+    await until("blocked again", () => t.pipeline.isBlocked(ORG_A, GROUP));
+    await t.pipeline.add({ ...closed, enabled: false });
+    assert.equal(t.pipeline.isBlocked(ORG_A, GROUP), false);
     await t.pipeline.stop();
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -1,5 +1,6 @@
 import { Readable } from "node:stream";
 import { z } from "zod";
+import { listBothPlanes } from "../../audit/stream/listing.js";
 import { defineRoute, StreamBody } from "../route.js";
 import { heliosUnsupported } from "../schemas.js";
 
@@ -48,7 +49,8 @@ export const auditRoutes = [
     response: z.object({ auditLogs: z.array(AuditLogView), nextToken: z.string().optional() }),
     handler: async ({ query, principal, services }) => {
       const { firstName: _f, lastName: _l, ...q } = query;
-      return services.audit.list({ orgId: principal!.orgId, ...q });
+      // The store and, for statement records held only there, the organization's statement sink (src/audit/stream/listing.ts).
+      return listBothPlanes({ audit: services.audit, pipeline: services.auditSinks.pipeline }, { orgId: principal!.orgId, ...q });
     },
   }),
   defineRoute({

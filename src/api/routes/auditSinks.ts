@@ -46,7 +46,7 @@ export const auditSinkRoutes = [
     handler: async ({ services, principal, body, audit }) => {
       audit.attributes = { sinkName: body.name, sinkType: body.type, failMode: body.failMode ?? "open", workspaceGroupID: body.workspaceGroupID ?? null, secretsSet: Object.keys(body.secrets ?? {}) };
       const v = await services.auditSinks.create(principal!.orgId, principal!.userId, body);
-      audit.resource = { type: "auditSink", id: v.auditSinkID };
+      audit.resource = { type: "AuditSink", id: v.auditSinkID };
       return v;
     },
   }),
@@ -60,7 +60,7 @@ export const auditSinkRoutes = [
     summary: "Changes a sink's name, failMode, enabled, config, settings or secrets; its stream goes on where it was.", access: "auditSinks:write", stepUp: true,
     params: SinkParams, body: SinkUpdate, response: Sink, auditType: "AuditSinkUpdate",
     handler: async ({ services, principal, params, body, audit }) => {
-      audit.resource = { type: "auditSink", id: params.auditSinkID };
+      audit.resource = { type: "AuditSink", id: params.auditSinkID };
       // What changed, never a secret's value.
       const { secrets, config, ...rest } = body;
       audit.attributes = { change: rest, ...(config !== undefined ? { configChanged: true } : {}), ...(secrets !== undefined ? { secretsChanged: Object.keys(secrets) } : {}) };
@@ -72,7 +72,7 @@ export const auditSinkRoutes = [
     summary: "Stops a sink and deletes its local files (its spool, or a file sink's files); the metadata store keeps every record.", access: "auditSinks:write", stepUp: true,
     params: SinkParams, response: z.object({ auditSinkID: Id }), auditType: "AuditSinkDelete",
     handler: async ({ services, principal, params, audit }) => {
-      audit.resource = { type: "auditSink", id: params.auditSinkID };
+      audit.resource = { type: "AuditSink", id: params.auditSinkID };
       await services.auditSinks.delete(principal!.orgId, params.auditSinkID);
       return { auditSinkID: params.auditSinkID };
     },

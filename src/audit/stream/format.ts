@@ -21,8 +21,11 @@ export const GENESIS = "0".repeat(64);
 const HASH_TAIL = 75;
 const CHECKPOINT_CONTEXT = "parhelion-audit-checkpoint/1";
 
-/** What a stream record carries: the record as `GET /v1/auditLogs` shows it (its `seq` is the store's). */
-export type StreamRecord = AuditLogView;
+/**
+ * What a stream record carries: the record as `GET /v1/auditLogs` shows it. Its `seq` is the store's, or null for
+ * a record held only in streams (statement records when the organization has a file sink: see pipeline.ts).
+ */
+export type StreamRecord = Omit<AuditLogView, "seq"> & { seq: string | null };
 
 export interface StreamHead {
   /** seq of the last line written (0 before the first). */
@@ -40,10 +43,10 @@ function seal(body: string, prev: string): { line: string; hash: string } {
   return { line: `${body},"hash":"${hash}"}`, hash };
 }
 
-/** The record line after `head`; returns the line and the new head. */
-export function recordLine(stream: string, head: StreamHead, at: Date, record: StreamRecord): { line: string; head: StreamHead } {
+/** The record line after `head`; returns the line and the new head. `record` may come serialized (one JSON for every sink). */
+export function recordLine(stream: string, head: StreamHead, at: Date | string, record: StreamRecord | string): { line: string; head: StreamHead } {
   const seq = head.seq + 1;
-  const body = `{"v":1,"stream":"${stream}","seq":${seq},"kind":"record","at":"${at.toISOString()}","prev":"${head.hash}","record":${JSON.stringify(record)}`;
+  const body = `{"v":1,"stream":"${stream}","seq":${seq},"kind":"record","at":"${typeof at === "string" ? at : at.toISOString()}","prev":"${head.hash}","record":${typeof record === "string" ? record : JSON.stringify(record)}`;
   const { line, hash } = seal(body, head.hash);
   return { line, head: { seq, hash } };
 }
@@ -75,14 +78,6 @@ export function lineSeq(line: string): number {
 export function lineTime(line: string): number {
   const at = line.indexOf(`"at":"`);
   return at < 0 ? NaN : Date.parse(line.slice(at + 6, at + 30));
-}
-
-/** The `record.seq` (the store's seq) of a record line, or null for a checkpoint. */
-export function lineStoreSeq(line: string): bigint | null {
-  const at = line.lastIndexOf(`"seq":"`);
-  if (at < 0 || !line.includes(`"kind":"record"`)) return null;
-  const end = line.indexOf(`"`, at + 7);
-  return end < 0 ? null : BigInt(line.slice(at + 7, end));
 }
 
 // ---- Verification ----

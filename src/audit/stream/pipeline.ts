@@ -9,13 +9,15 @@
  * its stream holds, so a crash between the store's commit and the spool's append loses nothing.
  * Design and guarantees: src/audit/DESIGN.md ("Streams and sinks").
  */
+import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../../log/logger.js";
 import type { Db } from "../../store/db.js";
 import type { ChainFields } from "../chain.js";
-import { HELIOS_USER_TYPES, type ActorType, type AuditEvent, type AuditLogView, type AuditResult } from "../types.js";
-import { checkpointLine, GENESIS, recordLine, type StreamHead } from "./format.js";
+import { HELIOS_USER_TYPES, type ActorType, type AuditEvent, type AuditResult } from "../types.js";
+import { normalizeEvent } from "../event.js";
+import { checkpointLine, GENESIS, recordLine, type StreamHead, type StreamRecord } from "./format.js";
 import { SegmentLog, type ReadBatch } from "./segments.js";
 import { DeliveryError, type SinkTransport, type StreamBatch } from "./transport.js";
 
@@ -123,22 +125,35 @@ export interface PipelineOptions {
   batchLines?: number;
   /** Checkpoint timer tick (default 1000 ms). */
   tickMs?: number;
+  /** Longest wait of a direct (statement) record before its batch is written (default 5 ms). */
+  directLingerMs?: number;
 }
 
-/** A record as its stream carries it: the Helios view of the store row (`seq` is the store's). */
-export function streamRecord(f: ChainFields): AuditLogView {
+/** A record as its stream carries it: the Helios view of the store row (`seq` is the store's; null when only in streams). */
+export function streamRecord(f: ChainFields): StreamRecord {
   return {
     auditID: f.id, orgID: f.orgId, createdAt: f.createdAt, type: f.type, source: f.source, result: f.result as AuditResult, reason: f.reason,
     userID: f.actorId, userEmail: f.actorEmail, userType: HELIOS_USER_TYPES[f.actorType as ActorType] ?? "Unspecified",
-    resourceType: f.resourceType, resourceID: f.resourceId, sourceIP: f.sourceIp, requestID: f.requestId, attributes: f.attributes, seq: f.seq,
+    resourceType: f.resourceType, resourceID: f.resourceId, sourceIP: f.sourceIp, requestID: f.requestId, attributes: f.attributes, seq: f.seq === "" ? null : f.seq,
   };
+}
+
+/** A record on its way to the streams: serialized once, whatever the number of sinks. `direct`: not in the store. */
+interface Prepared {
+  f: ChainFields;
+  json: string | null;
+  direct: boolean;
+}
+
+function jsonOf(p: Prepared): string {
+  return (p.json ??= JSON.stringify(streamRecord(p.f)));
 }
 
 /** Whether a record belongs to a sink's scope: its organization's (and the install's, org-less, records); a group sink only its group's. */
 export function inScope(def: { orgId: string; groupId: string | null }, f: ChainFields): boolean {
   if (f.orgId !== null && f.orgId !== def.orgId) return false;
   if (def.groupId === null) return true;
-  if (f.resourceType === "workspaceGroup" && f.resourceId === def.groupId) return true;
+  if (f.resourceType === "WorkspaceGroup" && f.resourceId?.toLowerCase() === def.groupId) return true;
   return (f.attributes as { workspaceGroupID?: unknown }).workspaceGroupID === def.groupId;
 }
 
@@ -172,7 +187,7 @@ class SinkRunner {
   private highWater = false;
   private signingUnavailable = false;
   /** While catching up from the store, live records wait here. */
-  private backlog: ChainFields[] | null = [];
+  private backlog: Prepared[] | null = [];
   private wake: (() => void) | null = null;
   private readonly stop = new AbortController();
   private loop: Promise<void> | null = null;
@@ -226,7 +241,7 @@ class SinkRunner {
     for (;;) {
       const rows = await this.o.store.after(this.def.orgId, this.storeSeq, 1000);
       const mine = rows.filter((r) => inScope(this.def, r));
-      if (mine.length > 0) this.write(mine);
+      if (mine.length > 0) this.write(mine.map((f) => ({ f, json: null, direct: false })));
       const last = rows[rows.length - 1];
       if (last) this.storeSeq = BigInt(last.seq);
       if (rows.length < 1000) return;
@@ -252,21 +267,27 @@ class SinkRunner {
     renameSync(tmp, this.cursorPath()); // not fsynced: a cursor that lags only re-delivers (at-least-once)
   }
 
-  /** Live records from the store's writer, in order. */
-  append(records: ChainFields[]): void {
+  /** Live records (from the store's writer, or direct), in order. */
+  append(records: Prepared[]): void {
     if (this.backlog !== null) {
-      for (const r of records) if (inScope(this.def, r)) this.backlog.push(r);
+      for (const r of records) if (inScope(this.def, r.f)) this.backlog.push(r);
       return;
     }
-    const mine = records.filter((r) => BigInt(r.seq) > this.storeSeq && inScope(this.def, r));
+    const mine = records.filter((r) => (r.direct || BigInt(r.f.seq) > this.storeSeq) && inScope(this.def, r.f));
     if (mine.length > 0) this.write(mine);
   }
 
+  /** The store seq of the last store record among these, if any. */
+  private static lastStoreSeq(records: Prepared[]): bigint | null {
+    for (let i = records.length - 1; i >= 0; i--) if (!records[i]!.direct) return BigInt(records[i]!.f.seq);
+    return null;
+  }
+
   /** Appends record lines (and a checkpoint when due) as one frame; drops them when the disk bound is reached. */
-  private write(records: ChainFields[]): void {
-    const lastRecord = records[records.length - 1]!;
+  private write(records: Prepared[]): void {
+    const storeSeq = SinkRunner.lastStoreSeq(records);
     if (this.remote && this.log.bytes >= this.def.settings.maxBytes) {
-      this.drop(records);
+      this.drop(records, storeSeq);
       return;
     }
     if (this.dropStart !== null) this.endDrop();
@@ -274,8 +295,9 @@ class SinkRunner {
     let head = this.head;
     const firstSeq = head.seq + 1;
     const now = this.now();
+    const at = new Date(now).toISOString();
     for (const r of records) {
-      const l = recordLine(this.def.id, head, new Date(now), streamRecord(r));
+      const l = recordLine(this.def.id, head, at, jsonOf(r));
       lines.push(l.line);
       head = l.head;
     }
@@ -283,7 +305,7 @@ class SinkRunner {
     this.unsealedSince ??= now;
     let sealedNow = false;
     if (this.linesSinceCheckpoint >= this.def.settings.checkpointEvery) {
-      const cp = this.checkpoint(head, now, lastRecord.seq);
+      const cp = this.checkpoint(head, now, (storeSeq ?? this.storeSeq).toString());
       if (cp) {
         lines.push(cp.line);
         head = cp.head;
@@ -294,11 +316,11 @@ class SinkRunner {
       this.log.append(lines, firstSeq, now, now);
     } catch (err) {
       this.fail(err);
-      this.drop(records);
+      this.drop(records, storeSeq);
       return;
     }
     this.head = head;
-    this.storeSeq = BigInt(lastRecord.seq);
+    if (storeSeq !== null) this.storeSeq = storeSeq;
     if (sealedNow) this.sealedAt(head.seq);
     this.afterAppend(lines, firstSeq, now);
   }
@@ -393,25 +415,25 @@ class SinkRunner {
     }
   }
 
-  private drop(records: ChainFields[]): void {
+  private drop(records: Prepared[], storeSeq: bigint | null): void {
     this.dropped += records.length;
     if (this.dropStart === null) {
-      this.dropStart = records[0]!.seq;
+      this.dropStart = records.find((r) => !r.direct)?.f.seq ?? "";
       this.o.logger.error({ sinkId: this.def.id, maxBytes: this.def.settings.maxBytes }, "audit sink spool full: records are not written to this sink until it drains");
       this.p.stateChanged();
     }
-    this.storeSeq = BigInt(records[records.length - 1]!.seq);
+    if (storeSeq !== null) this.storeSeq = storeSeq;
   }
 
   private endDrop(): void {
     const from = this.dropStart;
     this.dropStart = null;
     this.p.stateChanged();
-    this.event("AuditSinkRecordsDropped", "FAILURE", `audit sink ${this.def.name} could not take records while its spool was full`, { fromStoreSeq: from, throughStoreSeq: this.storeSeq.toString(), droppedTotal: this.dropped });
+    this.event("AuditSinkRecordsDropped", "FAILURE", `audit sink ${this.def.name} could not take records while its spool was full`, { fromStoreSeq: from || null, throughStoreSeq: this.storeSeq.toString(), droppedTotal: this.dropped });
   }
 
   private event(type: string, result: AuditResult, reason: string, attributes: Record<string, unknown>): void {
-    this.o.record({ type, source: "System", result, orgId: this.def.orgId, actor: { type: "system" }, resource: { type: "auditSink", id: this.def.id }, reason, attributes: { sinkName: this.def.name, sinkType: this.def.kind, ...attributes } });
+    this.o.record({ type, source: "System", result, orgId: this.def.orgId, actor: { type: "system" }, resource: { type: "AuditSink", id: this.def.id }, reason, attributes: { sinkName: this.def.name, sinkType: this.def.kind, ...attributes } });
   }
 
   private fail(err: unknown): void {
@@ -559,14 +581,66 @@ export class AuditPipeline {
 
   /** The writer's hook: a committed batch, in chain order. */
   readonly publish = (records: ChainFields[]): void => {
+    this.flushDirect(); // statements queued before this batch go first
+    this.deliver(records.map((f) => ({ f, json: null, direct: false })));
+  };
+
+  private deliver(prepared: Prepared[]): void {
     for (const r of this.runners.values()) {
       try {
-        r.append(records);
+        r.append(prepared);
       } catch (err) {
         this.o.logger.error({ sinkId: r.def.id, err: { message: safeError(err) } }, "audit sink could not take records");
       }
     }
-  };
+  }
+
+  /**
+   * Whether an organization's statement records go to its streams only: true when it has an enabled
+   * organization-wide file sink — the local, encrypted, queryable record (`lines()`, `GET /v1/auditLogs`) — so
+   * the metadata store does not take a row per statement. Otherwise they go through the store like every record.
+   */
+  streamsStatements(orgId: string): boolean {
+    for (const r of this.runners.values()) if (r.def.orgId === orgId && r.def.groupId === null && r.def.kind === "file" && r.def.enabled) return true;
+    return false;
+  }
+
+  /** The organization-wide file sink that holds its statement records (the oldest enabled one), if any. */
+  statementSink(orgId: string): string | null {
+    for (const r of this.runners.values()) if (r.def.orgId === orgId && r.def.groupId === null && r.def.kind === "file" && r.def.enabled) return r.def.id;
+    return null;
+  }
+
+  private direct: Prepared[] = [];
+  private directTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * A record that goes to the streams without the store (statement records, when `streamsStatements`). Queued for
+   * up to `directLingerMs` (5) so a burst is one frame per sink; false when it is not taken (record it in the store).
+   */
+  publishDirect(e: AuditEvent): boolean {
+    if (!e.orgId || !this.streamsStatements(e.orgId)) return false;
+    let fields: ChainFields;
+    try {
+      const { event } = normalizeEvent(e, randomUUID(), new Date((this.o.now ?? Date.now)()));
+      fields = { ...event, seq: "", createdAt: event.createdAt.toISOString() };
+    } catch {
+      return false; // a broken event: the store's writer logs and refuses it
+    }
+    this.direct.push({ f: fields, json: null, direct: true });
+    if (this.direct.length >= 1000) this.flushDirect();
+    else this.directTimer ??= setTimeout(() => this.flushDirect(), this.o.directLingerMs ?? 5);
+    return true;
+  }
+
+  private flushDirect(): void {
+    if (this.directTimer) clearTimeout(this.directTimer);
+    this.directTimer = null;
+    if (this.direct.length === 0) return;
+    const batch = this.direct;
+    this.direct = [];
+    this.deliver(batch);
+  }
 
   /** Starts (or restarts with new settings) one sink. */
   async add(def: SinkDefinition): Promise<void> {
@@ -601,6 +675,25 @@ export class AuditPipeline {
     return this.runners.get(id)?.log.lines() ?? null;
   }
 
+  /**
+   * The records of a sink's local stream, newest first, with their stream seq: only those whose stream seq is
+   * below `beforeSeq` and written at or after `notBefore` (ms). For `GET /v1/auditLogs` over statements.
+   */
+  *recordsNewestFirst(id: string, beforeSeq = Infinity, notBefore = -Infinity): Generator<{ streamSeq: number; record: StreamRecord }> {
+    const r = this.runners.get(id);
+    if (!r) return;
+    for (const frame of r.log.framesNewestFirst(beforeSeq, notBefore)) {
+      for (let i = frame.lines.length - 1; i >= 0; i--) {
+        const seq = frame.firstSeq + i;
+        if (seq >= beforeSeq) continue;
+        const line = frame.lines[i]!;
+        if (!line.includes(`"kind":"record"`)) continue;
+        const parsed = JSON.parse(line) as { record: StreamRecord };
+        yield { streamSeq: seq, record: parsed.record };
+      }
+    }
+  }
+
   /** failMode closed: whether new sessions and statements of this scope must be refused. */
   isBlocked(orgId: string, groupId: string | null): boolean {
     if (this.blocked.size === 0) return false;
@@ -608,18 +701,16 @@ export class AuditPipeline {
   }
 
   /**
-   * Recomputes the fail-closed scopes. A scope (an organization, or one of its groups) is blocked when it has
-   * an enabled sink with failMode closed and no enabled sink that covers it can record — like Vault's audit
-   * devices: while any sink records, service goes on.
+   * Recomputes the fail-closed scopes. A sink with failMode closed is *required*: while it cannot record (its
+   * destination down, or its spool full and dropping), its scope — the organization, or its group — is blocked.
+   * (Not Vault's "any device recording" rule: every organization has a local file sink that practically always
+   * records, so that rule would never close anything; a security team marks the sink it must not lose.)
    */
   stateChanged(): void {
     const next = new Set<string>();
-    const runners = [...this.runners.values()].filter((r) => r.def.enabled);
-    const scopes = new Set(runners.filter((r) => r.def.failMode === "closed").map((r) => (r.def.groupId === null ? r.def.orgId : `${r.def.orgId}/${r.def.groupId}`)));
-    for (const scope of scopes) {
-      const [orgId, groupId] = scope.split("/") as [string, string | undefined];
-      const covering = runners.filter((r) => r.def.orgId === orgId && (r.def.groupId === null || r.def.groupId === groupId));
-      if (!covering.some((r) => r.healthy)) next.add(scope);
+    for (const r of this.runners.values()) {
+      if (!r.def.enabled || r.def.failMode !== "closed" || r.healthy) continue;
+      next.add(r.def.groupId === null ? r.def.orgId : `${r.def.orgId}/${r.def.groupId}`);
     }
     const changed = next.size !== this.blocked.size || [...next].some((s) => !this.blocked.has(s));
     this.blocked = next;
@@ -627,6 +718,7 @@ export class AuditPipeline {
   }
 
   async stop(): Promise<void> {
+    this.flushDirect();
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     for (const id of [...this.runners.keys()]) await this.remove(id, false);

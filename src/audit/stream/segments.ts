@@ -262,6 +262,22 @@ export class SegmentLog {
     }
   }
 
+  /** Frames newest first (each frame's lines in order), skipping frames that start at or after `beforeSeq`, or that end before `notBefore` (ms). */
+  *framesNewestFirst(beforeSeq = Infinity, notBefore = -Infinity): Generator<{ firstSeq: number; lines: string[] }> {
+    for (let i = this.segments.length - 1; i >= 0; i--) {
+      const seg = this.segments[i]!;
+      if (!existsSync(seg.path)) continue;
+      let buf: Buffer | null = null;
+      for (let j = seg.frames.length - 1; j >= 0; j--) {
+        const f = seg.frames[j]!;
+        if (f.firstSeq >= beforeSeq) continue;
+        if (f.lastAt < notBefore) return; // frames are written in time order
+        buf ??= readFileSync(seg.path);
+        yield { firstSeq: f.firstSeq, lines: this.decrypt(buf.subarray(f.offset, f.offset + f.length)) };
+      }
+    }
+  }
+
   /** Removes whole segments all of whose lines satisfy `drop` (by last seq and last time); never the newest. */
   prune(drop: (lastSeq: number, lastAt: number) => boolean): number {
     let removed = 0;

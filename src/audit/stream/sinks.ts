@@ -9,6 +9,7 @@ import type { Db } from "../../store/db.js";
 import { ParhelionError } from "../../lib/errors.js";
 import { isUuid } from "../../lib/ids.js";
 import type { KeySealer, OrgSigningKeys } from "../../kms/signingKeys.js";
+import type { AuditEvent } from "../types.js";
 import { createTransport } from "../sinks/index.js";
 import { fieldsFromRow } from "../chain.js";
 import { defaultSettings, SINK_KINDS, type StoreReader, type AuditPipeline, type FailMode, type SinkDefinition, type SinkKind, type SinkStatus, type StreamSettings } from "./pipeline.js";
@@ -75,6 +76,11 @@ const fileKeyPurpose = (id: string) => `audit_sinks.file_key:${id}`;
 
 export class AuditSinks {
   constructor(private readonly o: { db: Db; keys: KeySealer; pipeline: AuditPipeline; signing: OrgSigningKeys }) {}
+
+  /** The running pipeline (listing reads statement records from it). */
+  get pipeline(): AuditPipeline {
+    return this.o.pipeline;
+  }
 
   /** Validates a kind's config and secrets by building (and closing) its transport: no connection is made. */
   private async validate(kind: SinkKind, transport: Record<string, unknown>, secrets: Record<string, string>): Promise<Record<string, unknown>> {
@@ -161,6 +167,30 @@ export class AuditSinks {
       settings: { ...defaultSettings(r.kind), ...cfg.settings }, config: cfg.transport, secrets: await this.openSecrets(r),
       fileKey: await this.o.keys.open(fileKeyPurpose(r.id), r.file_key_enc),
     };
+  }
+
+  /**
+   * Gives every organization that never had a sink a file sink named "default": audit is on from the first
+   * statement, encrypted on local disk, queryable, and statement records need no store row each. An
+   * organization that deleted its sinks does not get it back. Returns the organizations given one.
+   */
+  async ensureDefaults(record: (e: AuditEvent) => Promise<boolean>): Promise<string[]> {
+    const orgs = await this.o.db.selectFrom("organizations").select("id")
+      .where(({ not, exists, selectFrom }) => not(exists(selectFrom("audit_sinks").select("audit_sinks.id").whereRef("audit_sinks.org_id", "=", "organizations.id")))).execute();
+    const made: string[] = [];
+    for (const { id: orgId } of orgs) {
+      try {
+        const v = await this.create(orgId, null, { name: "default", type: "file" });
+        made.push(orgId);
+        await record({
+          type: "AuditSinkCreate", source: "System", result: "SUCCESS", orgId, actor: { type: "system" }, resource: { type: "AuditSink", id: v.auditSinkID },
+          reason: "the organization's default audit sink: encrypted files under the data directory", attributes: { sinkName: "default", sinkType: "file", failMode: "open", workspaceGroupID: null, secretsSet: [] },
+        });
+      } catch (err) {
+        if (!(err instanceof ParhelionError && err.code === "ERR_CONFLICT")) throw err; // another process made it
+      }
+    }
+    return made;
   }
 
   /** Every sink to run at start. */
