@@ -1,3 +1,4 @@
+import { reportStream, verifyStreamFile } from "./auditSinks.js";
 import { InvalidArgumentError, type Command } from "commander";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
@@ -87,11 +88,16 @@ export function registerAudit(program: Command): void {
     .addHelpText("after", "\nOne JSON record per line: the fields of `audit list` plus actorType, prevHash and hash, so each record's hash\ncan be re-computed (src/audit/DESIGN.md). The records are written as they arrive, never held in memory.")
     .action(apiAction(async (ctx, opts: ExportOpts) => exportRecords(ctx, opts)));
 
-  audit.command("verify").description("Re-compute the hash chain; exit 8 and list each problem when it does not hold")
+  audit.command("verify [streamFile]").description("Re-compute the hash chain (or, given a file, an audit stream export: a sink's export, S3 objects concatenated in key order, a webhook receiver's log; - for stdin); exit 8 and list each problem when it does not hold")
     .option("--store <dataDir>", "read the chain straight from the running embedded store of this data dir (needs root or the service user), not through the API")
     .option("--database-url-file <file>", "read the chain straight from an external metadata store whose URL is in this file")
     .addHelpText("after", "\nWith --store or --database-url-file the check does not depend on the API, its credentials or its RBAC:\nan auditor with access to the store re-computes every hash independently.")
-    .action(async (opts: { store?: string; databaseUrlFile?: string }, cmd: Command) => {
+    .action(async (streamFile: string | undefined, opts: { store?: string; databaseUrlFile?: string }, cmd: Command) => {
+      if (streamFile !== undefined) {
+        if (opts.store !== undefined || opts.databaseUrlFile !== undefined) throw new CliError(EXIT.USAGE, "ERR_CLI_USAGE", "a stream file is checked with the organization's keys from the API: drop --store/--database-url-file");
+        await apiAction(async ({ client, format }) => reportStream(format, await verifyStreamFile(client, streamFile)))(cmd);
+        return;
+      }
       if (opts.store === undefined && opts.databaseUrlFile === undefined) {
         await apiAction(async ({ client, format }) => report(format, await client.get<VerifyResult>("/v1/auditLogs/verify")))(cmd);
         return;
