@@ -9,7 +9,7 @@ import { StartupReader, parseStartupPacket, parseOptionsEndpoint, MessageReader,
 import { BackendScanner, SSL_YES, SSL_NO, errorResponse, authenticationCleartextPassword, authenticationSASL, authenticationSASLContinue, authenticationSASLFinal, authenticationOk, parameterStatus, backendKeyData, readyForQuery } from "./protocol/backend.js";
 import { ScramServer, parseScramVerifier, deriveScramKeysAsync } from "./protocol/scram.js";
 import { TokenRejected, looksLikeJwt, type TokenVerifier, type VerifiedToken } from "./tokens.js";
-import { SessionStatements } from "./statements.js";
+import { SessionStatements, StatementFrontendScanner, type StatementRecord } from "./statements.js";
 import { recordsStatements, type StatementClassifier } from "../audit/sql/classify.js";
 import { peekClientHello } from "./protocol/clienthello.js";
 import { MessagePump } from "./pump.js";
@@ -74,6 +74,8 @@ interface Session {
   pending: Buffer;
   /** Header scanner of the client's bytes (message boundaries, sizes, Terminate). */
   frontend: FrontendScanner;
+  /** Statement audit (levels that record statements): what was sent, matched to the server's answers. */
+  statements: SessionStatements | null;
   ended: boolean;
 }
 
@@ -193,6 +195,26 @@ export class Gateway {
       actor: user === undefined ? { type: "anonymous" } : { type: "databaseUser" },
       attributes: { ...(user === undefined ? {} : { databaseUser: user }), ...(e.attributes ?? {}) },
     }).catch(() => undefined);
+  }
+
+  /** A DatabaseStatement record: what the session sent, at its level, with the outcome the server answered. */
+  private auditStatement(base: { orgId: string; resource: { type: string; id: string }; peer: string | undefined; user: string; attributes: Record<string, unknown> }, sessionId: string, r: StatementRecord): void {
+    const c = r.classification;
+    const what = `${[...new Set(c.statements.map((x) => x.class))].join(",") || "PARSE-FAILURE"} ${c.statements.map((x) => x.kind).join(",")}`.trim();
+    this.audit({
+      ...base, type: "DatabaseStatement", result: r.outcome === "completed" || r.outcome === "suspended" ? "SUCCESS" : "FAILURE",
+      reason: `${what}: ${r.outcome}${r.sqlstate !== null ? ` (${r.sqlstate})` : ""}`,
+      attributes: {
+        ...base.attributes, sessionID: sessionId, protocol: r.protocol, statement: r.decision.text, plaintext: r.decision.plaintext,
+        statementClasses: c.statements.map((x) => x.class), commands: c.statements.map((x) => x.kind),
+        ...(c.parseError !== null ? { parseError: c.parseError } : {}),
+        outcome: r.outcome, rows: r.rows, durationMs: r.durationMs, results: r.results,
+        ...(r.sqlstate !== null ? { sqlstate: r.sqlstate } : {}),
+        ...(r.errorMessage !== null ? { errorMessage: r.errorMessage } : {}),
+        ...(r.notExecuted > 0 ? { notExecuted: r.notExecuted } : {}),
+        ...(r.moreResults > 0 ? { moreResults: r.moreResults } : {}),
+      },
+    });
   }
 
   /**
@@ -623,21 +645,13 @@ export class Gateway {
     const now = Date.now();
     const sessionId = randomUUID();
     const statements = classifier && recordsStatements(level) ? new SessionStatements({
-      level, classifier,
-      record: (r) => this.audit({
-        ...base, type: "DatabaseStatement", result: "SUCCESS",
-        reason: `${[...new Set(r.classification.statements.map((x) => x.class))].join(",") || "PARSE-FAILURE"} ${r.classification.statements.map((x) => x.kind).join(",")}`.trim(),
-        attributes: {
-          ...base.attributes, sessionID: sessionId, protocol: r.protocol, statement: r.decision.text, plaintext: r.decision.plaintext,
-          statementClasses: r.classification.statements.map((x) => x.class), commands: r.classification.statements.map((x) => x.kind),
-          ...(r.classification.parseError !== null ? { parseError: r.classification.parseError } : {}),
-        },
-      }),
+      level, classifier, record: (r) => this.auditStatement(base, sessionId, r),
     }) : null;
     const s: Session = {
       id: sessionId, workspaceId: ws.id, orgId: ws.orgId, groupId: ws.groupId, user, database, peer, client: tls, backend, socketDir, pid, secret,
-      started: now, lastActivity: now, bytesIn: 0, bytesOut: 0, scanner: new BackendScanner(), readyAtLastSend: -1, pending: rest,
-      frontend: new FrontendScanner({ maxMessageBytes: this.o.maxMessageBytes, ...(statements ? { onStatement: statements.onMessage } : {}) }), ended: false,
+      started: now, lastActivity: now, bytesIn: 0, bytesOut: 0, scanner: new BackendScanner(statements ? { observer: statements.observer } : {}), readyAtLastSend: -1, pending: rest,
+      frontend: statements ? new StatementFrontendScanner({ maxMessageBytes: this.o.maxMessageBytes }, statements) : new FrontendScanner({ maxMessageBytes: this.o.maxMessageBytes }),
+      statements, ended: false,
     };
     s.scanner.lastReadyStatus = "I";
     this.sessions.set(s.id, s);
@@ -719,6 +733,7 @@ export class Gateway {
     server.removeAllListeners("close");
     server.removeAllListeners("error");
     server.resume();
+    s.statements?.close(); // statements still owed an answer: recorded as interrupted
     if (code !== null) sendError(client, code, reason);
     else if (!client.destroyed) client.end();
     const reusable = !brokenServer && idle(s) && s.frontend.atBoundary && !server.destroyed;

@@ -12,10 +12,27 @@ import type { MessageReaderOptions } from "./wire.js";
 export const BackendType = {
   Authentication: 0x52, // R
   BackendKeyData: 0x4b, // K
+  BindComplete: 0x32, // 2
+  CloseComplete: 0x33, // 3
+  CommandComplete: 0x43, // C
+  CopyBothResponse: 0x57, // W
+  CopyData: 0x64, // d
+  CopyDone: 0x63, // c
+  CopyInResponse: 0x47, // G
+  CopyOutResponse: 0x48, // H
+  DataRow: 0x44, // D
+  EmptyQueryResponse: 0x49, // I
   ErrorResponse: 0x45, // E
+  FunctionCallResponse: 0x56, // V
+  NoData: 0x6e, // n
   NoticeResponse: 0x4e, // N
+  NotificationResponse: 0x41, // A
+  ParameterDescription: 0x74, // t
   ParameterStatus: 0x53, // S
+  ParseComplete: 0x31, // 1
+  PortalSuspended: 0x73, // s
   ReadyForQuery: 0x5a, // Z
+  RowDescription: 0x54, // T
   NegotiateProtocolVersion: 0x76, // v
 } as const;
 
@@ -120,24 +137,50 @@ export function negotiateProtocolVersion(newestMinor: number, unrecognizedOption
 const BACKEND_TYPES = typeTable("123ACcdDEGHIKnNRsStTvVWZ");
 
 /**
+ * Follows the server's answers for statement audit (src/gateway/statements.ts). Both methods run inside the
+ * relay's scan and must not throw.
+ */
+export interface BackendObserver {
+  /** Every message header, in stream order; answers true to be handed the whole body through `body`. */
+  header(type: number): boolean;
+  /** The whole body of a message whose header asked for it (it may share memory with the scanned chunks: copy what you keep). */
+  body(type: number, body: Buffer): void;
+}
+
+/**
  * Header-only scanner of the server → client byte stream (the relay hot path): validates every backend
  * message type and length across chunk boundaries without copying or allocating, and remembers the
- * transaction status of the latest ReadyForQuery.
+ * transaction status of the latest ReadyForQuery. With an `observer` (sessions whose audit level records
+ * statements) it also reports every header and hands over the bodies the observer asks for — nothing else
+ * is copied, and a session without an observer pays one comparison per message.
  */
 export class BackendScanner extends HeaderScanner {
   /** Status byte of the latest ReadyForQuery scanned, null before the first. */
   lastReadyStatus: TransactionStatus | null = null;
   /** ReadyForQuery messages scanned. */
   readyForQuery = 0;
+  private readonly observer: BackendObserver | undefined;
+  private wantBody = false;
 
-  constructor(opts: { maxMessageBytes?: number } = {}) {
+  constructor(opts: { maxMessageBytes?: number; observer?: BackendObserver } = {}) {
     super(opts.maxMessageBytes ?? DEFAULT_MAX_RELAY_MESSAGE_BYTES, BACKEND_TYPES, "the server");
+    this.observer = opts.observer;
   }
 
   protected onHeader(type: number, len: number): boolean {
+    if (this.observer !== undefined) this.wantBody = this.observer.header(type);
     if (type !== BackendType.ReadyForQuery) return false;
     if (len !== 5) this.fail(`the server sent a ReadyForQuery of invalid length ${len}`);
     return true;
+  }
+
+  protected override captures(_type: number): boolean {
+    return this.wantBody;
+  }
+
+  protected override onMessage(type: number, body: Buffer): void {
+    this.wantBody = false;
+    this.observer!.body(type, body);
   }
 
   protected override firstBodyByte(_type: number, b: number): void {
@@ -262,6 +305,49 @@ export function parseParameterStatus(body: Buffer): { name: string; value: strin
 export function parseBackendKeyData(body: Buffer): { pid: number; secret: number } {
   if (body.length !== 8) throw protocolError(`malformed BackendKeyData from the server: ${body.length} bytes instead of 8`);
   return { pid: body.readUInt32BE(0), secret: body.readUInt32BE(4) };
+}
+
+/** The commands whose CommandComplete tag ends in a row count (§53.7 CommandComplete). */
+const COUNTED = new Set(["INSERT", "DELETE", "UPDATE", "MERGE", "SELECT", "MOVE", "FETCH", "COPY"]);
+
+/**
+ * CommandComplete ('C') → the command (the tag without its counts: `INSERT`, `CREATE TABLE`) and the rows
+ * it reports (`INSERT 0 5` → 5), null for commands without a count. Lenient: never throws.
+ */
+export function parseCommandComplete(body: Buffer): { command: string; rows: number | null } {
+  const end = body.indexOf(0);
+  const tag = body.toString("utf8", 0, end < 0 ? body.length : end);
+  const sp = tag.indexOf(" ");
+  const first = sp < 0 ? tag : tag.slice(0, sp);
+  if (!COUNTED.has(first)) return { command: tag, rows: null };
+  const last = tag.slice(tag.lastIndexOf(" ") + 1);
+  const rows = sp >= 0 && /^[0-9]{1,20}$/.test(last) ? Number(last) : null;
+  return { command: first, rows };
+}
+
+/** A result column as RowDescription describes it: its name and its type's OID (never a value). */
+export interface ResultColumn {
+  name: string;
+  typeOid: number;
+}
+
+/**
+ * RowDescription ('T') → the columns' names and type OIDs (§53.7: int16 count, then per field a name,
+ * table OID, column number, type OID, type size, type modifier and format code), at most `max` of them.
+ * ERR_GW_PROTOCOL on a malformed body.
+ */
+export function parseRowDescription(body: Buffer, max = 1664): ResultColumn[] {
+  if (body.length < 2) throw protocolError("malformed RowDescription from the server");
+  const n = body.readUInt16BE(0);
+  const out: ResultColumn[] = [];
+  let off = 2;
+  for (let i = 0; i < n && out.length < max; i++) {
+    const [name, next] = readCString(body, off, "column name", true);
+    if (next + 18 > body.length) throw protocolError("malformed RowDescription from the server");
+    out.push({ name, typeOid: body.readUInt32BE(next + 6) });
+    off = next + 18;
+  }
+  return out;
 }
 
 /** ReadyForQuery ('Z') → transaction status. */

@@ -27,7 +27,9 @@ import {
   parseBackendKeyData,
   parseErrorFields,
   parseParameterStatus,
+  parseCommandComplete,
   parseReadyForQuery,
+  parseRowDescription,
   parseSASLMechanisms,
   readyForQuery,
   summarizeError,
@@ -200,6 +202,43 @@ describe("BackendScanner", () => {
     s.scan(z.subarray(5));
     assert.equal(s.lastReadyStatus, "T");
     assert.equal(s.messages, 1);
+  });
+
+  test("an observer sees every header in order and exactly the bodies it asks for, whole, whatever the split point", () => {
+    for (let cut = 0; cut <= stream.length; cut++) {
+      const headers: string[] = [];
+      const bodies: string[] = [];
+      const s = new BackendScanner({
+        observer: {
+          header: (t) => {
+            headers.push(String.fromCharCode(t));
+            return t === 0x43 || t === 0x45; // CommandComplete, ErrorResponse
+          },
+          body: (t, b) => bodies.push(`${String.fromCharCode(t)}:${b.toString("latin1")}`),
+        },
+      });
+      s.scan(stream.subarray(0, cut));
+      s.scan(stream.subarray(cut));
+      assert.equal(headers.join(""), "RSKZTDCZEZ");
+      assert.deepEqual(bodies, ["C:SELECT 1\0", `E:${body(errorResponse({ severity: "ERROR", sqlstate: "22012", message: "division by zero" })).toString("latin1")}`]);
+      assert.equal(s.lastReadyStatus, "E", "the ReadyForQuery bookkeeping is unchanged");
+    }
+  });
+
+  test("the tag of a CommandComplete and the columns of a RowDescription", () => {
+    const tag = (t: string) => parseCommandComplete(Buffer.from(`${t}\0`));
+    assert.deepEqual(tag("INSERT 0 5"), { command: "INSERT", rows: 5 });
+    assert.deepEqual(tag("UPDATE 12"), { command: "UPDATE", rows: 12 });
+    assert.deepEqual(tag("SELECT 0"), { command: "SELECT", rows: 0 });
+    assert.deepEqual(tag("COPY 3"), { command: "COPY", rows: 3 });
+    assert.deepEqual(tag("CREATE TABLE"), { command: "CREATE TABLE", rows: null });
+    assert.deepEqual(tag("SELECT"), { command: "SELECT", rows: null });
+    assert.deepEqual(parseCommandComplete(Buffer.from("BEGIN")), { command: "BEGIN", rows: null }, "lenient without a terminator");
+    const field = (name: string, oid: number) => bytes(Buffer.from(`${name}\0`, "utf8"), int32(16384), [0, 1], int32(oid), [0, 4], int32(-1), [0, 0]);
+    const rd = bytes([0, 2], field("id", 23), field("naïve", 25));
+    assert.deepEqual(parseRowDescription(rd), [{ name: "id", typeOid: 23 }, { name: "na\u00efve", typeOid: 25 }]);
+    assert.deepEqual(parseRowDescription(rd, 1), [{ name: "id", typeOid: 23 }]);
+    throwsWith(() => parseRowDescription(bytes([0, 1], "id\0", [0, 0])), "ERR_GW_PROTOCOL", "malformed RowDescription from the server");
   });
 
   test("rejects an invalid status, a ReadyForQuery of the wrong length and an unknown type", () => {
