@@ -71,7 +71,13 @@ async function fileStage(): Promise<void> {
     const pipeline = new AuditPipeline({ dir: join(dir, "sinks"), store: { after: async () => [], head: async () => 0n }, signing, logger: silentLogger(), record: () => undefined, transport: () => { throw new Error("no remote sinks here"); } });
     await pipeline.start([def]);
     t0 = process.hrtime.bigint();
-    for (const b of records) pipeline.publish(b);
+    // Sustained: the writer hands over a batch, then the event loop turns (as between store commits).
+    for (const b of records) {
+      pipeline.publish(b);
+      await new Promise((r) => setImmediate(r));
+    }
+    const publishSecs = Number(process.hrtime.bigint() - t0) / 1e9;
+    await pipeline.flushed();
     const sinkSecs = Number(process.hrtime.bigint() - t0) / 1e9;
     const head = pipeline.status(def.id)!.streamHead;
     await pipeline.stop();
@@ -83,7 +89,7 @@ async function fileStage(): Promise<void> {
     await check.stop();
     console.log(JSON.stringify({
       stage: "file sink (publish → encrypted, chained, fsynced segments)", records: N, batch: BATCH,
-      sinkPerSecond: Math.round(N / sinkSecs), plainDiskPerSecond: Math.round(N / plainSecs), ratioToPlainDisk: +(plainSecs / sinkSecs).toFixed(2),
+      sinkPerSecond: Math.round(N / sinkSecs), publishSeconds: +publishSecs.toFixed(2), durableSeconds: +sinkSecs.toFixed(2), plainDiskPerSecond: Math.round(N / plainSecs), ratioToPlainDisk: +(plainSecs / sinkSecs).toFixed(2),
       verified: v.ok, recordsReadBack: v.records, lost: N - v.records, checkpoints: v.checkpoints,
     }));
   } finally {

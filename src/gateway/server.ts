@@ -43,6 +43,11 @@ export interface GatewayOptions {
   onServerFull?: (workspaceId: string) => void;
   /** Classifies statements for audit at each group's level; absent: no statement audit. */
   statements?: StatementClassifier;
+  /**
+   * Audit failMode closed: true while a required (failMode closed) audit sink covering the organization or group cannot record. New
+   * sessions are refused and a session's next message ends it (ERR_AUDIT_UNAVAILABLE). Absent: never.
+   */
+  auditBlocked?: (orgId: string, groupId: string) => boolean;
   /** Verifies tokens offered as passwords (group JWTs, platform credentials); absent: SCRAM only. */
   tokens?: TokenVerifier;
   /** Takes over a TLS connection that asked for HTTP (the Data API); null: refuse it. */
@@ -474,6 +479,11 @@ export class Gateway {
       sendError(tls, "ERR_GW_FIREWALL_DENIED");
       return null;
     }
+    if (this.o.auditBlocked?.(ws.orgId, ws.groupId)) {
+      this.audit({ ...base, type: "DatabaseLoginFailure", result: "DENIED", reason: "audit failMode closed: a required audit sink cannot record" });
+      sendError(tls, "ERR_AUDIT_UNAVAILABLE");
+      return null;
+    }
     if (group.tlsMinVersion === "1.3" && tls.getProtocol() !== "TLSv1.3") {
       this.audit({ ...base, type: "GatewayTlsFailure", result: "DENIED", reason: `TLS ${tls.getProtocol()} is below the group's minimum 1.3` });
       sendError(tls, "ERR_GW_TLS_VERSION", "this workspace group requires TLS 1.3");
@@ -670,7 +680,12 @@ export class Gateway {
     const client = s.client;
     const server = s.backend.socket;
     const frontend = s.frontend;
+    const blocked = this.o.auditBlocked;
     const fromClient = (chunk: Buffer) => {
+      if (blocked?.(s.orgId, s.groupId)) {
+        this.end(s, "ERR_AUDIT_UNAVAILABLE", "audit failMode closed: a required audit sink cannot record");
+        return;
+      }
       try {
         frontend.scan(chunk);
       } catch (err) {

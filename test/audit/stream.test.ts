@@ -113,7 +113,7 @@ test("verify names a changed line, a deleted line, a reordering, an insertion, a
   assert.deepEqual(r.problems[0]?.kind, "malformed");
 });
 
-test("segment log: encrypted on disk, reads back in order, survives a torn write, prunes whole segments", () => {
+test("segment log: encrypted on disk, reads back in order, survives a torn write, prunes whole segments", async () => {
   const dir = mkdtempSync(join(tmpdir(), "ph-seg-"));
   try {
     const key = randomBytes(32);
@@ -122,6 +122,9 @@ test("segment log: encrypted on disk, reads back in order, survives a torn write
     const log = new SegmentLog({ dir, streamId: id, key, maxSegmentBytes: 16 * 1024 });
     assert.equal(log.open(), null);
     for (let i = 0; i < s.lines.length; i += 20) log.append(s.lines.slice(i, i + 20), i + 1, 1000 + i, 1000 + i);
+    assert.ok(log.pendingWrites > 0, "written off the event loop");
+    await log.flushed();
+    assert.equal(log.pendingWrites, 0);
     assert.ok(log.segmentCount > 2, "rotated by size");
     for (const f of readdirSync(dir)) {
       assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600);
@@ -132,7 +135,7 @@ test("segment log: encrypted on disk, reads back in order, survives a torn write
     assert.equal(b.firstSeq, 37);
     assert.ok(b.lines.length >= 4 && b.lines.length <= 30, `whole frames up to the limit (${b.lines.length})`);
     assert.ok(b.lines.every((l, i) => l === s.lines[36 + i]));
-    log.close();
+    await log.close();
 
     // A torn frame at the end (a crash mid-write) is cut off at the next open.
     const last = readdirSync(dir).sort().pop()!;
@@ -140,6 +143,7 @@ test("segment log: encrypted on disk, reads back in order, survives a torn write
     const again = new SegmentLog({ dir, streamId: id, key, maxSegmentBytes: 16 * 1024 });
     assert.equal(again.open(), s.lines[s.lines.length - 1]);
     again.append(["x"], s.lines.length + 1, 0, 0);
+    await again.flushed();
     assert.equal(again.lastSeq, s.lines.length + 1);
 
     // A changed byte fails authentication; another stream's key does not open it.
@@ -150,7 +154,7 @@ test("segment log: encrypted on disk, reads back in order, survives a torn write
     assert.ok(again.prune((lastSeq) => lastSeq <= 100) >= 1);
     assert.ok(again.segmentCount < before);
     assert.ok((again.firstSeq ?? 0) <= 101);
-    again.close();
+    await again.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -315,6 +319,7 @@ test("pipeline: a file sink rotates, seals on a timer, keeps no plaintext, and a
     await t.pipeline.start([file, remote]);
     for (let i = 0; i < 20; i++) t.pipeline.publish(t.store.commit(50));
     await until("timed checkpoint", () => (t.pipeline.status(file.id)?.sealedSeq ?? 0) === t.pipeline.status(file.id)?.streamHead.seq, 4000);
+    await t.pipeline.flushed(file.id);
     const st = t.pipeline.status(file.id)!;
     assert.equal(st.deliveredSeq, st.streamHead.seq);
     const files = readdirSync(join(dir, file.id)).filter((f) => f.endsWith(".seg"));

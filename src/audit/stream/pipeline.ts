@@ -202,6 +202,7 @@ class SinkRunner {
       // A spool's segments are an eighth of its bound, so delivered ones free space in steps.
       ...(def.kind === "file" ? { maxSegmentBytes: s.rotateBytes, maxSegmentAgeMs: s.rotateSeconds * 1000 } : { maxSegmentBytes: Math.max(4096, Math.min(8 * 1024 * 1024, Math.floor(s.maxBytes / 8))) }),
       ...(o.now ? { now: o.now } : {}),
+      onError: (err) => this.fail(err),
     });
   }
 
@@ -491,6 +492,10 @@ class SinkRunner {
         await sleep(max, this.stop.signal);
         continue;
       }
+      if (!batch && this.log.pendingWrites > 0) {
+        await this.log.flushed(); // the lines are on their way to disk
+        continue;
+      }
       if (!batch) {
         // Nothing readable from `acked + 1`: only acknowledged segments are ever pruned, so the spool lost files.
         this.o.logger.error({ sinkId: this.def.id, from: this.acked + 1, head: this.head.seq }, "audit spool has no lines where delivery resumes: skipping to the head");
@@ -551,7 +556,7 @@ class SinkRunner {
     this.wake?.();
     await this.loop;
     await this.transport?.close().catch(() => undefined);
-    this.log.close();
+    await this.log.close();
   }
 }
 
@@ -657,12 +662,12 @@ export class AuditPipeline {
     await this.starting.get(id)?.catch(() => undefined);
     const r = this.runners.get(id);
     if (!r) {
-      if (destroy && existsSync(join(this.o.dir, id))) new SegmentLog({ dir: join(this.o.dir, id), streamId: id, key: Buffer.alloc(32) }).destroy();
+      if (destroy && existsSync(join(this.o.dir, id))) await new SegmentLog({ dir: join(this.o.dir, id), streamId: id, key: Buffer.alloc(32) }).destroy();
       return;
     }
     this.runners.delete(id);
     await r.close();
-    if (destroy) r.log.destroy();
+    if (destroy) await r.log.destroy();
     this.stateChanged();
   }
 
@@ -670,7 +675,13 @@ export class AuditPipeline {
     return this.runners.get(id)?.status() ?? null;
   }
 
-  /** The sink's local lines (file sinks: everything retained; remote sinks: the spool), in order. */
+  /** Resolves when a sink's appended lines are durable (all sinks' without an id). */
+  async flushed(id?: string): Promise<void> {
+    this.flushDirect();
+    for (const r of this.runners.values()) if (id === undefined || r.def.id === id) await r.log.flushed();
+  }
+
+  /** The sink's local lines (file sinks: everything retained; remote sinks: the spool), in order: those durable now. */
   lines(id: string): Generator<string> | null {
     return this.runners.get(id)?.log.lines() ?? null;
   }

@@ -9,8 +9,9 @@
  * are the GCM additional data, so seq ranges can be indexed without decrypting while any change to them fails
  * authentication. A torn last frame (a crash mid-write) is cut off at open. Files are 0600 in a 0700 directory.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, ftruncateSync, writeSync, fdatasyncSync, chmodSync } from "node:fs";
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from "node:crypto";
+import { open, type FileHandle } from "node:fs/promises";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, ftruncateSync, writeSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 
 const MAGIC = Buffer.from("PHAUDSG1", "ascii");
@@ -40,7 +41,10 @@ interface FrameIndex {
 interface Segment {
   firstSeq: number;
   path: string;
+  /** Bytes durable on disk (header and written frames). */
   bytes: number;
+  /** ...and with the frames still queued. */
+  planned: number;
   frames: FrameIndex[];
   createdAt: number;
 }
@@ -54,9 +58,11 @@ export interface SegmentLogOptions {
   maxSegmentBytes?: number;
   /** ...or when its first frame is older than this (default: never). */
   maxSegmentAgeMs?: number;
-  /** fdatasync after each append (default true). */
+  /** fdatasync after each write (default true). */
   sync?: boolean;
   now?: () => number;
+  /** A write failed: the log refuses appends from now on. */
+  onError?: (err: Error) => void;
 }
 
 export interface ReadBatch {
@@ -68,16 +74,22 @@ export interface ReadBatch {
 }
 
 export class SegmentLog {
-  private readonly o: Required<Omit<SegmentLogOptions, "maxSegmentAgeMs">> & { maxSegmentAgeMs: number };
+  private readonly o: Required<Omit<SegmentLogOptions, "maxSegmentAgeMs" | "onError">> & { maxSegmentAgeMs: number; onError?: (err: Error) => void };
   private readonly aad: Buffer;
+  private readonly key: KeyObject;
   private segments: Segment[] = [];
-  private fd: number | null = null;
+  private handle: { seg: Segment; fh: FileHandle } | null = null;
+  private queue: Array<{ seg: Segment; frame: Buffer; index: FrameIndex }> = [];
+  private writing: Promise<void> | null = null;
+  private failed: Error | null = null;
+  private plannedLastSeq: number | null = null;
   private totalBytes = 0;
 
   constructor(opts: SegmentLogOptions) {
     if (opts.key.length !== 32) throw new TypeError("SegmentLog: the key must be 32 bytes");
     this.o = { maxSegmentBytes: 8 * 1024 * 1024, sync: true, now: Date.now, ...opts, maxSegmentAgeMs: opts.maxSegmentAgeMs ?? Infinity };
     this.aad = Buffer.from(`parhelion-audit-segment/1:${opts.streamId}`, "utf8");
+    this.key = createSecretKey(opts.key);
   }
 
   /** Reads the directory's index (headers only) and cuts a torn last frame. Returns the last line, if any. */
@@ -87,6 +99,9 @@ export class SegmentLog {
     const names = readdirSync(this.o.dir).filter((n) => NAME_RE.test(n)).sort();
     this.segments = [];
     this.totalBytes = 0;
+    this.queue = [];
+    this.failed = null;
+    this.plannedLastSeq = null;
     for (const name of names) {
       const path = join(this.o.dir, name);
       const seg = this.index(path, Number(NAME_RE.exec(name)![1]));
@@ -129,7 +144,7 @@ export class SegmentLog {
         closeSync(fd);
       }
     }
-    return { firstSeq, path, bytes: good, frames, createdAt: frames[0]?.firstAt ?? this.o.now() };
+    return { firstSeq, path, bytes: good, planned: good, frames, createdAt: frames[0]?.firstAt ?? this.o.now() };
   }
 
   get bytes(): number {
@@ -150,14 +165,20 @@ export class SegmentLog {
     return this.segments.length;
   }
 
-  /** Appends consecutive lines (firstSeq..firstSeq+lines.length-1) as one frame. */
+  /**
+   * Appends consecutive lines (firstSeq..firstSeq+lines.length-1) as one frame. The frame is encrypted now; the
+   * write and its fdatasync run off the event loop (libuv's pool), frames queued meanwhile written together with
+   * one fdatasync (group commit). Readers see a frame once it is durable; `flushed()` waits for that.
+   * Throws once a write has failed (the log is then broken until it is opened again).
+   */
   append(lines: string[], firstSeq: number, firstAt: number, lastAt: number): void {
     if (lines.length === 0) return;
-    const last = this.lastSeq;
+    if (this.failed) throw this.failed;
+    const last = this.plannedLastSeq ?? this.lastSeq;
     if (last !== null && firstSeq !== last + 1) throw new Error(`SegmentLog: append of seq ${firstSeq} after ${last}`);
     let seg = this.segments[this.segments.length - 1];
     const now = this.o.now();
-    if (!seg || seg.bytes >= this.o.maxSegmentBytes || now - seg.createdAt >= this.o.maxSegmentAgeMs) seg = this.rotate(firstSeq, now);
+    if (!seg || seg.planned >= this.o.maxSegmentBytes || now - seg.createdAt >= this.o.maxSegmentAgeMs) seg = this.rotate(firstSeq, now);
     const header = Buffer.alloc(HEADER);
     const nonce = randomBytes(NONCE);
     const plain = Buffer.from(lines.join("\n"), "utf8");
@@ -167,27 +188,76 @@ export class SegmentLog {
     header.writeUInt32BE(lines.length, 12);
     header.writeBigUInt64BE(BigInt(Math.max(0, Math.floor(firstAt))), 16);
     header.writeBigUInt64BE(BigInt(Math.max(0, Math.floor(lastAt))), 24);
-    const c = createCipheriv("aes-256-gcm", this.o.key, nonce);
+    const c = createCipheriv("aes-256-gcm", this.key, nonce);
     c.setAAD(Buffer.concat([this.aad, header]));
     const ct = Buffer.concat([c.update(plain), c.final()]);
     const frame = Buffer.concat([header, nonce, ct, c.getAuthTag()]);
-    const fd = this.fd ?? (this.fd = openSync(seg.path, "a", 0o600));
-    let off = 0;
-    while (off < frame.length) off += writeSync(fd, frame, off);
-    if (this.o.sync) fdatasyncSync(fd);
-    seg.frames.push({ offset: seg.bytes, length: frame.length, firstSeq, count: lines.length, firstAt, lastAt });
-    seg.bytes += frame.length;
+    this.queue.push({ seg, frame, index: { offset: seg.planned, length: frame.length, firstSeq, count: lines.length, firstAt, lastAt } });
+    seg.planned += frame.length;
     this.totalBytes += frame.length;
+    this.plannedLastSeq = firstSeq + lines.length - 1;
+    this.writing ??= this.drain();
+  }
+
+  /** Writes what is queued, segment by segment, one write and one fdatasync per segment per round. */
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length > 0 && !this.failed) {
+        const batch = this.queue;
+        this.queue = [];
+        let i = 0;
+        while (i < batch.length) {
+          const seg = batch[i]!.seg;
+          let j = i;
+          while (j < batch.length && batch[j]!.seg === seg) j++;
+          const part = batch.slice(i, j);
+          try {
+            if (this.handle?.seg !== seg) {
+              await this.handle?.fh.close();
+              this.handle = { seg, fh: await open(seg.path, "a", 0o600) };
+            }
+            const buf = part.length === 1 ? part[0]!.frame : Buffer.concat(part.map((x) => x.frame));
+            let off = 0;
+            while (off < buf.length) off += (await this.handle.fh.write(buf, off)).bytesWritten;
+            if (this.o.sync) await this.handle.fh.datasync();
+          } catch (err) {
+            this.failed = new SegmentCorrupt(`an audit segment could not be written: ${(err as Error).message}`);
+            this.queue = [];
+            this.o.onError?.(this.failed);
+            return;
+          }
+          for (const x of part) {
+            seg.frames.push(x.index);
+            seg.bytes += x.index.length;
+          }
+          i = j;
+        }
+      }
+    } finally {
+      this.writing = null;
+    }
+  }
+
+  /** Resolves when every appended frame is durable (or the log failed). */
+  async flushed(): Promise<void> {
+    while (this.writing) await this.writing;
+  }
+
+  /** Frames appended and not yet durable. */
+  get pendingWrites(): number {
+    return this.queue.length + (this.writing ? 1 : 0);
   }
 
   private rotate(firstSeq: number, now: number): Segment {
-    this.closeFd();
     const path = join(this.o.dir, `${String(firstSeq).padStart(20, "0")}.seg`);
     const fd = openSync(path, "w", 0o600);
-    writeSync(fd, MAGIC);
-    fsyncSync(fd);
-    this.fd = fd;
-    const seg: Segment = { firstSeq, path, bytes: MAGIC.length, frames: [], createdAt: now };
+    try {
+      writeSync(fd, MAGIC);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    const seg: Segment = { firstSeq, path, bytes: MAGIC.length, planned: MAGIC.length, frames: [], createdAt: now };
     this.segments.push(seg);
     this.totalBytes += MAGIC.length;
     const dfd = openSync(this.o.dir, "r");
@@ -203,7 +273,7 @@ export class SegmentLog {
     const header = frame.subarray(0, HEADER);
     const nonce = frame.subarray(HEADER, HEADER + NONCE);
     const tag = frame.subarray(frame.length - TAG);
-    const d = createDecipheriv("aes-256-gcm", this.o.key, nonce);
+    const d = createDecipheriv("aes-256-gcm", this.key, nonce);
     d.setAAD(Buffer.concat([this.aad, header]));
     d.setAuthTag(tag);
     let plain: Buffer;
@@ -284,6 +354,7 @@ export class SegmentLog {
     while (this.segments.length > 1) {
       const seg = this.segments[0]!;
       const f = seg.frames[seg.frames.length - 1];
+      if (seg.planned !== seg.bytes || this.handle?.seg === seg) break; // writes still queued for it
       if (f && !drop(f.firstSeq + f.count - 1, f.lastAt)) break;
       rmSync(seg.path, { force: true });
       this.totalBytes -= seg.bytes;
@@ -301,20 +372,17 @@ export class SegmentLog {
     });
   }
 
-  private closeFd(): void {
-    if (this.fd !== null) {
-      closeSync(this.fd);
-      this.fd = null;
-    }
-  }
-
-  close(): void {
-    this.closeFd();
+  /** Waits for queued writes and closes the file. */
+  async close(): Promise<void> {
+    await this.flushed();
+    const h = this.handle;
+    this.handle = null;
+    await h?.fh.close();
   }
 
   /** Deletes the whole log (the sink was deleted). */
-  destroy(): void {
-    this.close();
+  async destroy(): Promise<void> {
+    await this.close();
     rmSync(this.o.dir, { recursive: true, force: true });
     this.segments = [];
     this.totalBytes = 0;

@@ -250,6 +250,7 @@ export class AuditSinks {
   /** The sink's local lines (file sinks: all retained; remote sinks: the undelivered spool), in order. */
   async lines(orgId: string, id: string): Promise<Iterable<string>> {
     await this.row(orgId, id);
+    await this.o.pipeline.flushed(id);
     return this.o.pipeline.lines(id) ?? [];
   }
 
