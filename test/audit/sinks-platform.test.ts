@@ -80,8 +80,9 @@ test("audit sinks through the API: a file sink's encrypted stream and a webhook'
     });
     const k = await keys(tp);
 
-    const fileLines = await exported(tp, file.body.auditSinkID);
+    // The head first: the export then reaches at least it (as `parhelion audit sink verify` does).
     const head = (await tp.call("GET", `/v1/auditSinks/${file.body.auditSinkID}`)).body.status.streamHead;
+    const fileLines = await exported(tp, file.body.auditSinkID);
     const v = verifyStream(fileLines, { keys: k, head, fromStart: true });
     assert.equal(v.ok, true, JSON.stringify(v.problems));
     assert.ok(v.records >= 20);
@@ -142,25 +143,44 @@ test("audit sinks through the API: a file sink's encrypted stream and a webhook'
   }
 });
 
-test("failMode closed: while the required sink cannot record (the default file sink records on), the gateway refuses new sessions and ends a session at its next statement; service resumes when the sink records again", async () => {
+test("failMode open serves on while a sink is down; closed: while the required sink cannot record (the default file sink records on), the gateway refuses new sessions and ends a session at its next statement; service resumes when the sink records again", async () => {
   const tp = await startTestPlatform();
   const secret = randomBytes(32).toString("base64url");
   const hook = await startWebhookServer(secret);
   try {
     const ws = await createTestWorkspace(tp);
-    const sink = await tp.call("POST", "/v1/auditSinks", { body: { name: "only", type: "webhook", failMode: "closed", workspaceGroupID: ws.groupId, config: { url: hook.url, caPem: hook.caPem }, secrets: { secret } } });
+    const sink = await tp.call("POST", "/v1/auditSinks", { body: { name: "only", type: "webhook", failMode: "open", workspaceGroupID: ws.groupId, config: { url: hook.url, caPem: hook.caPem }, secrets: { secret } } });
     assert.equal(sink.status, 201, sink.text);
+
+    // failMode open: the sink is down, the databases go on serving (and the alert is raised).
+    hook.mode = 503;
+    const c0 = gatewayClient(tp, ws);
+    await c0.connect(); // its login record is one the sink cannot deliver
+    await until("down", async () => (await tp.call("GET", `/v1/auditSinks/${sink.body.auditSinkID}`)).body.status.state === "down");
+    assert.ok((await tp.call("GET", `/v1/auditSinks/${sink.body.auditSinkID}`)).body.status.alerts.includes("down"));
+    const c1 = gatewayClient(tp, ws);
+    await c1.connect();
+    assert.equal((await c1.query("select 1 as one")).rows[0].one, 1);
+    await c1.end();
+    await c0.end();
+
+    hook.mode = "ok";
+    await until("up again", async () => (await tp.call("GET", `/v1/auditSinks/${sink.body.auditSinkID}`)).body.status.state === "up", 60_000);
+    const p = await tp.call("PATCH", `/v1/auditSinks/${sink.body.auditSinkID}`, { body: { failMode: "closed" } });
+    assert.equal(p.status, 200, p.text);
     const open = gatewayClient(tp, ws);
     await open.connect();
     assert.equal((await open.query("select 1 as one")).rows[0].one, 1);
 
     hook.mode = 503;
-    await tp.call("GET", "/v1/organizations/current"); // a record the sink cannot deliver
+    const c2 = gatewayClient(tp, ws);
+    await c2.connect(); // its login record (in the group's scope) is one the sink cannot deliver
     await until("down", async () => (await tp.call("GET", `/v1/auditSinks/${sink.body.auditSinkID}`)).body.status.state === "down");
     const refused = gatewayClient(tp, ws);
     await assert.rejects(refused.connect(), (err: { code?: string; message?: string }) => err.code === "57P03" && /audit/.test(err.message ?? ""));
     await assert.rejects(open.query("select 2"), (err: { code?: string; message?: string }) => /audit/.test(err.message ?? "") || err.code === "57P03" || /terminated|closed/i.test(err.message ?? ""));
     await open.end().catch(() => undefined);
+    await c2.end().catch(() => undefined);
     const denied = await tp.call("GET", "/v1/auditLogs?type=DatabaseLoginFailure");
     assert.ok(denied.body.auditLogs.some((l: { reason: string }) => /failMode closed/.test(l.reason)), "the refusal is recorded");
 

@@ -15,8 +15,9 @@ import { join } from "node:path";
 import type { Logger } from "../../log/logger.js";
 import type { Db } from "../../store/db.js";
 import type { ChainFields } from "../chain.js";
-import { HELIOS_USER_TYPES, type ActorType, type AuditEvent, type AuditResult } from "../types.js";
-import { normalizeEvent } from "../event.js";
+import { ACTOR_TYPES, AUDIT_RESULTS, AUDIT_SOURCES, HELIOS_USER_TYPES, type ActorType, type AuditEvent, type AuditResult } from "../types.js";
+import { cleanText } from "../event.js";
+import { isUuid } from "../../lib/ids.js";
 import { checkpointLine, GENESIS, recordLine, type StreamHead, type StreamRecord } from "./format.js";
 import { SegmentLog, type ReadBatch } from "./segments.js";
 import { DeliveryError, type SinkTransport, type StreamBatch } from "./transport.js";
@@ -135,6 +136,24 @@ export function streamRecord(f: ChainFields): StreamRecord {
     auditID: f.id, orgID: f.orgId, createdAt: f.createdAt, type: f.type, source: f.source, result: f.result as AuditResult, reason: f.reason,
     userID: f.actorId, userEmail: f.actorEmail, userType: HELIOS_USER_TYPES[f.actorType as ActorType] ?? "Unspecified",
     resourceType: f.resourceType, resourceID: f.resourceId, sourceIP: f.sourceIp, requestID: f.requestId, attributes: f.attributes, seq: f.seq === "" ? null : f.seq,
+  };
+}
+
+/**
+ * The fields of a record built by parhelion's own data plane (the gateway's statement records), without the
+ * store writer's defensive normalization (a JSON round trip of the attributes: most of the per-statement cost):
+ * its texts come from the wire as UTF-8 (no NUL, no lone surrogate) and are already cut by the classifier, and
+ * its attributes are plain data serialized once, at the next flush. Anything else answers null.
+ */
+function directFields(e: AuditEvent, now: number): ChainFields | null {
+  if (typeof e.orgId !== "string" || !isUuid(e.orgId) || !(AUDIT_SOURCES as readonly string[]).includes(e.source) || !(AUDIT_RESULTS as readonly string[]).includes(e.result)) return null;
+  if (typeof e.type !== "string" || e.type === "" || typeof e.reason !== "string" || !(ACTOR_TYPES as readonly string[]).includes(e.actor?.type)) return null;
+  const attributes = e.attributes ?? {};
+  if (attributes === null || typeof attributes !== "object" || Array.isArray(attributes)) return null;
+  return {
+    seq: "", id: randomUUID(), orgId: e.orgId.toLowerCase(), createdAt: new Date(now).toISOString(), type: e.type, source: e.source, result: e.result,
+    actorType: e.actor.type, actorId: e.actor.id ?? null, actorEmail: e.actor.email ?? null, resourceType: e.resource?.type ?? null, resourceId: e.resource?.id ?? null,
+    sourceIp: e.sourceIp ?? null, requestId: e.requestId ?? null, reason: cleanText(e.reason), attributes,
   };
 }
 
@@ -625,13 +644,8 @@ export class AuditPipeline {
    */
   publishDirect(e: AuditEvent): boolean {
     if (!e.orgId || !this.streamsStatements(e.orgId)) return false;
-    let fields: ChainFields;
-    try {
-      const { event } = normalizeEvent(e, randomUUID(), new Date((this.o.now ?? Date.now)()));
-      fields = { ...event, seq: "", createdAt: event.createdAt.toISOString() };
-    } catch {
-      return false; // a broken event: the store's writer logs and refuses it
-    }
+    const fields = directFields(e, (this.o.now ?? Date.now)());
+    if (fields === null) return false; // not the shape the gateway builds: the store's writer normalizes (or refuses) it
     this.direct.push({ f: fields, json: null, direct: true });
     if (this.direct.length >= 1000) this.flushDirect();
     else this.directTimer ??= setTimeout(() => this.flushDirect(), this.o.directLingerMs ?? 5);
