@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { checkpointLine, GENESIS, recordLine, verifyStream, type StreamHead } from "../../src/audit/stream/format.js";
 import { SegmentLog } from "../../src/audit/stream/segments.js";
-import { AuditPipeline, DEFAULT_STREAM_SETTINGS, streamRecord, type SinkDefinition, type StoreReader } from "../../src/audit/stream/pipeline.js";
+import { AuditPipeline, DEFAULT_STREAM_SETTINGS, streamRecord, streamRecordJson, type SinkDefinition, type StoreReader } from "../../src/audit/stream/pipeline.js";
 import { DeliveryError, type SinkTransport, type StreamBatch } from "../../src/audit/stream/transport.js";
 import type { ChainFields } from "../../src/audit/chain.js";
 import type { AuditEvent } from "../../src/audit/types.js";
@@ -47,6 +47,13 @@ function stream(n: number, every: number, key = signer(), id: string = randomUUI
 
 const keysOf = (k: { keyId: string; publicKey: KeyObject }) => new Map([[k.keyId, k.publicKey]]);
 const kinds = (r: ReturnType<typeof verifyStream>) => r.problems.map((p) => p.kind);
+
+test("a stream record's JSON is exactly the view's JSON, for records in the store and records only in streams", () => {
+  for (const f of [fields(7), fields(8, { seq: "", orgId: null, reason: "quote \" newline \n é \u2028", actorType: "apiKey", actorId: randomUUID(), attributes: { a: [1, { b: null }], u: undefined, n: Number.NaN } })]) {
+    assert.equal(streamRecordJson(f), JSON.stringify(streamRecord(f)));
+  }
+  assert.equal(JSON.parse(streamRecordJson(fields(3, { seq: "" }))).seq, null);
+});
 
 test("a whole stream verifies: records, signed checkpoints, the platform's head", () => {
   const s = stream(25, 10);

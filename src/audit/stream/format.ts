@@ -7,13 +7,14 @@
  *   record:      {"v":1,"stream":"<uuid>","seq":N,"kind":"record","at":"<ISO>","prev":"<hex>","record":{...},"hash":"<hex>"}
  *   checkpoint:  {"v":1,"stream":"<uuid>","seq":N,"kind":"checkpoint","at":"<ISO>","prev":"<hex>","checkpoint":{"keyID":"...","covers":N-1,"sig":"<base64url>","storeSeq":"<the store seq of the last record covered>"},"hash":"<hex>"}
  *
- * `hash` is always the last member: hash = SHA-256(prev bytes || UTF-8 of the line up to, not including,
- * `,"hash":"`). So the hash covers the exact bytes written — no canonicalization to agree on — and a reader
- * recomputes it by cutting the fixed-length tail (`,"hash":"` + 64 hex + `"}`, 75 characters).
+ * `hash` is always the last member: hash = SHA-256(UTF-8 of the line up to, not including, `,"hash":"`). Those
+ * bytes include `"prev":"<hex>"`, the previous line's hash, which chains the lines. So the hash covers the exact
+ * bytes written — no canonicalization to agree on — and a reader recomputes it by cutting the fixed-length tail
+ * (`,"hash":"` + 64 hex + `"}`, 75 characters) and checks `prev` against the line before.
  * A checkpoint signs (Ed25519) the text `parhelion-audit-checkpoint/1\n<stream>\n<covers>\n<prev>\n<at>`:
  * the head of the chain it seals (`prev` is the hash of line `covers`).
  */
-import { createHash, createPublicKey, sign as edSign, verify as edVerify, type KeyObject } from "node:crypto";
+import { createPublicKey, hash, sign as edSign, verify as edVerify, type KeyObject } from "node:crypto";
 import type { AuditLogView } from "../types.js";
 
 export const STREAM_FORMAT_VERSION = 1;
@@ -34,21 +35,22 @@ export interface StreamHead {
   hash: string;
 }
 
-function hashBody(prev: string, body: string): string {
-  return createHash("sha256").update(Buffer.from(prev, "hex")).update(body, "utf8").digest("hex");
+/** SHA-256 of the line's bytes before `,"hash":"`. Those bytes hold `"prev":"<previous hash>"`, which chains the lines. */
+function hashBody(body: string): string {
+  return hash("sha256", body, "hex");
 }
 
-function seal(body: string, prev: string): { line: string; hash: string } {
-  const hash = hashBody(prev, body);
-  return { line: `${body},"hash":"${hash}"}`, hash };
+function seal(body: string): { line: string; hash: string } {
+  const h = hashBody(body);
+  return { line: `${body},"hash":"${h}"}`, hash: h };
 }
 
 /** The record line after `head`; returns the line and the new head. `record` may come serialized (one JSON for every sink). */
 export function recordLine(stream: string, head: StreamHead, at: Date | string, record: StreamRecord | string): { line: string; head: StreamHead } {
   const seq = head.seq + 1;
   const body = `{"v":1,"stream":"${stream}","seq":${seq},"kind":"record","at":"${typeof at === "string" ? at : at.toISOString()}","prev":"${head.hash}","record":${typeof record === "string" ? record : JSON.stringify(record)}`;
-  const { line, hash } = seal(body, head.hash);
-  return { line, head: { seq, hash } };
+  const { line, hash: h } = seal(body);
+  return { line, head: { seq, hash: h } };
 }
 
 export function checkpointMessage(stream: string, covers: number, prev: string, at: string): Buffer {
@@ -61,8 +63,8 @@ export function checkpointLine(stream: string, head: StreamHead, at: Date, key: 
   const iso = at.toISOString();
   const sig = edSign(null, checkpointMessage(stream, head.seq, head.hash, iso), key.privateKey).toString("base64url");
   const body = `{"v":1,"stream":"${stream}","seq":${seq},"kind":"checkpoint","at":"${iso}","prev":"${head.hash}","checkpoint":${JSON.stringify({ keyID: key.keyId, covers: head.seq, sig, storeSeq })}`;
-  const { line, hash } = seal(body, head.hash);
-  return { line, head: { seq, hash } };
+  const { line, hash: h } = seal(body);
+  return { line, head: { seq, hash: h } };
 }
 
 /** `seq` of a line written by this module, read without parsing the JSON (the prefix has a fixed shape). */
@@ -189,7 +191,7 @@ export function verifyStream(lines: Iterable<string>, opts: VerifyOptions): Stre
       problem(n, p.seq, "mixed-streams", `line belongs to stream ${p.stream}, not ${r.stream}`);
       continue;
     }
-    const computed = hashBody(p.prev, line.slice(0, line.length - HASH_TAIL));
+    const computed = hashBody(line.slice(0, line.length - HASH_TAIL));
     if (computed !== p.hash) {
       problem(n, p.seq, "modified", "the line's content does not match its hash");
       continue;
