@@ -19,6 +19,13 @@
  *    renaming a role) sends NOTIFY parhelion_roles, delivered at commit and dropped on rollback, for every
  *    session, parhelion's own included: the gateway caches login information and forgets it when notified.
  *
+ * 5. pgaudit writes a line for every statement it audits. parhelion's gateway records the statements its
+ *    clients send itself (with their outcome) and reads only pgaudit's lines of statements run inside
+ *    functions and DO blocks (SUBSTATEMENT_ID > 1) from the server's log, so pgaudit's own lines of
+ *    top-level statements (SUBSTATEMENT_ID 1) are not written: an emit_log_hook drops them, which spares
+ *    every audited statement a log line. Only lines raised by pgaudit's log_audit_event (the C location,
+ *    which SQL cannot forge) are touched.
+ *
  * Exempt from 1-3: sessions whose session user is a superuser and that currently run as one (parhelion itself).
  * Code that runs as a superuser on behalf of a non-superuser session (a trusted extension's script,
  * a SECURITY DEFINER function) is not exempt.
@@ -53,6 +60,7 @@ void		_PG_init(void);
 static char *guard_extensions = NULL;
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 static object_access_hook_type prev_object_access_hook = NULL;
+static emit_log_hook_type prev_emit_log_hook = NULL;
 
 /* pg_hba.conf admits its members without a password (the gateway has verified their token). */
 #define TOKEN_LOGIN_ROLE "parhelion_token_login"
@@ -341,6 +349,35 @@ guard_object_access(ObjectAccessType access, Oid classId, Oid objectId, int subI
 	}
 }
 
+/* "AUDIT: SESSION,<statement id>,1," or the same for OBJECT: pgaudit's line of a top-level statement. */
+static bool
+is_top_level_audit_line(const char *m)
+{
+	if (strncmp(m, "AUDIT: SESSION,", 15) == 0)
+		m += 15;
+	else if (strncmp(m, "AUDIT: OBJECT,", 14) == 0)
+		m += 14;
+	else
+		return false;
+	if (*m < '0' || *m > '9')
+		return false;
+	while (*m >= '0' && *m <= '9')
+		m++;
+	return strncmp(m, ",1,", 3) == 0;
+}
+
+static void
+guard_emit_log(ErrorData *edata)
+{
+	if (edata->output_to_server && (edata->elevel == LOG || edata->elevel == LOG_SERVER_ONLY) && edata->message != NULL &&
+		edata->funcname != NULL && strcmp(edata->funcname, "log_audit_event") == 0 &&
+		edata->filename != NULL && strcmp(edata->filename, "pgaudit.c") == 0 &&
+		is_top_level_audit_line(edata->message))
+		edata->output_to_server = false;
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
 void
 _PG_init(void)
 {
@@ -363,4 +400,6 @@ _PG_init(void)
 	ProcessUtility_hook = guard_utility;
 	prev_object_access_hook = object_access_hook;
 	object_access_hook = guard_object_access;
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = guard_emit_log;
 }

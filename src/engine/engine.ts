@@ -5,7 +5,9 @@ import pg from "pg";
 import { ParhelionError } from "../lib/errors.js";
 import { isUuid } from "../lib/ids.js";
 import type { Logger } from "../log/logger.js";
-import { PostgresServer, findPgBin, peerIdentMap, resolveServiceAccount, syncDir, type ServiceAccount } from "./postgres.js";
+import { PostgresServer, findPgBin, peerIdentMap, resolveServiceAccount, syncDir, type ServiceAccount, type Settings } from "./postgres.js";
+import { CsvlogTailer } from "./csvlog.js";
+import { nestedStatementOf, pgauditLogSetting, type NestedStatement } from "../audit/pgaudit.js";
 import { SparePool } from "./spare.js";
 import { detectMemoryLimiter, type MemoryLimiter } from "./cgroup.js";
 import { WORKSPACE_SIZES, isWorkspaceSize, sizeSettings, type WorkspaceSize } from "./sizes.js";
@@ -32,6 +34,29 @@ interface Workspace {
   size: WorkspaceSize;
   verifier: string;
   appliedVerifier: string | undefined;
+  /** pgaudit.log's classes in force (the gateway sets them for the levels of its sessions); none at first. */
+  auditClasses: string[];
+  /** Serializes changes of pgaudit.log. */
+  auditChange: Promise<unknown>;
+  /** The csvlog follower while the server runs. */
+  tailer: CsvlogTailer | undefined;
+}
+
+/**
+ * Logging every workspace server runs with, on the command line (nothing inside the server can change it):
+ * the logging collector writes the usual text log to `<id>/postgres.log` and a CSV copy to `<id>/postgres.csv`
+ * (0600, outside the data directory), which the engine follows for pgaudit's records. No size or age rotation:
+ * the engine rotates the CSV file itself once it has read it (csvlog.ts). `verbose` puts the C source location
+ * in every record: that is how pgaudit's own lines are told from `RAISE LOG 'AUDIT: ...'`. pgaudit: one line
+ * per statement (no per-relation lines), never parameter values, nothing to the client, at level LOG.
+ */
+function loggingSettings(dir: string): Record<string, string> {
+  return {
+    logging_collector: "on", log_destination: "stderr,csvlog", log_directory: dir, log_filename: "postgres.log", log_file_mode: "0600",
+    log_rotation_age: "0", log_rotation_size: "0", log_truncate_on_rotation: "off", log_error_verbosity: "verbose", log_timezone: "UTC",
+    "pgaudit.log_relation": "off", "pgaudit.log_parameter": "off", "pgaudit.log_client": "off", "pgaudit.log_level": "log",
+    "pgaudit.log_statement_once": "off", "pgaudit.log_catalog": "on",
+  };
 }
 
 function checkId(id: unknown): string {
@@ -58,6 +83,7 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
   private readonly loginCaches = new Map<string, LoginInfoCache>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly extensions: readonly string[];
+  private readonly nestedListeners: Array<(e: NestedStatement) => void> = [];
 
   constructor(private readonly opts: EngineOptions) {
     super();
@@ -126,6 +152,14 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
   }
 
   private newServer(id: string, ws: Workspace): PostgresServer {
+    // Read at every start (restarts after a crash included): the classes set since stay in force.
+    const settings: Settings = {
+      password_encryption: "'scram-sha-256'",
+      log_min_messages: "warning",
+      ...sizeSettings(ws.size),
+      ...this.opts.settings,
+    };
+    Object.defineProperty(settings, "pgaudit.log", { enumerable: true, get: () => `'${pgauditLogSetting(ws.auditClasses)}'` });
     const server = new PostgresServer({
       dir: this.wsDir(id),
       account: this.account,
@@ -135,16 +169,11 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
       superuser: sql.SYSTEM_ROLE,
       hba: HBA,
       ident: peerIdentMap("system", sql.SYSTEM_ROLE, this.account),
-      settings: {
-        password_encryption: "'scram-sha-256'",
-        log_min_messages: "warning",
-        "pgaudit.log": "'none'",
-        ...sizeSettings(ws.size),
-        ...this.opts.settings,
-      },
+      settings,
       fixedSettings: {
         shared_preload_libraries: PRELOAD_LIBRARIES.join(","),
         "parhelion_guard.extensions": this.extensions.join(","),
+        ...loggingSettings(this.wsDir(id)),
       },
       afterStart: () => this.setup(id, ws),
       provision: async (dataDir) => (await this.spare?.take(dataDir)) ?? false,
@@ -198,7 +227,7 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
       }
       this.checkLibraries();
       if (!ws) {
-        ws = { server: undefined, size: spec.size, verifier, appliedVerifier: undefined };
+        ws = { server: undefined, size: spec.size, verifier, appliedVerifier: undefined, auditClasses: [], auditChange: Promise.resolve(), tailer: undefined };
         this.workspaces.set(id, ws);
       }
       ws.size = spec.size;
@@ -215,6 +244,7 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
         throw err instanceof ParhelionError ? err : new ParhelionError("ERR_ENGINE", `workspace ${id} did not start: ${(err as Error).message}`, { cause: err });
       }
       this.logger.info({ workspace: id, pid: server.pid, size: ws.size }, "workspace server ready");
+      this.follow(id, ws);
       void this.spare?.fill();
     });
   }
@@ -236,9 +266,10 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
       await ws.server.stop();
       ws.server = undefined;
     }
+    ws?.tailer?.stop(); // after the server stopped: everything it logged is read
     this.workspaces.delete(id);
     if (existsSync(join(this.wsDir(id), "pgdata"))) {
-      const probe = this.newServer(id, { server: undefined, size: "S-00", verifier: "", appliedVerifier: undefined });
+      const probe = this.newServer(id, { server: undefined, size: "S-00", verifier: "", appliedVerifier: undefined, auditClasses: [], auditChange: Promise.resolve(), tailer: undefined });
       await probe.shutdownStray();
     }
     this.limiter.remove(id);
@@ -336,6 +367,68 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
 
   async ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[]; revoke?: readonly string[] }): Promise<sql.TokenRoleResult | null> {
     return this.api(id, `preparing token login role ${JSON.stringify(role)}`, (c) => sql.ensureTokenRole(c, role, o));
+  }
+
+  /** Follows the workspace server's csvlog while the engine knows the workspace: pgaudit's nested statements go to the listeners. */
+  private follow(id: string, ws: Workspace): void {
+    if (ws.tailer) return;
+    ws.tailer = new CsvlogTailer({
+      file: join(this.wsDir(id), "postgres.csv"),
+      companions: [join(this.wsDir(id), "postgres.log")],
+      rotateBytes: this.opts.logRotateBytes ?? 16 * 1024 * 1024,
+      logger: this.logger.child({ workspace: id }),
+      rotate: () => this.connectSystem(id, "postgres", async (c) => void (await c.query("SELECT pg_rotate_logfile()"))),
+      onRecords: (records) => {
+        for (const f of records) {
+          const e = nestedStatementOf(id, f);
+          // The platform's own connections (parhelion_system) are the platform's: what it does is audited by
+          // the API records of the operations it carries out.
+          if (e === null || e.user === sql.SYSTEM_ROLE) continue;
+          for (const l of this.nestedListeners) {
+            try {
+              l(e);
+            } catch (err) {
+              this.logger.error({ err: { message: (err as Error).message } }, "a nested statement listener failed");
+            }
+          }
+        }
+      },
+    });
+    ws.tailer.start();
+  }
+
+  onNestedStatement(listener: (e: NestedStatement) => void): void {
+    this.nestedListeners.push(listener);
+  }
+
+  auditClasses(id: string): readonly string[] {
+    return this.workspaces.get(checkId(id))?.auditClasses ?? [];
+  }
+
+  async setAuditClasses(id: string, classes: readonly string[]): Promise<void> {
+    const wid = checkId(id);
+    const ws = this.workspaces.get(wid);
+    if (!ws?.server?.running) throw new ParhelionError("ERR_WORKSPACE_UNAVAILABLE", `workspace ${wid} is not running`);
+    const value = pgauditLogSetting(classes);
+    if (!/^[a-z_,]+$/.test(value)) throw new ParhelionError("ERR_VALIDATION", "pgaudit classes are lower-case class names");
+    const change = ws.auditChange.catch(() => undefined).then(async () => {
+      if (pgauditLogSetting(ws.auditClasses) === value) return;
+      // ALTER SYSTEM, then a reload; the change counts once this session's backend shows it: the postmaster
+      // re-reads the file and signals every backend at once, and each applies it before its next command.
+      await this.connectSystem(wid, "postgres", async (c) => {
+        await c.query(`ALTER SYSTEM SET pgaudit.log = '${value}'`);
+        await c.query("SELECT pg_reload_conf()");
+        for (const deadline = Date.now() + 5000; ; ) {
+          const r = await c.query<{ v: string }>("SELECT current_setting('pgaudit.log') AS v");
+          if (r.rows[0]?.v === value) break;
+          if (Date.now() > deadline) throw new ParhelionError("ERR_ENGINE", `workspace ${wid} did not apply pgaudit.log = '${value}' within 5 s`);
+          await new Promise((res) => setTimeout(res, 5));
+        }
+      });
+      ws.auditClasses = value === "none" ? [] : value.split(",");
+    });
+    ws.auditChange = change;
+    return change;
   }
 
   async getLoginInfo(id: string, role: string): Promise<sql.LoginInfo | null> {

@@ -4,6 +4,7 @@ import type { EnforcedMemory, MemoryLimiter } from "./cgroup.js";
 import type { SizeSpec, WorkspaceSize } from "./sizes.js";
 import type { CreateUserOptions, DatabaseInfo, LoginInfo, TokenRoleResult, UserInfo } from "./sql.js";
 import { PostgresWorkspaceEngine } from "./engine.js";
+import type { NestedStatement } from "../audit/pgaudit.js";
 
 export { WORKSPACE_SIZES, isWorkspaceSize, type WorkspaceSize, type SizeSpec } from "./sizes.js";
 export { ALLOWED_EXTENSIONS, ADMIN_ROLE, SYSTEM_ROLE, SYSTEM_DATABASES, TOKEN_LOGIN_ROLE, validateName, validateTokenRoleName, type CreateUserOptions, type DatabaseInfo, type LoginInfo, type TokenRoleResult, type UserInfo } from "./sql.js";
@@ -82,6 +83,16 @@ export interface WorkspaceEngine {
    */
   ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[]; revoke?: readonly string[] }): Promise<TokenRoleResult | null>;
 
+  /** pgaudit.log's classes in force on a running workspace's server ([] for none). */
+  auditClasses(id: string): readonly string[];
+  /**
+   * Sets pgaudit.log (ALTER SYSTEM, reload) and resolves once the server applies it: every statement sent after
+   * that is logged by the new classes. Kept across restarts after a crash; a stopped workspace starts with none.
+   */
+  setAuditClasses(id: string, classes: readonly string[]): Promise<void>;
+  /** Statements pgaudit logs inside functions and DO blocks (SUBSTATEMENT_ID > 1), read from the servers' csvlogs; the platform's own role's are left out. */
+  onNestedStatement(listener: (e: NestedStatement) => void): void;
+
   on(event: "crash", listener: (e: CrashEvent) => void): this;
   on(event: "restarted", listener: (e: { id: string }) => void): this;
 }
@@ -104,6 +115,8 @@ export interface EngineOptions {
   libDir?: string;
   /** How memory limits are enforced (default: detected: cgroup v2, cgroup v1, or none). */
   memoryLimiter?: MemoryLimiter;
+  /** Bytes of a server's csvlog read before the engine rotates it (default 16 MiB). */
+  logRotateBytes?: number;
 }
 
 /** The workspace engine: one supervised PostgreSQL 15 server per workspace under `opts.dir/<id>`. */

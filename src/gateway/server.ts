@@ -9,8 +9,9 @@ import { StartupReader, parseStartupPacket, parseOptionsEndpoint, MessageReader,
 import { BackendScanner, SSL_YES, SSL_NO, errorResponse, authenticationCleartextPassword, authenticationSASL, authenticationSASLContinue, authenticationSASLFinal, authenticationOk, parameterStatus, backendKeyData, readyForQuery } from "./protocol/backend.js";
 import { ScramServer, parseScramVerifier, deriveScramKeysAsync } from "./protocol/scram.js";
 import { TokenRejected, looksLikeJwt, type TokenVerifier, type VerifiedToken } from "./tokens.js";
-import { SessionStatements, StatementFrontendScanner, type StatementRecord } from "./statements.js";
+import { BackendSessions, PgauditDemand, SessionStatements, StatementFrontendScanner, type SessionWindow, type StatementRecord } from "./statements.js";
 import { recordsStatements, type StatementClassifier } from "../audit/sql/classify.js";
+import { decideNested, pgauditClassesFor, type NestedStatement } from "../audit/pgaudit.js";
 import { peekClientHello } from "./protocol/clienthello.js";
 import { MessagePump } from "./pump.js";
 import { BackendPool, UpstreamRefused, cancelBackend, openBackend, type Backend, type UpstreamAuth } from "./upstream.js";
@@ -25,6 +26,11 @@ export interface GatewayEngine {
   isRunning(id: string): boolean;
   getLoginInfo(id: string, role: string): Promise<{ verifier: string | null; canLogin: boolean; validUntil: Date | null; tokenLogin: boolean } | null>;
   ensureTokenRole(id: string, role: string, o: { create: boolean; grants: readonly string[] }): Promise<unknown>;
+  /** pgaudit.log's classes in force, and setting them (for statements inside functions and DO blocks); absent: no nested statements. */
+  auditClasses?(id: string): readonly string[];
+  setAuditClasses?(id: string, classes: readonly string[]): Promise<void>;
+  /** The statements pgaudit logs inside functions and DO blocks, as the engine reads them from the servers' logs. */
+  onNestedStatement?(listener: (e: NestedStatement) => void): void;
 }
 
 export interface GatewayOptions {
@@ -81,6 +87,10 @@ interface Session {
   frontend: FrontendScanner;
   /** Statement audit (levels that record statements): what was sent, matched to the server's answers. */
   statements: SessionStatements | null;
+  /** Its hold on the server session's backend (pgaudit's lines name the backend). */
+  window: SessionWindow;
+  /** Gives back the pgaudit classes the session's level needed. */
+  releaseAudit: () => void;
   ended: boolean;
 }
 
@@ -122,8 +132,20 @@ export class Gateway {
   private readonly pool = new BackendPool({ maxIdlePerKey: 16, idleTimeoutMs: 60_000, resetTimeoutMs: 5000 });
   private readonly preAuthAudit = new Map<string, { at: number; suppressed: number }>();
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Which session held which backend when (pgaudit's lines name the backend's pid). */
+  private readonly backendSessions = new BackendSessions();
+  private readonly pgaudit: PgauditDemand | null;
+  /** pgaudit lines no gateway session explains (the Data API's connections, lines read after a restart), since the last warning. */
+  private unattributedNested = 0;
+  private sweeps = 0;
 
-  constructor(private readonly o: GatewayOptions) {}
+  constructor(private readonly o: GatewayOptions) {
+    const engine = o.engine;
+    this.pgaudit = o.statements && engine.auditClasses && engine.setAuditClasses && engine.onNestedStatement
+      ? new PgauditDemand({ engine: { auditClasses: (id) => engine.auditClasses!(id), setAuditClasses: (id, c) => engine.setAuditClasses!(id, c) }, logger: o.logger })
+      : null;
+    if (this.pgaudit) engine.onNestedStatement!((e) => this.auditNested(e));
+  }
 
   async listen(host: string, port: number): Promise<number> {
     const server = createServer({ noDelay: true, pauseOnConnect: false }, (s) => this.accept(s));
@@ -218,6 +240,37 @@ export class Gateway {
         ...(r.errorMessage !== null ? { errorMessage: r.errorMessage } : {}),
         ...(r.notExecuted > 0 ? { notExecuted: r.notExecuted } : {}),
         ...(r.moreResults > 0 ? { moreResults: r.moreResults } : {}),
+      },
+    });
+  }
+
+  /**
+   * A statement pgaudit logged inside a function or DO block, joined to the gateway session that held the backend
+   * then and recorded at that session's level (its shape below the PLAINTEXT levels). Lines no session explains are
+   * counted and reported, not recorded: the platform's own connections (left out by the engine already) and the
+   * Data API's have no statement audit.
+   */
+  private auditNested(e: NestedStatement): void {
+    const classifier = this.o.statements;
+    if (!classifier) return;
+    const w = this.backendSessions.find(e.workspaceId, e.pid, e.at);
+    if (!w || w.user !== e.user || w.database !== e.database) {
+      this.unattributedNested++;
+      return;
+    }
+    if (!recordsStatements(w.level)) return;
+    const { decision, classification } = decideNested(w.level, e, classifier);
+    if (!decision.log) return;
+    const cls = classification.statements[0]!.class;
+    this.audit({
+      orgId: w.orgId, resource: { type: "Workspace", id: w.workspaceId }, peer: w.peer, user: w.user,
+      type: "DatabaseStatement", result: "SUCCESS", reason: `${cls} ${e.command}: inside a function or DO block`,
+      attributes: {
+        workspaceGroupID: w.groupId, database: w.database, sessionID: w.sessionId, nested: true,
+        statement: decision.text, plaintext: decision.plaintext, statementClasses: [cls], commands: classification.statements.map((x) => x.kind),
+        pgauditClass: e.class, pgauditCommand: e.command, statementID: e.statementId, substatementID: e.substatementId,
+        ...(e.objectType !== null ? { objectType: e.objectType } : {}), ...(e.objectName !== null ? { objectName: e.objectName } : {}),
+        serverTime: new Date(e.at).toISOString(), logLine: e.logLine,
       },
     });
   }
@@ -641,7 +694,10 @@ export class Gateway {
     // new sessions). Looked up before the client hears it is signed in, so nothing waits after that.
     const classifier = this.o.statements;
     const level = classifier ? ((await this.o.router.userAuditLevel(ws.id, user).catch(() => null)) ?? group.auditLevel) : group.auditLevel;
+    // pgaudit logs the classes this level records before the session's first statement (nested statements).
+    const releaseAudit = this.pgaudit ? await this.pgaudit.acquire(ws.id, pgauditClassesFor(level)) : () => undefined;
     if (tls.destroyed) {
+      releaseAudit();
       void this.pool.release(backend);
       return null;
     }
@@ -661,7 +717,8 @@ export class Gateway {
       id: sessionId, workspaceId: ws.id, orgId: ws.orgId, groupId: ws.groupId, user, database, peer, client: tls, backend, socketDir, pid, secret,
       started: now, lastActivity: now, bytesIn: 0, bytesOut: 0, scanner: new BackendScanner(statements ? { observer: statements.observer } : {}), readyAtLastSend: -1, pending: rest,
       frontend: statements ? new StatementFrontendScanner({ maxMessageBytes: this.o.maxMessageBytes }, statements) : new FrontendScanner({ maxMessageBytes: this.o.maxMessageBytes }),
-      statements, ended: false,
+      statements, ended: false, releaseAudit,
+      window: this.backendSessions.open({ workspaceId: ws.id, pid: backend.pid, sessionId, orgId: ws.orgId, groupId: ws.groupId, user, database, peer, level, start: now }),
     };
     s.scanner.lastReadyStatus = "I";
     this.sessions.set(s.id, s);
@@ -752,6 +809,8 @@ export class Gateway {
     if (code !== null) sendError(client, code, reason);
     else if (!client.destroyed) client.end();
     const reusable = !brokenServer && idle(s) && s.frontend.atBoundary && !server.destroyed;
+    this.backendSessions.close(s.window, reusable);
+    s.releaseAudit();
     if (reusable) void this.pool.release(s.backend);
     else this.pool.destroy(s.backend);
     this.audit({
@@ -778,6 +837,14 @@ export class Gateway {
   }
 
   private sweepIdle(): void {
+    if (++this.sweeps % 10 === 0) {
+      this.pgaudit?.sweep();
+      this.backendSessions.prune();
+      if (this.unattributedNested > 0 && this.sweeps % 60 === 0) {
+        this.o.logger.warn({ lines: this.unattributedNested }, "pgaudit lines of nested statements that no gateway session explains were not recorded (Data API connections, or lines read after a restart)");
+        this.unattributedNested = 0;
+      }
+    }
     if (this.o.idleTimeoutMs <= 0) return;
     const cutoff = Date.now() - this.o.idleTimeoutMs;
     for (const s of [...this.sessions.values()]) {

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { decide, truncate, type AuditDecision, type AuditLevel, type Classification, type StatementClassifier } from "../audit/sql/classify.js";
 import { FrontendScanner, FrontendType } from "./protocol/frontend.js";
+import type { Logger } from "../log/logger.js";
 import { BackendType, parseCommandComplete, parseErrorFields, parseRowDescription, type BackendObserver, type ResultColumn } from "./protocol/backend.js";
 
 /**
@@ -649,5 +650,181 @@ export class StatementFrontendScanner extends FrontendScanner {
 
   protected override captures(type: number): boolean {
     return super.captures(type) || (type === FrontendType.Describe && this.tracker.describes);
+  }
+}
+
+/** A client session's hold on a pooled server session: who ran what on backend `pid` from `start` to `end`. */
+export interface SessionWindow {
+  workspaceId: string;
+  pid: number;
+  sessionId: string;
+  orgId: string;
+  groupId: string;
+  user: string;
+  database: string;
+  peer: string | undefined;
+  level: AuditLevel;
+  /** When the session got the server session (ms since the epoch). */
+  start: number;
+  /** When it gave it back to the pool; Infinity when the server session was closed with it (it may still be finishing a statement). */
+  end: number;
+  /** When the client session ended (0 while it runs). */
+  closedAt: number;
+}
+
+/**
+ * Which client session held which server process when: pgaudit's lines name the backend's pid and the time,
+ * and a pooled backend serves one client session after another. A line belongs to the latest session that got
+ * the backend at or before the line's time, unless that session had already given it back. Windows are kept
+ * `retainMs` after their session ended (lines arrive a little after the statements), at most 16 per backend.
+ */
+export class BackendSessions {
+  private readonly byBackend = new Map<string, SessionWindow[]>();
+
+  constructor(private readonly retainMs = 5 * 60_000) {}
+
+  open(w: Omit<SessionWindow, "end" | "closedAt">): SessionWindow {
+    const window: SessionWindow = { ...w, end: Infinity, closedAt: 0 };
+    const key = `${w.workspaceId}\u0000${w.pid}`;
+    const list = this.byBackend.get(key) ?? [];
+    list.push(window);
+    if (list.length > 16) list.shift();
+    this.byBackend.set(key, list);
+    return window;
+  }
+
+  /** The session ended: `released` when its server session went back to the pool (a later line is not its). */
+  close(w: SessionWindow, released: boolean, now = Date.now()): void {
+    w.closedAt = now;
+    if (released) w.end = now;
+  }
+
+  /** The session that ran a line logged at `at` (ms, the log's precision) by backend `pid`, or null. */
+  find(workspaceId: string, pid: number, at: number): SessionWindow | null {
+    const list = this.byBackend.get(`${workspaceId}\u0000${pid}`);
+    if (!list) return null;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const w = list[i]!;
+      // Both clocks are the host's wall clock in whole milliseconds: a 1 ms allowance for the truncation.
+      if (w.start <= at + 1) return at <= w.end + 1 ? w : null;
+    }
+    return null;
+  }
+
+  /** Forgets windows whose session ended more than retainMs ago. */
+  prune(now = Date.now()): void {
+    for (const [key, list] of this.byBackend) {
+      const keep = list.filter((w) => w.closedAt === 0 || now - w.closedAt < this.retainMs);
+      if (keep.length === 0) this.byBackend.delete(key);
+      else if (keep.length !== list.length) this.byBackend.set(key, keep);
+    }
+  }
+
+  /** Windows held (for tests and metrics). */
+  get size(): number {
+    let n = 0;
+    for (const list of this.byBackend.values()) n += list.length;
+    return n;
+  }
+}
+
+/** What the gateway needs of the engine to set pgaudit.log. */
+export interface PgauditControl {
+  auditClasses(workspaceId: string): readonly string[];
+  setAuditClasses(workspaceId: string, classes: readonly string[]): Promise<void>;
+}
+
+/**
+ * The pgaudit classes each workspace's server must log for the gateway's sessions (pgaudit.log is one setting per
+ * server, and only a superuser may change it): grown, and applied, before a session that needs more gets its
+ * ReadyForQuery; shrunk `shrinkAfterMs` after the last session needing a class ended. Sessions at lower levels
+ * meanwhile have their lines dropped by the gateway (it filters every line by its session's level).
+ */
+export class PgauditDemand {
+  private readonly refs = new Map<string, Map<string, number>>();
+  private readonly excessSince = new Map<string, number>();
+  private readonly chains = new Map<string, Promise<void>>();
+  /** Workspaces whose classes this gateway raised (swept until they are back to none). */
+  private readonly touched = new Set<string>();
+
+  constructor(private readonly o: { engine: PgauditControl; logger: Pick<Logger, "error" | "warn">; shrinkAfterMs?: number; now?: () => number }) {}
+
+  /**
+   * A session needing `classes` starts: resolves (never rejects) once the server logs them, and answers the
+   * release to call when the session ends.
+   */
+  async acquire(workspaceId: string, classes: readonly string[]): Promise<() => void> {
+    if (classes.length === 0) return () => undefined;
+    this.touched.add(workspaceId);
+    const counts = this.refs.get(workspaceId) ?? new Map<string, number>();
+    this.refs.set(workspaceId, counts);
+    for (const c of classes) counts.set(c, (counts.get(c) ?? 0) + 1);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      for (const c of classes) {
+        const n = (counts.get(c) ?? 1) - 1;
+        if (n <= 0) counts.delete(c);
+        else counts.set(c, n);
+      }
+      if (counts.size === 0 && this.refs.get(workspaceId) === counts) this.refs.delete(workspaceId);
+    };
+    const applied = this.applied(workspaceId);
+    if (!classes.every((c) => applied.has(c))) await this.apply(workspaceId, false);
+    return release;
+  }
+
+  private applied(workspaceId: string): Set<string> {
+    try {
+      return new Set(this.o.engine.auditClasses(workspaceId));
+    } catch {
+      return new Set();
+    }
+  }
+
+  private wanted(workspaceId: string): Set<string> {
+    return new Set(this.refs.get(workspaceId)?.keys() ?? []);
+  }
+
+  /** Sets the classes wanted now (with those in force, unless shrinking), one change at a time per workspace. */
+  private apply(workspaceId: string, shrink: boolean): Promise<void> {
+    const prev = this.chains.get(workspaceId) ?? Promise.resolve();
+    const next = prev.then(async () => {
+      const target = this.wanted(workspaceId);
+      const applied = this.applied(workspaceId);
+      if (!shrink) for (const c of applied) target.add(c);
+      if (target.size === applied.size && [...target].every((c) => applied.has(c))) return;
+      try {
+        await this.o.engine.setAuditClasses(workspaceId, [...target]);
+      } catch (err) {
+        this.o.logger.error({ workspace: workspaceId, err: { message: (err as Error).message } }, "could not set pgaudit.log: statements inside functions may go unrecorded");
+      }
+    });
+    this.chains.set(workspaceId, next);
+    void next.then(() => {
+      if (this.chains.get(workspaceId) === next) this.chains.delete(workspaceId);
+    });
+    return next;
+  }
+
+  /** Periodic: lowers a server's classes once nothing has needed the extra ones for shrinkAfterMs. */
+  sweep(): void {
+    const now = (this.o.now ?? Date.now)();
+    for (const ws of [...this.touched]) {
+      const applied = this.applied(ws);
+      const wanted = this.wanted(ws);
+      if ([...applied].every((c) => wanted.has(c))) {
+        this.excessSince.delete(ws);
+        if (applied.size === 0 && wanted.size === 0) this.touched.delete(ws);
+        continue;
+      }
+      const since = this.excessSince.get(ws) ?? now;
+      this.excessSince.set(ws, since);
+      if (now - since >= (this.o.shrinkAfterMs ?? 60_000)) {
+        this.excessSince.delete(ws);
+        void this.apply(ws, true);
+      }
+    }
   }
 }

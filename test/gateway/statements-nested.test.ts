@@ -1,0 +1,116 @@
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { createTestWorkspace, gatewayClient, type TestWorkspace } from "../support/workspaces.js";
+
+let tp: TestPlatform;
+let ws: TestWorkspace;
+
+before(async () => {
+  tp = await startTestPlatform({ env: { PARHELION_WORKSPACE_FSYNC: "false" } });
+  ws = await createTestWorkspace(tp, { group: { auditLevel: "ALL-QUERIES" } });
+  await session(["create table nt (a int, b text)", "grant all on nt to public"]);
+  // Each role's own level, set before its first login (the gateway looks it up as a session starts).
+  for (const [role, level, options] of [["nt_off", "OFF", ""], ["nt_admin", "ADMIN-ONLY", ""], ["nt_plain", "ALL-QUERIES-PLAINTEXT", "createrole"]] as const) {
+    await session([`create role ${role} login ${options} password 'Nested-password-1'`]);
+    const r = await tp.call("PATCH", `/v1/workspaces/${ws.workspaceId}/users/${role}`, { body: { auditLevel: level } });
+    assert.equal(r.status, 200, r.text);
+  }
+});
+
+after(async () => {
+  await tp?.stop();
+});
+
+/** Runs statements in one session; answers what each returned. */
+async function session(sqls: string[], user?: string): Promise<any[][]> {
+  const c = gatewayClient(tp, ws, user ? { user, password: "Nested-password-1" } : {});
+  await c.connect();
+  try {
+    const out: any[][] = [];
+    for (const q of sqls) out.push((await c.query(q)).rows);
+    return out;
+  } finally {
+    await c.end();
+  }
+}
+
+/** DatabaseStatement records matching, oldest first, once there are `count` (nested ones arrive through the server's log, ~100 ms later). */
+async function records(match: (r: any) => boolean, count: number): Promise<any[]> {
+  let got: any[] = [];
+  for (const deadline = Date.now() + 8000; Date.now() < deadline; ) {
+    const r = await tp.call("GET", "/v1/auditLogs?type=DatabaseStatement&limit=1000");
+    assert.equal(r.status, 200, r.text);
+    got = (r.body.auditLogs as any[]).filter(match).reverse();
+    if (got.length >= count) return got;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  assert.fail(`${got.length} records match, wanted ${count}: ${JSON.stringify(got.map((x) => x.attributes.statement))}`);
+}
+
+const nested = (r: any) => r.attributes.nested === true;
+
+test("a DO block's and a function's inner statements are nested records of the session that ran them (a pooled backend's next session gets its own), literals never in clear below PLAINTEXT", async () => {
+  const [[first]] = (await session(["select pg_backend_pid() as pid", "do $$ begin insert into nt values (1, 'do-literal-1'); end $$"])) as [[{ pid: number }]];
+  await new Promise((r) => setTimeout(r, 200)); // the backend goes back to the pool
+  const [[second]] = (await session([
+    "select pg_backend_pid() as pid",
+    "create function nt_fn(x int) returns int language plpgsql as $$ begin insert into nt values (x, 'fn-literal-2'); return x; end $$",
+    "select nt_fn(2)",
+  ])) as [[{ pid: number }]];
+  assert.equal(first.pid, second.pid, "the second session ran on the pooled backend of the first (the case to tell apart)");
+  const rs = await records((r) => nested(r), 3);
+  assert.deepEqual(rs.map((r) => [r.attributes.statement, r.attributes.statementClasses, r.attributes.pgauditCommand, r.attributes.objectName ?? null, r.attributes.plaintext]), [
+    ["insert into nt values ($1, $2)", ["WRITE"], "INSERT", null, false],
+    ["select nt_fn($1)", ["FUNCTION"], "EXECUTE", "public.nt_fn", false],
+    ["insert into nt values (x, $1)", ["WRITE"], "INSERT", null, false],
+  ]);
+  const [doRecord] = await records((r) => !nested(r) && r.attributes.commands[0] === "DoStmt", 1);
+  const [callRecord] = await records((r) => !nested(r) && r.attributes.statement === "select nt_fn($1)", 1);
+  assert.equal(rs[0].attributes.sessionID, doRecord.attributes.sessionID, "the DO block's session");
+  assert.equal(rs[2].attributes.sessionID, callRecord.attributes.sessionID, "the function call's session");
+  assert.notEqual(doRecord.attributes.sessionID, callRecord.attributes.sessionID);
+  for (const r of rs) {
+    assert.equal(r.type, "DatabaseStatement");
+    assert.equal(r.attributes.databaseUser, "admin");
+    assert.equal(r.attributes.database, "postgres");
+    assert.equal(r.attributes.workspaceGroupID, ws.groupId);
+    assert.equal(r.sourceIP, "127.0.0.1");
+    assert.ok(r.attributes.substatementID > 1 && Date.parse(r.attributes.serverTime) > 0);
+  }
+  assert.equal(rs.filter((r) => r.attributes.statementClasses[0] === "WRITE").length, 2, "the top-level statements are the gateway's records, not duplicated from the log");
+  const json = JSON.stringify(await records(() => true, 1));
+  assert.ok(!json.includes("do-literal-1") && !json.includes("fn-literal-2"), "no literal below the PLAINTEXT levels");
+});
+
+test("each session's level applies to its nested statements: none at OFF, DDL and role changes only at ADMIN-ONLY, texts in clear at PLAINTEXT except a password", async () => {
+  const before = (await records(nested, 0)).length;
+  const both = "do $$ begin insert into nt values (3, 'lvl'); execute 'create temp table ' || current_user || '_t (a int)'; end $$";
+  await session([both], "nt_off");
+  await session([both], "nt_admin");
+  await session([both, "do $$ begin execute 'create role nt_made login password ''never-in-clear-pw'''; end $$"], "nt_plain");
+  // A later line of an ALL-QUERIES session: once it is recorded, every line before it has been read.
+  await session(["do $$ begin insert into nt values (4, 'marker'); end $$"]);
+  const rs = (await records(nested, before + 5)).slice(before);
+  assert.deepEqual(rs.map((r) => [r.attributes.databaseUser, r.attributes.statement, r.attributes.plaintext]), [
+    ["nt_admin", "create temp table nt_admin_t (a int)", false],
+    ["nt_plain", "insert into nt values (3, 'lvl')", true],
+    ["nt_plain", "create temp table nt_plain_t (a int)", true],
+    ["nt_plain", "create role nt_made login password <REDACTED>", false], // pgaudit redacts it; and a secret is never recorded in clear
+    ["admin", "insert into nt values ($1, $2)", false],
+  ]);
+  assert.ok(!JSON.stringify(rs).includes("never-in-clear-pw"));
+});
+
+test("pgaudit.log follows the gateway's sessions: the classes their levels need are in force while they run", async () => {
+  const engine = tp.platform.engine;
+  const c = gatewayClient(tp, ws);
+  await c.connect();
+  try {
+    assert.deepEqual([...engine.auditClasses(ws.workspaceId)].sort(), ["ddl", "function", "misc", "misc_set", "read", "role", "write"]);
+    const r = await c.query("select current_setting('pgaudit.log') as v");
+    assert.equal(r.rows[0].v, "ddl,function,misc,misc_set,read,role,write");
+  } finally {
+    await c.end();
+  }
+});
