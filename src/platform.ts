@@ -181,7 +181,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     auditLog = audit;
     stack.push({ name: "audit", stop: () => audit.close() });
     const auditSinks = new AuditSinks({ db, keys: keyring, pipeline: auditPipeline, signing: auditSigning });
-    await auditPipeline.start(await auditSinks.definitions());
+    await auditPipeline.start(await auditSinks.definitions((sinkId, err) => logger.error({ component: "audit-pipeline", sinkId, err: { message: (err as Error).message } }, "audit sink not started: its keys cannot be opened by this process")));
     // Statement records (one per statement at the query levels) go to the organization's streams without a
     // store row each when it has an organization-wide file sink (every organization starts with one).
     const dataPlaneAudit: Pick<AuditLog, "record"> = {

@@ -104,7 +104,8 @@ export class SparePool {
       } catch (err) {
         if (!abort.signal.aborted) this.opts.logger.warn({ err: { message: (err as Error).message } }, "could not prepare a spare workspace data directory; creates will run initdb");
       } finally {
-        rmSync(scratch, { recursive: true, force: true });
+        // A killed initdb may still be writing as it dies (ENOTEMPTY): retry the removal a few times.
+        rmSync(scratch, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
       }
     })().finally(() => {
       if (this.filling === p) this.filling = undefined;

@@ -393,7 +393,7 @@ class SinkRunner {
           this.p.stateChanged();
         }
       }, (err: unknown) => {
-        if (!this.signingUnavailable) {
+        if (!this.signingUnavailable && !this.stop.signal.aborted) {
           this.signingUnavailable = true;
           this.o.logger.error({ sinkId: this.def.id, err: { message: safeError(err) } }, "audit checkpoints cannot be signed: the signing key is unavailable");
           this.p.stateChanged();
@@ -586,6 +586,8 @@ class SinkRunner {
 
   /** Stops the loop (a last checkpoint first); waits for an attempt in flight. */
   async close(): Promise<void> {
+    // The last checkpoint needs the signing key: open it now if it is not in memory (no error if it cannot be).
+    if (this.unsealedSince !== null && !this.o.signing.cachedPrivateKey(this.def.orgId)) await this.o.signing.privateKey(this.def.orgId).catch(() => null);
     this.tick(true);
     this.stop.abort();
     this.wake?.();

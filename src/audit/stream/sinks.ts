@@ -187,17 +187,32 @@ export class AuditSinks {
           reason: "the organization's default audit sink: encrypted files under the data directory", attributes: { sinkName: "default", sinkType: "file", failMode: "open", workspaceGroupID: null, secretsSet: [] },
         });
       } catch (err) {
-        if (!(err instanceof ParhelionError && err.code === "ERR_CONFLICT")) throw err; // another process made it
+        if (err instanceof ParhelionError && err.code === "ERR_CONFLICT") continue; // another process made it
+        // The organization's keys are not this process's to open (another control plane's local root key, or a
+        // disabled one): no sink is made here; its records stay in the store.
+        if (err instanceof ParhelionError && err.code === "ERR_KEY_UNAVAILABLE") continue;
+        throw err;
       }
     }
     return made;
   }
 
-  /** Every sink to run at start. */
-  async definitions(): Promise<SinkDefinition[]> {
+  /**
+   * Every sink to run at start. A sink whose secrets or file key cannot be opened (its organization's keys are
+   * unavailable to this process: a disabled root key, or another control plane's local root key) is left out and
+   * reported; the organization's statement records then go to the store, and its other records stay there too.
+   */
+  async definitions(onUnavailable?: (sinkId: string, err: unknown) => void): Promise<SinkDefinition[]> {
     const rows = await this.o.db.selectFrom("audit_sinks").select("id").where("deleted_at", "is", null).orderBy("created_at").execute();
     const out: SinkDefinition[] = [];
-    for (const r of rows) out.push(await this.definition(r.id));
+    for (const r of rows) {
+      try {
+        out.push(await this.definition(r.id));
+      } catch (err) {
+        if (!(err instanceof ParhelionError && err.code === "ERR_KEY_UNAVAILABLE")) throw err;
+        onUnavailable?.(r.id, err);
+      }
+    }
     return out;
   }
 
