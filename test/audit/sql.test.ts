@@ -134,11 +134,14 @@ test("fuzz: no input makes the lexer or the classifier throw, and constants neve
   const word = fc.stringMatching(/^[a-z]{3,12}$/);
   fc.assert(
     fc.property(fc.integer({ min: 100_000, max: 2 ** 31 }), fc.string({ minLength: 6, maxLength: 30 }).filter((v) => /^[A-Za-z0-9 !#%&()*+,./:;<=>?@^_`{|}~-]+$/.test(v) && /[A-Za-z]{3}/.test(v)), word, (n, v, col) => {
+      const expected = `select ${col} from t where a = $1 and b = $2 and c = $3`;
+      // A value that is itself part of the statement's text (a column named like it) proves nothing either way.
+      fc.pre(!expected.includes(v));
       const sql = `select ${col} from t where a = ${n} and b = '${v.replace(/'/g, "''")}' and c = $$${v}$$`;
       const shape = shapeOf(sql).text;
       assert.ok(!shape.includes(String(n)), shape);
       assert.ok(!shape.includes(v), shape);
-      assert.equal(shape, `select ${col} from t where a = $1 and b = $2 and c = $3`);
+      assert.equal(shape, expected);
     }),
     { numRuns: 2000 },
   );
