@@ -10,7 +10,7 @@ import { BackendScanner, SSL_YES, SSL_NO, errorResponse, authenticationCleartext
 import { ScramServer, parseScramVerifier, deriveScramKeysAsync } from "./protocol/scram.js";
 import { TokenRejected, looksLikeJwt, type TokenVerifier, type VerifiedToken } from "./tokens.js";
 import { BackendSessions, PgauditDemand, SessionStatements, StatementFrontendScanner, type SessionWindow, type StatementRecord } from "./statements.js";
-import { recordsStatements, type StatementClassifier } from "../audit/sql/classify.js";
+import { recordsStatements, type Classification, type StatementClassifier } from "../audit/sql/classify.js";
 import { decideNested, pgauditClassesFor, type NestedStatement } from "../audit/pgaudit.js";
 import { peekClientHello } from "./protocol/clienthello.js";
 import { MessagePump } from "./pump.js";
@@ -105,6 +105,24 @@ function idle(s: Session): boolean {
   return s.scanner.readyForQuery > s.readyAtLastSend && s.scanner.lastReadyStatus === "I" && s.scanner.atBoundary;
 }
 const PRE_AUTH_AUDIT_WINDOW_MS = 10_000;
+
+/**
+ * A classification's summary for its records (its classes, commands and a reason text), computed once per
+ * classification: the classifier caches classifications by shape, so a workload's few forms are described once.
+ * The arrays are shared by every record of that form and never mutated.
+ */
+const described = new WeakMap<Classification["statements"], { what: string; classes: string[]; commands: string[] }>();
+function describeClassification(c: Classification): { what: string; classes: string[]; commands: string[] } {
+  // Keyed by the statements array: the classifier's cache hands out copies of a classification that share it.
+  let d = described.get(c.statements);
+  if (!d) {
+    const classes = c.statements.map((x) => x.class);
+    const commands = c.statements.map((x) => x.kind);
+    d = { what: `${[...new Set(classes)].join(",") || "PARSE-FAILURE"} ${commands.join(",")}`.trim(), classes, commands };
+    described.set(c.statements, d);
+  }
+  return d;
+}
 
 function sendError(socket: Socket | TLSSocket, code: ErrorCode, message?: string, hint?: string): void {
   if (socket.destroyed) return;
@@ -227,13 +245,13 @@ export class Gateway {
   /** A DatabaseStatement record: what the session sent, at its level, with the outcome the server answered. */
   private auditStatement(base: { orgId: string; resource: { type: string; id: string }; peer: string | undefined; user: string; attributes: Record<string, unknown> }, sessionId: string, r: StatementRecord): void {
     const c = r.classification;
-    const what = `${[...new Set(c.statements.map((x) => x.class))].join(",") || "PARSE-FAILURE"} ${c.statements.map((x) => x.kind).join(",")}`.trim();
+    const { what, classes, commands } = describeClassification(c);
     this.audit({
       ...base, type: "DatabaseStatement", result: r.outcome === "completed" || r.outcome === "suspended" ? "SUCCESS" : "FAILURE",
       reason: `${what}: ${r.outcome}${r.sqlstate !== null ? ` (${r.sqlstate})` : ""}`,
       attributes: {
         ...base.attributes, sessionID: sessionId, protocol: r.protocol, statement: r.decision.text, plaintext: r.decision.plaintext,
-        statementClasses: c.statements.map((x) => x.class), commands: c.statements.map((x) => x.kind),
+        statementClasses: classes, commands,
         ...(c.parseError !== null ? { parseError: c.parseError } : {}),
         outcome: r.outcome, rows: r.rows, durationMs: r.durationMs, results: r.results,
         ...(r.sqlstate !== null ? { sqlstate: r.sqlstate } : {}),
@@ -710,8 +728,10 @@ export class Gateway {
     tls.write(Buffer.concat(parts));
     const now = Date.now();
     const sessionId = randomUUID();
+    // The person behind a platform credential, on each of the session's statement records too.
+    const statementBase = token?.platform ? { ...base, attributes: { ...base.attributes, platformPrincipalID: token.platform.principalId, platformEmail: token.platform.email } } : base;
     const statements = classifier && recordsStatements(level) ? new SessionStatements({
-      level, classifier, record: (r) => this.auditStatement(base, sessionId, r),
+      level, classifier, record: (r) => this.auditStatement(statementBase, sessionId, r),
     }) : null;
     const s: Session = {
       id: sessionId, workspaceId: ws.id, orgId: ws.orgId, groupId: ws.groupId, user, database, peer, client: tls, backend, socketDir, pid, secret,

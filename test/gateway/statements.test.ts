@@ -18,7 +18,7 @@ after(async () => {
 /** The DatabaseStatement records so far (audit records are written asynchronously: waits for `count`). */
 async function statements(count: number): Promise<any[]> {
   let got: any[] = [];
-  for (const deadline = Date.now() + 5000; Date.now() < deadline; ) {
+  for (const deadline = Date.now() + 15_000; Date.now() < deadline; ) {
     const r = await tp.call("GET", "/v1/auditLogs?type=DatabaseStatement&limit=200");
     assert.equal(r.status, 200, r.text);
     got = (r.body.auditLogs as any[]).reverse();

@@ -241,6 +241,11 @@ describe("short-lived platform credentials", () => {
     await c.connect();
     await c.query("create table if not exists cred_probe(x int); insert into cred_probe values (1)");
     await c.end();
+    // Its statement records (DDL at the default level) name the person behind the credential too.
+    const stmt = await auditRecord("DatabaseStatement", (a) => typeof a.attributes?.statement === "string" && a.attributes.statement.includes("cred_probe"));
+    assert.ok(stmt, "the session's DDL is recorded");
+    assert.equal(stmt.attributes.platformPrincipalID, rec.attributes.platformPrincipalID);
+    assert.equal(stmt.attributes.databaseUser, r.body.databaseUser);
 
     assert.equal((await tp.call("POST", `/v1/workspaces/${ws.workspaceId}/credentials`, { body: { ttlSeconds: 3600 } })).status, 400, "at most 15 minutes");
     // For one workspace only; another user's name is refused; a tampered token is refused.
