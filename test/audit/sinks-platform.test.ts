@@ -172,15 +172,15 @@ test("failMode open serves on while a sink is down; closed: while the required s
     await open.connect();
     assert.equal((await open.query("select 1 as one")).rows[0].one, 1);
 
-    hook.mode = 503;
     const c2 = gatewayClient(tp, ws);
-    await c2.connect(); // its login record (in the group's scope) is one the sink cannot deliver
+    await c2.connect();
+    hook.mode = 503;
+    await c2.end(); // its disconnect record (in the group's scope) is one the sink cannot deliver
     await until("down", async () => (await tp.call("GET", `/v1/auditSinks/${sink.body.auditSinkID}`)).body.status.state === "down");
     const refused = gatewayClient(tp, ws);
     await assert.rejects(refused.connect(), (err: { code?: string; message?: string }) => err.code === "57P03" && /audit/.test(err.message ?? ""));
     await assert.rejects(open.query("select 2"), (err: { code?: string; message?: string }) => /audit/.test(err.message ?? "") || err.code === "57P03" || /terminated|closed/i.test(err.message ?? ""));
     await open.end().catch(() => undefined);
-    await c2.end().catch(() => undefined);
     const denied = await tp.call("GET", "/v1/auditLogs?type=DatabaseLoginFailure");
     assert.ok(denied.body.auditLogs.some((l: { reason: string }) => /failMode closed/.test(l.reason)), "the refusal is recorded");
 
