@@ -41,6 +41,9 @@ test("autoSuspend: a workspace with an open session stays up; idle for suspendAf
   const logs = await tp.call("GET", "/v1/auditLogs?type=WorkspaceAutoSuspend");
   assert.equal(logs.body.auditLogs.length, 1);
   assert.equal(logs.body.auditLogs[0].resourceID, ws.workspaceId);
+  // Back to the real time first: with the clock still two minutes ahead, the resumed workspace is idle at
+  // once and the next pass may suspend it again before the poll sees it ACTIVE.
+  offsetMs = 0;
   const r = await tp.call("POST", `/v1/workspaces/${ws.workspaceId}/resume`);
   assert.equal(r.status, 200);
   await waitForState(tp, ws.workspaceId, "ACTIVE");
