@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, appendFileSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, appendFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { checkpointLine, GENESIS, recordLine, verifyStream, type StreamHead } from "../../src/audit/stream/format.js";
@@ -344,6 +344,51 @@ test("pipeline: a file sink rotates, seals on a timer, keeps no plaintext, and a
     assert.equal(t.receiver.received.filter((l) => l.includes(`"kind":"record"`)).length, 1000);
     await t.pipeline.stop();
     assert.equal(logLines.join("\n").includes(CANARY), false, "record contents never logged");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("pipeline: a sink whose files were altered starts down (the platform starts; closed blocks its scope); a disabled sink writes nothing and keeps its files readable", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "ph-pipe-"));
+  try {
+    const t = setup(dir);
+    const file = sink({ kind: "file", failMode: "closed", settings: { ...DEFAULT_STREAM_SETTINGS, checkpointEvery: 100_000, checkpointSeconds: 3600 } });
+    await t.pipeline.start([file]);
+    t.pipeline.publish(t.store.commit(20));
+    await t.pipeline.stop();
+    const seg = readdirSync(join(dir, file.id)).find((f) => f.endsWith(".seg"))!;
+    const bytes = readFileSync(join(dir, file.id, seg));
+    bytes[bytes.length - 20] = bytes[bytes.length - 20]! ^ 0xff; // one bit of the last frame's ciphertext
+    writeFileSync(join(dir, file.id, seg), bytes);
+
+    const t2 = setup(dir, { store: t.store });
+    await t2.pipeline.start([file]); // does not throw
+    const st = t2.pipeline.status(file.id)!;
+    assert.equal(st.state, "down");
+    assert.match(st.lastError ?? "", /authentication/);
+    assert.equal(t2.pipeline.isBlocked(ORG_A, null), true, "a closed sink that cannot record blocks its scope");
+    t2.pipeline.publish(t.store.commit(5));
+    assert.equal(t2.pipeline.status(file.id)!.dropped, 5);
+    await t2.pipeline.stop();
+
+    const other = sink({ kind: "file" });
+    const t3 = setup(dir, { store: t.store });
+    await t3.pipeline.start([other]);
+    t3.pipeline.publish(t.store.commit(10));
+    await t3.pipeline.flushed();
+    const head = t3.pipeline.status(other.id)!.streamHead.seq;
+    assert.equal(head, 10);
+    await t3.pipeline.add({ ...other, enabled: false }); // the running sink stops with a last checkpoint
+    const paused = t3.pipeline.status(other.id)!.streamHead.seq;
+    assert.equal(paused, 11);
+    t3.pipeline.publish(t.store.commit(10));
+    assert.equal(t3.pipeline.publishDirect({ type: "DatabaseStatement", source: "Gateway", result: "SUCCESS", orgId: ORG_A, actor: { type: "databaseUser" }, reason: "x" }), false, "no enabled file sink: statements go to the store");
+    await t3.pipeline.flushed();
+    assert.equal(t3.pipeline.status(other.id)!.state, "disabled");
+    assert.equal(t3.pipeline.status(other.id)!.streamHead.seq, paused, "nothing written while disabled");
+    assert.equal([...t3.pipeline.lines(other.id)!].length, paused, "its files stay readable");
+    await t3.pipeline.stop();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -249,13 +249,39 @@ class SinkRunner {
     return this.def.kind !== "file";
   }
 
+  /**
+   * Opens the stream and catches up. A sink that cannot start (its files unreadable or altered, the store
+   * unreachable) does not stop the platform: it is down, with the error, drops what it is given (counted), and
+   * a failMode closed sink blocks its scope as any sink that cannot record does.
+   */
   async start(): Promise<void> {
+    try {
+      await this.open();
+    } catch (err) {
+      this.backlog = null;
+      this.broken = true;
+      this.fail(err);
+    }
+  }
+
+  /** Set when start() failed: nothing is written to this stream until the sink is started again. */
+  private broken = false;
+
+  private async open(): Promise<void> {
     const last = this.log.open();
     if (last !== null) {
       const parsed = JSON.parse(last) as { seq: number; hash: string; kind: string; record?: { seq: string }; checkpoint?: { storeSeq?: string } };
       this.head = { seq: parsed.seq, hash: parsed.hash };
       this.storeSeq = BigInt(parsed.kind === "record" ? parsed.record!.seq : (parsed.checkpoint?.storeSeq ?? "0"));
       if (parsed.kind === "checkpoint") this.sealed = parsed.seq;
+    }
+    if (!this.def.enabled) {
+      // Paused: its files stay readable (export), nothing is written; enabled again, it resumes from the store where it stopped.
+      this.backlog = null;
+      this.acked = this.head.seq;
+      this.state = "disabled";
+      this.p.stateChanged();
+      return;
     }
     this.acked = this.remote ? Math.max(this.readCursor(), (this.log.firstSeq ?? this.head.seq + 1) - 1) : this.head.seq;
     if (last === null) this.storeSeq = await this.o.store.head(); // a new stream starts at the store's head
@@ -264,8 +290,7 @@ class SinkRunner {
     const waiting = this.backlog ?? [];
     this.backlog = null;
     this.append(waiting);
-    if (!this.def.enabled) this.state = "disabled";
-    else if (this.remote) {
+    if (this.remote) {
       this.transport = this.o.transport(this.def.kind as Exclude<SinkKind, "file">, this.def.config, this.def.secrets);
       this.state = this.acked >= this.head.seq ? "up" : "starting";
       this.loop = this.deliverLoop();
@@ -305,6 +330,11 @@ class SinkRunner {
 
   /** Live records (from the store's writer, or direct), in order. */
   append(records: Prepared[]): void {
+    if (!this.def.enabled) return;
+    if (this.broken) {
+      this.dropped += records.filter((r) => inScope(this.def, r.f)).length;
+      return;
+    }
     if (this.backlog !== null) {
       for (const r of records) if (inScope(this.def, r.f)) this.backlog.push(r);
       return;
