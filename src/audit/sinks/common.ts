@@ -22,6 +22,29 @@ export function parseSinkConfig<S extends z.ZodType>(schema: S, value: unknown, 
 }
 
 /** One or more PEM certificates, each of which node:crypto parses; trusted in addition to the system's CAs. */
+/**
+ * An absolute https:// URL (audit records never travel in plaintext) without user:password@ (credentials are
+ * secrets, `credentialsHint` says where they go) or a #fragment; a query string only where `allowQuery`.
+ */
+export function httpsUrlField(o: { allowQuery: boolean; credentialsHint: string }) {
+  return z
+    .string()
+    .max(2048)
+    .superRefine((s, ctx) => {
+      let u: URL;
+      try {
+        u = new URL(s);
+      } catch {
+        ctx.addIssue({ code: "custom", message: "must be an absolute https:// URL" });
+        return;
+      }
+      if (u.protocol !== "https:") ctx.addIssue({ code: "custom", message: `must be an https:// URL, not ${u.protocol}// (audit records are never sent in plaintext)` });
+      if (u.username !== "" || u.password !== "") ctx.addIssue({ code: "custom", message: `must not carry credentials (user:password@); ${o.credentialsHint}` });
+      if (!o.allowQuery && u.search !== "") ctx.addIssue({ code: "custom", message: "must not have a query string" });
+      if (u.hash !== "") ctx.addIssue({ code: "custom", message: "must not have a #fragment" });
+    });
+}
+
 export const caPemField = z
   .string()
   .max(256 * 1024)

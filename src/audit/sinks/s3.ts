@@ -3,7 +3,7 @@ import { Agent as HttpsAgent } from "node:https";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { z } from "zod";
 import { DeliveryError, type SinkTransport, type StreamBatch } from "../stream/transport.js";
-import { caPemField, certificateError, checkBatch, errorText, ndjson, networkFailure, parseSinkConfig, trustedCas } from "./common.js";
+import { caPemField, httpsUrlField, certificateError, checkBatch, errorText, ndjson, networkFailure, parseSinkConfig, trustedCas } from "./common.js";
 
 /** S3 bucket naming rules (general purpose buckets): 3-63 lower-case letters, digits, dots and hyphens. */
 const BUCKET = /^(?!\d+\.\d+\.\d+\.\d+$)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
@@ -11,20 +11,7 @@ const BUCKET = /^(?!\d+\.\d+\.\d+\.\d+$)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-
 /** An S3 sink's settings. The secret access key is not here: see S3Secrets. */
 export const s3SinkConfig = z
   .object({
-    endpoint: z
-      .string()
-      .max(2048)
-      .superRefine((s, ctx) => {
-        let u: URL;
-        try {
-          u = new URL(s);
-        } catch {
-          ctx.addIssue({ code: "custom", message: "must be an absolute https:// URL" });
-          return;
-        }
-        if (u.protocol !== "https:") ctx.addIssue({ code: "custom", message: `must be an https:// URL, not ${u.protocol}// (audit records are never sent in plaintext)` });
-        if (u.username !== "" || u.password !== "" || u.search !== "" || u.hash !== "") ctx.addIssue({ code: "custom", message: "must not carry credentials, a query string or a fragment" });
-      })
+    endpoint: httpsUrlField({ allowQuery: false, credentialsHint: "the access key is accessKeyId and the secret secretAccessKey" })
       .optional()
       .describe("An https:// endpoint of an S3-compatible store instead of AWS's regional one."),
     region: z.string().regex(/^[a-z0-9-]{1,32}$/, { message: "must be a region name (lower-case letters, digits, '-')" }),

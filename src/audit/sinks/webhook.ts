@@ -4,7 +4,7 @@ import { Agent, request } from "undici";
 import { z } from "zod";
 import { ParhelionError } from "../../lib/errors.js";
 import { DeliveryError, type SinkTransport, type StreamBatch } from "../stream/transport.js";
-import { caPemField, checkBatch, ndjson, networkFailure, parseSinkConfig, trustedCas } from "./common.js";
+import { caPemField, httpsUrlField, checkBatch, ndjson, networkFailure, parseSinkConfig, trustedCas } from "./common.js";
 
 /** RFC 9110 §5.6.2 token. */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/;
@@ -46,21 +46,7 @@ function headersField(credentialsAllowed: boolean) {
 /** A webhook sink's settings. The signing secret and credential headers are not here: see WebhookSecrets. */
 export const webhookSinkConfig = z
   .object({
-    url: z
-      .string()
-      .max(2048)
-      .superRefine((s, ctx) => {
-        let u: URL;
-        try {
-          u = new URL(s);
-        } catch {
-          ctx.addIssue({ code: "custom", message: "must be an absolute https:// URL" });
-          return;
-        }
-        if (u.protocol !== "https:") ctx.addIssue({ code: "custom", message: `must be an https:// URL, not ${u.protocol}// (audit records are never sent in plaintext)` });
-        if (u.username !== "" || u.password !== "") ctx.addIssue({ code: "custom", message: "must not carry credentials (user:password@); pass them as the secret header:Authorization" });
-        if (u.hash !== "") ctx.addIssue({ code: "custom", message: "must not have a #fragment" });
-      })
+    url: httpsUrlField({ allowQuery: true, credentialsHint: "pass them as the secret header:Authorization" })
       .describe("https:// URL batches are POSTed to. Redirects are not followed."),
     caPem: caPemField.optional(),
     headers: headersField(false).optional().describe("Extra request headers (not credentials: those are secrets)."),

@@ -76,12 +76,6 @@ export function lineSeq(line: string): number {
   return Number(line.slice(at + 6, end));
 }
 
-/** `at` of a line written by this module, as ms since the epoch (NaN if absent). */
-export function lineTime(line: string): number {
-  const at = line.indexOf(`"at":"`);
-  return at < 0 ? NaN : Date.parse(line.slice(at + 6, at + 30));
-}
-
 // ---- Verification ----
 
 export type StreamProblemKind = "malformed" | "modified" | "broken-link" | "deleted" | "inserted" | "reordered" | "bad-signature" | "unknown-key" | "truncated" | "unsealed-tail" | "mixed-streams";

@@ -796,7 +796,4 @@ export class AuditPipeline {
     this.timer = null;
     for (const id of [...this.runners.keys()]) await this.remove(id, false);
   }
-
-  /** For the record type's docs and tests. */
-  static readonly EVENT_TYPES = ["AuditSinkDown", "AuditSinkRecovered", "AuditSinkSpoolHighWater", "AuditSinkRecordsDropped", "AuditSinkFilesPruned"] as const;
 }

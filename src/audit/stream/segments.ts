@@ -11,7 +11,7 @@
  */
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from "node:crypto";
 import { open, type FileHandle } from "node:fs/promises";
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, ftruncateSync, writeSync, chmodSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, ftruncateSync, writeSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 
 const MAGIC = Buffer.from("PHAUDSG1", "ascii");
@@ -364,14 +364,6 @@ export class SegmentLog {
     return removed;
   }
 
-  /** Segment files and their sizes (for status and tests). */
-  files(): Array<{ path: string; bytes: number; firstSeq: number; lastSeq: number }> {
-    return this.segments.map((s) => {
-      const f = s.frames[s.frames.length - 1];
-      return { path: s.path, bytes: s.bytes, firstSeq: s.firstSeq, lastSeq: f ? f.firstSeq + f.count - 1 : s.firstSeq - 1 };
-    });
-  }
-
   /** Waits for queued writes and closes the file. */
   async close(): Promise<void> {
     await this.flushed();
@@ -386,11 +378,5 @@ export class SegmentLog {
     rmSync(this.o.dir, { recursive: true, force: true });
     this.segments = [];
     this.totalBytes = 0;
-  }
-
-  /** Size on disk of a directory's segments without opening it. */
-  static sizeOf(dir: string): number {
-    if (!existsSync(dir)) return 0;
-    return readdirSync(dir).filter((n) => NAME_RE.test(n)).reduce((s, n) => s + statSync(join(dir, n)).size, 0);
   }
 }

@@ -4,6 +4,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { createTransport, S3Transport, s3ObjectKey } from "../../../src/audit/sinks/index.js";
 import { s3Failure } from "../../../src/audit/sinks/s3.js";
+import { rejectsDelivery } from "./helpers.js";
 import { DeliveryError, type SinkTransport, type StreamBatch } from "../../../src/audit/stream/transport.js";
 import { ParhelionError } from "../../../src/lib/errors.js";
 import { startTestS3, type TestS3 } from "../../support/s3-server.js";
@@ -28,18 +29,6 @@ function transport(config: Record<string, unknown> = {}, secretAccessKey = s3.se
 
 function batch(streamId: string, firstSeq: number, lines: string[], firstAt: number): StreamBatch {
   return { streamId, firstSeq, lastSeq: firstSeq + lines.length - 1, lines, firstAt, lastAt: firstAt + 5 };
-}
-
-async function rejectsDelivery(p: Promise<void>, retryable: boolean, message: RegExp): Promise<DeliveryError> {
-  let caught: unknown;
-  await assert.rejects(p, (err: unknown) => {
-    caught = err;
-    return true;
-  });
-  assert.ok(caught instanceof DeliveryError, `expected a DeliveryError, got ${String(caught)}`);
-  assert.equal(caught.retryable, retryable, caught.message);
-  assert.match(caught.message, message);
-  return caught;
 }
 
 async function read(key: string): Promise<{ body: string; contentType: string | undefined; metadata: Record<string, string> | undefined }> {

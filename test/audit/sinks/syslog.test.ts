@@ -5,6 +5,7 @@ import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createTransport, escapeSdParam, SyslogTransport } from "../../../src/audit/sinks/index.js";
 import { syslogMessage } from "../../../src/audit/sinks/syslog.js";
+import { rejectsDelivery } from "./helpers.js";
 import { DeliveryError, type SinkTransport, type StreamBatch } from "../../../src/audit/stream/transport.js";
 import { checkpointLine, GENESIS, recordLine } from "../../../src/audit/stream/format.js";
 import type { AuditLogView } from "../../../src/audit/types.js";
@@ -43,19 +44,6 @@ function view(seq: number, result: "SUCCESS" | "DENIED" | "FAILURE", reason: str
     userID: null, userEmail: "zoë@example.com", userType: "Customer", resourceType: null, resourceID: null, sourceIP: "192.0.2.1", requestID: null,
     attributes: { note: 'a ] b \\ c "d"', createdAt: "1999-01-01T00:00:00.000Z" }, seq: String(seq),
   };
-}
-
-/** A DeliveryError with the given retryability. */
-async function rejectsDelivery(p: Promise<void>, retryable: boolean, message: RegExp): Promise<DeliveryError> {
-  let caught: unknown;
-  await assert.rejects(p, (err: unknown) => {
-    caught = err;
-    return true;
-  });
-  assert.ok(caught instanceof DeliveryError, `expected a DeliveryError, got ${String(caught)}`);
-  assert.equal(caught.retryable, retryable, caught.message);
-  assert.match(caught.message, message);
-  return caught;
 }
 
 test("delivers each line as one RFC 5424 message, in order, in octet-counted frames that parse back exactly", async () => {

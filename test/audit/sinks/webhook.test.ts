@@ -2,6 +2,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac, randomBytes, randomUUID } from "node:crypto";
 import { createTransport, verifyWebhookSignature, WebhookTransport } from "../../../src/audit/sinks/index.js";
+import { rejectsDelivery } from "./helpers.js";
 import { DeliveryError, type SinkTransport, type StreamBatch } from "../../../src/audit/stream/transport.js";
 import { ParhelionError } from "../../../src/lib/errors.js";
 import { startBlackhole } from "../../support/syslog-server.js";
@@ -35,18 +36,6 @@ const lines = [
   JSON.stringify({ seq: "6", createdAt: "2025-06-01T00:00:00.500Z", result: "DENIED", reason: 'quote " bracket ] backslash \\ newline\n' }),
   JSON.stringify({ seq: "7", kind: "checkpoint" }),
 ];
-
-async function rejectsDelivery(p: Promise<void>, retryable: boolean, message: RegExp): Promise<DeliveryError> {
-  let caught: unknown;
-  await assert.rejects(p, (err: unknown) => {
-    caught = err;
-    return true;
-  });
-  assert.ok(caught instanceof DeliveryError, `expected a DeliveryError, got ${String(caught)}`);
-  assert.equal(caught.retryable, retryable, caught.message);
-  assert.match(caught.message, message);
-  return caught;
-}
 
 test("POSTs the batch as NDJSON with stream, seq and an HMAC signature a receiver can verify", async () => {
   server.mode = "ok";
