@@ -199,7 +199,7 @@ async function run(o: Options): Promise<boolean> {
 
   // The volume, registered for cleanup before the servers in it, so it is undone after them.
   const key = randomBytes(64);
-  const vol = new EncryptedVolume({ dataDir: root, groupId: randomUUID(), sizeBytes: o.imageGiB * 1024 ** 3, account, logger });
+  const vol = new EncryptedVolume({ dataDir: root, groupId: randomUUID(), sizeBytes: o.imageGiB * 1024 ** 3, logger });
   onCleanup("encrypted volume", async () => {
     try {
       await vol.destroy();

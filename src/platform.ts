@@ -32,6 +32,7 @@ import { Gateway } from "./gateway/server.js";
 import { DataApi } from "./gateway/dataApi.js";
 import { InflightTracker, type Services } from "./api/context.js";
 import { Keyring, attachKeyring, createKeyProvider, encryptLegacySecrets } from "./kms/index.js";
+import { checkVolumeSupport, createGroupStorage, type GroupStorage, type VolumeEncryption } from "./volumes/groups.js";
 
 export const VERSION = "0.1.0";
 
@@ -45,6 +46,8 @@ export interface Platform {
   app: FastifyInstance;
   gatewayPort: number;
   engine: WorkspaceEngine;
+  /** Each workspace group's storage: its encrypted volume, or plaintext with volumeEncryption none. */
+  storage: GroupStorage;
   workspaces: WorkspaceService;
   reconciler: Reconciler;
   gateway: Gateway;
@@ -125,6 +128,11 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
   try {
     mkdirSync(cfg.dataDir, { recursive: true });
     chmodSync(cfg.dataDir, 0o711); // the store's service user must traverse it; nothing in it is world-readable
+    // Encryption at rest of workspace data: fscrypt unless the operator chose none. Checked before anything
+    // starts, so a host that cannot run the volumes fails here, naming the option, instead of serving plaintext.
+    const volumeEncryption: VolumeEncryption = cfg.volumeEncryption;
+    if (volumeEncryption === "fscrypt") await checkVolumeSupport();
+    else logger.warn({ volumeEncryption }, "volumeEncryption is none: workspace data and WAL are written to disk in plaintext (the operator's explicit choice); see docs/security.md");
 
     // Listen first: /healthz answers 503 (and every other route ERR_NOT_READY) while the store starts,
     // migrates and bootstraps; the services below fill `services` before `ready` turns true.
@@ -133,14 +141,14 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       clock, logger, inflight,
       settings: { sessionTtlSeconds: cfg.sessionTtlSeconds, invitationTtlSeconds: cfg.invitationTtlSeconds, bodyLimitBytes: cfg.bodyLimitBytes, auditReads: cfg.auditReads },
     } as Services;
-    app = await buildApiServer({ services, logger, tls: { cert: tls.certPem, key: tls.keyPem }, ready: () => ready, version: VERSION });
+    app = await buildApiServer({ services, logger, tls: { cert: tls.certPem, key: tls.keyPem }, ready: () => ready, version: VERSION, health: () => ({ volumeEncryption }) });
     await app.listen({ host: cfg.host, port: cfg.apiPort });
     const port = (app.server.address() as AddressInfo).port;
     // WebAuthn origins name the API's port, known only now (apiPort 0 picks one).
     services.settings.mfa = { issuer: cfg.mfaIssuer, webauthn: webauthnSettingsFrom({ rpName: cfg.mfaIssuer, rpId: cfg.webauthnRpId, origins: cfg.webauthnOrigins, host: cfg.host, apiPort: port }) };
     const hostForUrl = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host === "0.0.0.0" ? "127.0.0.1" : cfg.host;
     const apiUrl = `https://${hostForUrl}:${port}`;
-    writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile, pid: process.pid, version: VERSION }, null, 2) + "\n", 0o644);
+    writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile, pid: process.pid, version: VERSION, volumeEncryption }, null, 2) + "\n", 0o644);
 
     let store: EmbeddedPostgres | null = null;
     let connectionString = cfg.databaseUrl;
@@ -193,8 +201,11 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     const apiKeys = new ApiKeyAuthenticator(db, clock);
     stack.push({ name: "apiKeys", stop: () => apiKeys.flush() });
 
-    // Workspaces: the engine runs their servers, the reconciler drives them to the desired state, the
-    // gateway is the only way in.
+    // Workspaces: each group's data on its encrypted volume (unlocked with the group's key before any of its
+    // workspaces starts; locked and unmounted at stop, after the servers), the engine runs their servers, the
+    // reconciler drives them to the desired state, the gateway is the only way in.
+    const storage = createGroupStorage({ encryption: volumeEncryption, dataDir: cfg.dataDir, keys: keyring, logger: logger.child({ component: "volumes" }) });
+    stack.push({ name: "volumes", stop: () => storage.closeAll() });
     const engine = createWorkspaceEngine({
       dir: join(cfg.dataDir, "workspaces"), serviceUser: cfg.serviceUser, logger: logger.child({ component: "engine" }),
       ...(cfg.workspaceFsync ? {} : { settings: { fsync: "off", synchronous_commit: "off", full_page_writes: "off" } }),
@@ -215,7 +226,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     const tokens = new TokenVerifier({ db, platform: credentials });
     const dataApi = new DataApi({ router, engine, audit, tokens, logger: logger.child({ component: "data-api" }) });
     gateway = new Gateway({
-      router, engine, audit: dataPlaneAudit, logger: logger.child({ component: "gateway" }), defaultIdentity: tlsIdentity(defaultPair, "TLSv1.2"),
+      router, engine, audit: dataPlaneAudit, statementStream: auditPipeline, logger: logger.child({ component: "gateway" }), defaultIdentity: tlsIdentity(defaultPair, "TLSv1.2"),
       authTimeoutMs: cfg.gatewayAuthTimeoutSeconds * 1000, idleTimeoutMs: cfg.gatewayIdleTimeoutSeconds * 1000, maxMessageBytes: cfg.gatewayMaxMessageBytes,
       // A few server connections stay for the superuser reserve, parhelion's own and the pool's spare.
       connectionLimit: (ws) => Math.max(1, (isWorkspaceSize(ws.size) ? WORKSPACE_SIZES[ws.size].maxConnections : 25) - 5),
@@ -224,7 +235,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       onServerFull: (id) => dataApi.drop(id),
     });
     const gw = gateway;
-    const reconciler = new Reconciler({ db, engine, logger: logger.child({ component: "reconciler" }), audit, clock, activity: gw, onStopping: (id) => {
+    const reconciler = new Reconciler({ db, engine, storage, logger: logger.child({ component: "reconciler" }), audit, clock, activity: gw, onStopping: (id) => {
       gw.disconnectWorkspace(id);
       dataApi.drop(id);
     }, onGroupExpired: (id) => router.invalidate({ workspaceGroupID: id }),
@@ -233,7 +244,9 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     workspaces.on("change", (e) => {
       router.invalidate(e);
       if (e.workspaceGroupID) tokens.invalidate(e.workspaceGroupID);
-      engine.prepare();
+      // Without volumes every workspace's data directory is made in the engine's directory: keep a spare there.
+      // A group's volume gets its spare from the engine once it holds several workspaces.
+      if (volumeEncryption === "none") engine.prepare();
       reconciler.kick();
       if (e.workspaceGroupID && !e.workspaceID) {
         gw.recheckGroup(e.workspaceGroupID).catch((err: unknown) => logger.warn({ err: { message: (err as Error).message } }, "could not re-check sessions against a changed firewall"));
@@ -245,7 +258,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       await dataApi.close();
     } });
     reconciler.start();
-    if (await db.selectFrom("workspace_groups").select("id").where("state", "<>", "TERMINATED").limit(1).executeTakeFirst()) engine.prepare();
+    if (volumeEncryption === "none" && (await db.selectFrom("workspace_groups").select("id").where("state", "<>", "TERMINATED").limit(1).executeTakeFirst())) engine.prepare();
 
     Object.assign(services, {
       db, audit, apiKeys,
@@ -254,10 +267,10 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       workspaces, databases: new DatabaseAdmin(workspaces, engine), credentials, tokens, keyring, auditSinks,
     } satisfies Omit<Services, "clock" | "logger" | "inflight" | "settings">);
     // Readers (`parhelion login`, tests) see the old file or the new one, never a half-written one.
-    writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile ?? ca.caFile, gatewayPort, pid: process.pid, version: VERSION }, null, 2) + "\n", 0o644);
+    writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile ?? ca.caFile, gatewayPort, pid: process.pid, version: VERSION, volumeEncryption }, null, 2) + "\n", 0o644);
     ready = true;
-    logger.info({ apiUrl, caFile: tls.caFile, gatewayPort }, "parhelion is ready");
-    return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, gatewayPort, engine, workspaces, reconciler, gateway: gw, credentials, ownerKeyFile, stop: stopAll };
+    logger.info({ apiUrl, caFile: tls.caFile, gatewayPort, volumeEncryption }, "parhelion is ready");
+    return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, gatewayPort, engine, storage, workspaces, reconciler, gateway: gw, credentials, ownerKeyFile, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

@@ -21,6 +21,8 @@ export interface ApiServerOptions {
   services: Services;
   logger: Logger;
   tls: { cert: string; key: string };
+  /** Extra facts /healthz reports once ready (e.g. volumeEncryption), never secrets. */
+  health?: () => Record<string, unknown>;
   /** Whether the platform is ready (healthz answers 503 until it is). */
   ready: () => boolean;
   version: string;
@@ -75,7 +77,7 @@ export async function buildApiServer(opts: ApiServerOptions): Promise<FastifyIns
 
   app.get("/healthz", async (_req, reply) => {
     if (!opts.ready()) return reply.code(503).send({ status: "starting" });
-    return { status: "ok" };
+    return { status: "ok", ...opts.health?.() };
   });
   const openapi = buildOpenApi(routes, opts.version);
   app.get("/v1/openapi.json", async () => openapi);

@@ -1,5 +1,5 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { isAbsolute, join, normalize } from "node:path";
 import { EventEmitter } from "node:events";
 import pg from "pg";
 import { ParhelionError } from "../lib/errors.js";
@@ -40,6 +40,8 @@ interface Workspace {
   auditChange: Promise<unknown>;
   /** The csvlog follower while the server runs. */
   tailer: CsvlogTailer | undefined;
+  /** The directory holding `<id>/pgdata` (the engine's own, or a group's encrypted volume). */
+  storage: string;
 }
 
 /**
@@ -59,6 +61,12 @@ function loggingSettings(dir: string): Record<string, string> {
   };
 }
 
+/** A storage root must be an absolute path (it is joined with workspace ids and handed to root's rm). */
+function checkStorage(storage: unknown): string {
+  if (typeof storage !== "string" || !isAbsolute(storage) || normalize(storage) !== storage || storage === "/") throw new ParhelionError("ERR_VALIDATION", "a workspace storage root must be an absolute, normalised path");
+  return storage;
+}
+
 function checkId(id: unknown): string {
   if (!isUuid(id)) throw new ParhelionError("ERR_VALIDATION", "workspace id must be a UUID");
   return id.toLowerCase();
@@ -71,7 +79,8 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
   private readonly bin: string;
   private readonly libDir: string;
   private readonly logger: Logger;
-  private readonly spare: SparePool | undefined;
+  /** One spare per storage root: a spare is renamed into place, so it must be made on the filesystem (the encrypted volume) it serves. */
+  private readonly spares = new Map<string, SparePool>();
   private readonly limiter: MemoryLimiter;
   private readonly workspaces = new Map<string, Workspace>();
   /**
@@ -84,6 +93,7 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly extensions: readonly string[];
   private readonly nestedListeners: Array<(e: NestedStatement) => void> = [];
+  private closing = false;
 
   constructor(private readonly opts: EngineOptions) {
     super();
@@ -102,9 +112,29 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     chmodSync(this.dir, 0o711);
     this.limiter = opts.memoryLimiter ?? detectMemoryLimiter(this.logger);
     if (this.limiter.mechanism === "none") this.logger.warn({ reason: this.limiter.reason }, "workspace memory limits are not enforced on this host");
-    if (opts.spare !== false) {
-      this.spare = new SparePool({ dir: this.dir, bin: this.bin, account: this.account, superuser: sql.SYSTEM_ROLE, logger: this.logger });
+    // Discards what a dead engine left half-made in its own directory (a storage root's pool does so when first used).
+    this.spareFor(this.dir);
+  }
+
+  /** The spare pool of a storage root (none when spares are off or the engine is stopping). */
+  private spareFor(storage: string): SparePool | undefined {
+    if (this.opts.spare === false || this.closing) return undefined;
+    let pool = this.spares.get(storage);
+    if (!pool) {
+      pool = new SparePool({ dir: storage, bin: this.bin, account: this.account, superuser: sql.SYSTEM_ROLE, logger: this.logger });
+      this.spares.set(storage, pool);
     }
+    return pool;
+  }
+
+  /** Where a workspace's `<id>/pgdata` lives: the storage given, the one it runs from, or the engine's own directory. */
+  private storageOf(id: string, storage?: string): string {
+    if (storage !== undefined) return checkStorage(storage);
+    return this.workspaces.get(id)?.storage ?? this.dir;
+  }
+
+  private pgdata(id: string, storage: string): string {
+    return join(storage, id, "pgdata");
   }
 
   /** Runs fn after every earlier operation on the same workspace has settled. */
@@ -131,10 +161,10 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     return this.workspaces.get(checkId(id))?.server?.running === true;
   }
 
-  listOnDisk(): string[] {
+  listOnDisk(storage?: string): string[] {
     let names: string[];
     try {
-      names = readdirSync(this.dir);
+      names = readdirSync(storage === undefined ? this.dir : checkStorage(storage));
     } catch {
       return [];
     }
@@ -162,6 +192,7 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     Object.defineProperty(settings, "pgaudit.log", { enumerable: true, get: () => `'${pgauditLogSetting(ws.auditClasses)}'` });
     const server = new PostgresServer({
       dir: this.wsDir(id),
+      dataDir: this.pgdata(id, ws.storage),
       account: this.account,
       logger: this.logger.child({ workspace: id }),
       name: `workspace ${id}`,
@@ -176,7 +207,7 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
         ...loggingSettings(this.wsDir(id)),
       },
       afterStart: () => this.setup(id, ws),
-      provision: async (dataDir) => (await this.spare?.take(dataDir)) ?? false,
+      provision: async (dataDir) => (await this.spareFor(ws.storage)?.take(dataDir)) ?? false,
       cgroupProcs: () => this.limiter.prepare(id, WORKSPACE_SIZES[ws.size].memoryLimitBytes),
       bin: this.bin,
     });
@@ -212,8 +243,13 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     const id = checkId(spec.id);
     if (!isWorkspaceSize(spec.size)) throw new ParhelionError("ERR_VALIDATION", `size must be one of ${Object.keys(WORKSPACE_SIZES).join(", ")}`);
     const verifier = sql.validateVerifier(spec.adminVerifier, "adminVerifier");
+    const storage = spec.storage === undefined ? this.dir : checkStorage(spec.storage);
     return this.serial(id, async () => {
       let ws = this.workspaces.get(id);
+      if (ws && ws.storage !== storage) {
+        if (ws.server?.running) throw new ParhelionError("ERR_ENGINE", `workspace ${id} runs from ${ws.storage}, not ${storage}; stop it first`);
+        ws.storage = storage;
+      }
       if (ws?.server?.running) {
         ws.verifier = verifier;
         if (ws.size !== spec.size) {
@@ -226,8 +262,12 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
         }
       }
       this.checkLibraries();
+      if (storage !== this.dir && existsSync(join(this.wsDir(id), "pgdata"))) {
+        // Never start a fresh (encrypted) data directory beside a plaintext one, nor leave that one behind silently.
+        throw new ParhelionError("ERR_ENGINE", `workspace ${id} has a plaintext data directory in ${join(this.wsDir(id), "pgdata")} (made with volumeEncryption none or before encryption at rest); it is not moved onto the encrypted volume automatically: see docs/operations.md`);
+      }
       if (!ws) {
-        ws = { server: undefined, size: spec.size, verifier, appliedVerifier: undefined, auditClasses: [], auditChange: Promise.resolve(), tailer: undefined };
+        ws = { server: undefined, size: spec.size, verifier, appliedVerifier: undefined, auditClasses: [], auditChange: Promise.resolve(), tailer: undefined, storage };
         this.workspaces.set(id, ws);
       }
       ws.size = spec.size;
@@ -245,12 +285,14 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
       }
       this.logger.info({ workspace: id, pid: server.pid, size: ws.size }, "workspace server ready");
       this.follow(id, ws);
-      void this.spare?.fill();
+      // The engine's own directory serves every workspace: keep a spare there. A group's volume gets one once
+      // it holds several workspaces (a spare per one-workspace group would be an initdb, ~1-3 s of CPU, wasted).
+      if (storage === this.dir || this.listOnDisk(storage).length > 1) void this.spareFor(storage)?.fill();
     });
   }
 
-  /** Stops whatever server runs in the workspace's directory (ours, or one a killed parhelion left). */
-  private async stopServer(id: string): Promise<void> {
+  /** Stops whatever server runs in the workspace's data directory (ours, or one a killed parhelion left). */
+  private async stopServer(id: string, storage: string): Promise<void> {
     const cache = this.loginCaches.get(id);
     if (cache) {
       this.loginCaches.delete(id);
@@ -268,22 +310,29 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     }
     ws?.tailer?.stop(); // after the server stopped: everything it logged is read
     this.workspaces.delete(id);
-    if (existsSync(join(this.wsDir(id), "pgdata"))) {
-      const probe = this.newServer(id, { server: undefined, size: "S-00", verifier: "", appliedVerifier: undefined, auditClasses: [], auditChange: Promise.resolve(), tailer: undefined });
+    for (const where of new Set([storage, this.dir])) {
+      if (!existsSync(this.pgdata(id, where))) continue;
+      const probe = this.newServer(id, { server: undefined, size: "S-00", verifier: "", appliedVerifier: undefined, auditClasses: [], auditChange: Promise.resolve(), tailer: undefined, storage: where });
       await probe.shutdownStray();
     }
     this.limiter.remove(id);
   }
 
-  async ensureStopped(id: string): Promise<void> {
+  async ensureStopped(id: string, storage?: string): Promise<void> {
     const wid = checkId(id);
-    return this.serial(wid, () => this.stopServer(wid));
+    const where = this.storageOf(wid, storage);
+    return this.serial(wid, () => this.stopServer(wid, where));
   }
 
-  async destroy(id: string): Promise<void> {
+  async destroy(id: string, storage?: string): Promise<void> {
     const wid = checkId(id);
+    const where = this.storageOf(wid, storage);
     return this.serial(wid, async () => {
-      await this.stopServer(wid);
+      await this.stopServer(wid, where);
+      if (where !== this.dir) {
+        rmSync(join(where, wid), { recursive: true, force: true });
+        syncDir(where);
+      }
       rmSync(this.wsDir(wid), { recursive: true, force: true });
       syncDir(this.dir);
       this.logger.info({ workspace: wid }, "workspace destroyed");
@@ -297,13 +346,23 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     return this.connectSystem(wid, database, fn);
   }
 
-  prepare(): void {
-    void this.spare?.fill();
+  prepare(storage?: string): void {
+    void this.spareFor(storage === undefined ? this.dir : checkStorage(storage))?.fill();
+  }
+
+  async releaseStorage(storage: string): Promise<void> {
+    const where = checkStorage(storage);
+    const pool = this.spares.get(where);
+    this.spares.delete(where);
+    await pool?.close();
   }
 
   async stopAll(): Promise<void> {
-    await this.spare?.close();
-    await Promise.all([...this.workspaces.keys()].map((id) => this.serial(id, () => this.stopServer(id))));
+    this.closing = true;
+    await Promise.all([...this.spares.values()].map((p) => p.close()));
+    this.spares.clear();
+    await Promise.all([...this.workspaces.entries()].map(([id, ws]) => this.serial(id, () => this.stopServer(id, ws.storage))));
+    this.closing = false;
   }
 
   limits(id: string): WorkspaceLimits {

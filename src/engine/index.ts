@@ -17,6 +17,12 @@ export interface WorkspaceSpec {
   size: WorkspaceSize;
   /** The admin role's password as a SCRAM-SHA-256 verifier (makeScramVerifier), never the password itself. */
   adminVerifier: string;
+  /**
+   * The directory that holds the workspace's data directory, `<storage>/<id>/pgdata`: its group's encrypted
+   * volume (EncryptedVolume.path). Default: the engine's own directory (no encryption at rest). The socket
+   * and the logs stay in `<dir>/<id>/` either way.
+   */
+  storage?: string;
 }
 
 /** What limits a workspace server actually runs under. */
@@ -39,12 +45,12 @@ export interface CrashEvent {
 export interface WorkspaceEngine {
   /** Creates the server if its data directory is absent (crash-safe), starts it if stopped, applies the size and the admin verifier; idempotent; resolves when it accepts connections. A size change restarts the server. */
   ensureRunning(ws: WorkspaceSpec): Promise<void>;
-  /** Stops the server (fast shutdown, escalating), keeping its data: suspend. Idempotent. */
-  ensureStopped(id: string): Promise<void>;
-  /** Stops the server and removes its whole directory. Idempotent. */
-  destroy(id: string): Promise<void>;
-  /** Workspace ids that have a directory on disk (the reconciler removes those it does not know). */
-  listOnDisk(): string[];
+  /** Stops the server (fast shutdown, escalating), keeping its data: suspend. Idempotent. `storage`: as in WorkspaceSpec (default: where it last ran, else the engine's directory). */
+  ensureStopped(id: string, storage?: string): Promise<void>;
+  /** Stops the server and removes its directories (`<dir>/<id>` and `<storage>/<id>`). Idempotent. */
+  destroy(id: string, storage?: string): Promise<void>;
+  /** Workspace ids that have a directory in the engine's directory, or in `storage` (the reconciler removes those it does not know). */
+  listOnDisk(storage?: string): string[];
   /** True while a server this engine started runs (false during a restart after a crash). */
   isRunning(id: string): boolean;
   /** The unix socket directory of a workspace (0700, owned by the service user); the port is 5432. */
@@ -52,10 +58,13 @@ export interface WorkspaceEngine {
   /** Runs fn with a superuser connection (role parhelion_system, peer authentication) to a database of a running workspace. */
   withSystem<T>(id: string, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T>;
   /**
-   * Prepares a spare data directory in the background so the next create is fast (initdb costs ~1-3 s of
-   * CPU here); idempotent. Called once workspaces are expected: an install with no group does not pay it.
+   * Prepares a spare data directory in `storage` (default the engine's directory) in the background so the
+   * next create there is fast (initdb costs ~1-3 s of CPU here); idempotent. The engine also refills a
+   * storage's spare after a create in it when it is its own directory or holds several workspaces.
    */
-  prepare(): void;
+  prepare(storage?: string): void;
+  /** Stops making a spare in `storage` and forgets it (before its volume is locked or unmounted); the spare on disk stays. */
+  releaseStorage(storage: string): Promise<void>;
   /** Stops every server this process started (platform shutdown; desired state unchanged). */
   stopAll(): Promise<void>;
   /** The size and the limits actually enforced on a workspace's server. */

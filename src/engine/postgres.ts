@@ -197,8 +197,13 @@ export async function runInitdb(o: InitdbOptions): Promise<void> {
 export type Settings = Record<string, string | number>;
 
 export interface PostgresServerOptions {
-  /** Root of this server: pgdata/, run/ (the socket) and postgres.log live beneath it. */
+  /** Root of this server: run/ (the socket), postgres.log and, unless `dataDir` says otherwise, pgdata/ live beneath it. */
   dir: string;
+  /**
+   * The data directory when it is not `<dir>/pgdata` (a workspace's on its group's encrypted volume). Its parent
+   * is made 0700 for the service account; initdb's scratch directory is its sibling, on the same filesystem.
+   */
+  dataDir?: string;
   /** The OS account the server runs as (never root). */
   account: ServiceAccount;
   logger: Logger;
@@ -260,7 +265,7 @@ export class PostgresServer extends EventEmitter {
 
   constructor(private readonly opts: PostgresServerOptions) {
     super();
-    this.dataDir = join(opts.dir, "pgdata");
+    this.dataDir = opts.dataDir ?? join(opts.dir, "pgdata");
     this.socketDir = join(opts.dir, "run");
     this.logFile = join(opts.dir, "postgres.log");
     this.account = opts.account;
@@ -297,6 +302,8 @@ export class PostgresServer extends EventEmitter {
    */
   private async initdb(): Promise<void> {
     ownDir(this.opts.dir, 0o700, this.account);
+    const parent = dirname(this.dataDir);
+    if (parent !== this.opts.dir) ownDir(parent, 0o700, this.account);
     if (existsSync(join(this.dataDir, "PG_VERSION"))) return;
     const scratch = `${this.dataDir}.initdb`;
     if (existsSync(this.dataDir)) {
@@ -309,7 +316,7 @@ export class PostgresServer extends EventEmitter {
     this.opts.logger.info({ dataDir: this.dataDir }, `initialising ${this.opts.name}`);
     await runInitdb({ bin: this.bin, account: this.account, target: scratch, superuser: this.opts.superuser, extraArgs: this.opts.initdbArgs ?? [], errorCode: this.opts.errorCode });
     renameSync(scratch, this.dataDir);
-    syncDir(this.opts.dir);
+    syncDir(parent);
   }
 
   /** The command-line settings: the caller's fixed ones, then the listening ones, which nothing overrides. */

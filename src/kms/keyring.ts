@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from "node:crypto";
+import { hkdfSync, randomBytes, randomUUID } from "node:crypto";
 import { isParhelionError } from "../lib/errors.js";
 import type { Db } from "../store/db.js";
 import { keyUnavailable } from "./errors.js";
@@ -7,6 +7,9 @@ import type { KeyProvider, ProviderDescription, ProviderHealth, WrapContext } fr
 
 /** How long an unwrapped key stays in memory before its wrapping key is asked again (below the 60 s promise). */
 export const KEY_CACHE_SECONDS = 50;
+
+/** Length of a volume master key (fscrypt v2: FSCRYPT_MAX_KEY_SIZE). */
+const VOLUME_KEY_BYTES = 64;
 
 type Kind = "org-kek" | "org-data" | "group-data";
 
@@ -95,6 +98,16 @@ export class Keyring {
   async groupDataKey(orgId: string, groupId: string): Promise<{ id: string; key: Buffer }> {
     const k = await this.activeKey("group-data", orgId, groupId);
     return { id: k.id, key: Buffer.from(k.key) };
+  }
+
+  /**
+   * The 64-byte key of the workspace group's encrypted volume (fscrypt v2 takes a 64-byte master key):
+   * HKDF-SHA512 of the group's active data key, bound to the group. Derived on each call, never stored;
+   * re-wrapping the data key (rotation under a new KEK or CMEK) leaves it unchanged. The caller zeroes it.
+   */
+  async groupVolumeKey(orgId: string, groupId: string): Promise<Buffer> {
+    const k = await this.activeKey("group-data", orgId, groupId);
+    return Buffer.from(hkdfSync("sha512", k.key, Buffer.alloc(0), `parhelion volume v1 ${groupId.toLowerCase()}`, VOLUME_KEY_BYTES));
   }
 
   /** A data key by id (e.g. the one an encrypted volume names); ERR_KEY_UNAVAILABLE if it cannot be had. */

@@ -3,15 +3,20 @@ import type { Db } from "../store/db.js";
 import type { Logger } from "../log/logger.js";
 import type { AuditLog } from "../audit/index.js";
 import type { Clock } from "../identity/types.js";
-import type { WorkspaceState } from "../store/schema.js";
+import type { GroupState, WorkspaceState } from "../store/schema.js";
+import type { GroupStorage } from "../volumes/groups.js";
+import { WORKSPACE_SIZES, isWorkspaceSize } from "../engine/sizes.js";
+import { isParhelionError } from "../lib/errors.js";
 
-/** What the reconciler needs of the engine (src/engine). */
+/** What the reconciler needs of the engine (src/engine). `storage`: the directory holding `<id>/pgdata` (a group's volume). */
 export interface EngineOps {
-  ensureRunning(ws: { id: string; size: string; adminVerifier: string }): Promise<void>;
-  ensureStopped(id: string): Promise<void>;
-  destroy(id: string): Promise<void>;
-  listOnDisk(): string[];
+  ensureRunning(ws: { id: string; size: string; adminVerifier: string; storage?: string }): Promise<void>;
+  ensureStopped(id: string, storage?: string): Promise<void>;
+  destroy(id: string, storage?: string): Promise<void>;
+  listOnDisk(storage?: string): string[];
   isRunning(id: string): boolean;
+  /** Stops making a spare in a storage root (before its volume goes away). */
+  releaseStorage(storage: string): Promise<void>;
 }
 
 /** What the reconciler needs of the gateway to decide idleness (autoSuspend). */
@@ -23,6 +28,8 @@ export interface ActivitySource {
 export interface ReconcilerOptions {
   db: Db;
   engine: EngineOps;
+  /** Each group's storage: its encrypted volume (opened with the group's key before any of its workspaces starts). */
+  storage: GroupStorage;
   logger: Logger;
   audit: Pick<AuditLog, "record">;
   clock: Clock;
@@ -50,7 +57,11 @@ interface Row {
   last_resumed_at: Date | null;
   last_activity_at: Date | null;
   admin_verifier: string;
+  group_state: GroupState;
 }
+
+/** The reason a workspace shows while its group's key cannot be had: the error code first, for people and tools. */
+export const KEY_UNAVAILABLE_REASON = "ERR_KEY_UNAVAILABLE: the workspace group's data key is unavailable (disabled, deleted, or its provider cannot be reached); its encrypted volume stays locked and the workspace does not serve until the key is usable again";
 
 /**
  * Drives every workspace from its observed state to its desired state. All it knows lives in the metadata
@@ -131,28 +142,45 @@ export class Reconciler {
     }
   }
 
-  /** One pass over every workspace that is not settled as terminated, then the directory sweep. */
+  /** One pass over every workspace that is not settled as terminated, then the sweeps of directories and volumes. */
   async pass(): Promise<void> {
     await this.expireGroups();
     const rows = (await this.o.db
       .selectFrom("workspaces as w")
       .innerJoin("workspace_groups as g", "g.id", "w.group_id")
-      .select(["w.id", "w.org_id", "w.group_id", "w.size", "w.desired_state", "w.state", "w.generation", "w.auto_suspend", "w.created_at", "w.last_resumed_at", "w.last_activity_at", "g.admin_verifier"])
+      .select(["w.id", "w.org_id", "w.group_id", "w.size", "w.desired_state", "w.state", "w.generation", "w.auto_suspend", "w.created_at", "w.last_resumed_at", "w.last_activity_at", "g.admin_verifier", "g.state as group_state"])
       .where((eb) => eb.or([eb("w.state", "<>", "TERMINATED"), eb("w.desired_state", "<>", "TERMINATED")]))
       .execute()) as Row[];
+    // A group's volume is sized for the workspaces it keeps (each size's storage share).
+    const groupBytes = new Map<string, number>();
+    for (const r of rows) {
+      if (r.desired_state === "TERMINATED") continue;
+      const share = isWorkspaceSize(r.size) ? WORKSPACE_SIZES[r.size].storageBytes : WORKSPACE_SIZES["S-00"].storageBytes;
+      groupBytes.set(r.group_id, (groupBytes.get(r.group_id) ?? 0) + share);
+    }
     const now = this.o.clock().getTime();
     for (const row of rows) {
       if (this.stopped) return;
       const f = this.failures.get(row.id);
       if (f && f.retryAt > now) continue;
       try {
-        await this.reconcile(row);
+        await this.reconcile(row, groupBytes.get(row.group_id) ?? 0);
         this.failures.delete(row.id);
       } catch (err) {
         await this.fail(row, err as Error);
       }
     }
     if (!this.stopped) await this.sweep();
+    if (!this.stopped) await this.sweepVolumes();
+  }
+
+  /**
+   * Opens the group's storage before any of its workspaces starts: with encryption at rest, the group's key is
+   * unwrapped, its volume made or mounted and unlocked, and the key zeroed (GroupStorage.open).
+   */
+  private async openStorage(row: Row, groupBytes: number): Promise<string | undefined> {
+    await this.o.storage.open({ groupId: row.group_id, orgId: row.org_id, sizeBytes: groupBytes });
+    return this.o.storage.root(row.group_id);
   }
 
   private async setState(row: Row, state: WorkspaceState, extra: Record<string, unknown> = {}): Promise<boolean> {
@@ -173,8 +201,9 @@ export class Reconciler {
     });
   }
 
-  private async reconcile(row: Row): Promise<void> {
+  private async reconcile(row: Row, groupBytes: number): Promise<void> {
     const { engine } = this.o;
+    const storage = this.o.storage.root(row.group_id);
     switch (row.desired_state) {
       case "ACTIVE": {
         if (engine.isRunning(row.id) && this.applied.get(row.id) === row.generation && row.state === "ACTIVE") {
@@ -182,7 +211,8 @@ export class Reconciler {
           return;
         }
         const first = row.state === "PENDING";
-        await engine.ensureRunning({ id: row.id, size: row.size, adminVerifier: row.admin_verifier });
+        const root = await this.openStorage(row, groupBytes);
+        await engine.ensureRunning({ id: row.id, size: row.size, adminVerifier: row.admin_verifier, ...(root === undefined ? {} : { storage: root }) });
         this.applied.set(row.id, row.generation);
         if (row.state !== "ACTIVE") {
           const ok = await this.setState(row, "ACTIVE", { last_resumed_at: sql`now()` });
@@ -193,7 +223,7 @@ export class Reconciler {
       case "SUSPENDED": {
         if (row.state === "SUSPENDED" && !engine.isRunning(row.id)) return;
         this.o.onStopping?.(row.id);
-        await engine.ensureStopped(row.id);
+        await engine.ensureStopped(row.id, storage);
         this.applied.delete(row.id);
         if (row.state !== "SUSPENDED" && (await this.setState(row, "SUSPENDED", { suspended_at: sql`now()` }))) {
           await this.event(row, "WorkspaceSuspended", "workspace server stopped; data kept");
@@ -202,7 +232,9 @@ export class Reconciler {
       }
       case "TERMINATED": {
         this.o.onStopping?.(row.id);
-        await engine.destroy(row.id);
+        // Removing the data needs the volume unlocked, unless the whole group goes: then its volume is destroyed.
+        const root = row.group_state === "TERMINATED" ? storage : await this.openStorage(row, groupBytes);
+        await engine.destroy(row.id, root);
         this.applied.delete(row.id);
         if (await this.setState(row, "TERMINATED", { terminated_at: sql`now()` })) {
           await this.event(row, "WorkspaceTerminated", "workspace server stopped and its data removed");
@@ -237,24 +269,67 @@ export class Reconciler {
     const prev = this.failures.get(row.id)?.count ?? 0;
     const delay = Math.min(60_000, 1000 * 2 ** prev);
     this.failures.set(row.id, { count: prev + 1, retryAt: this.o.clock().getTime() + delay });
+    const keyUnavailable = isParhelionError(err) && err.code === "ERR_KEY_UNAVAILABLE";
+    const reason = keyUnavailable ? KEY_UNAVAILABLE_REASON : err.message;
     this.o.logger.error({ workspaceID: row.id, desired: row.desired_state, err: { message: err.message } }, "workspace reconcile failed; will retry");
     await this.o.db.updateTable("workspaces")
-      .set({ state: "FAILED", state_reason: err.message.slice(0, 1000), updated_at: sql`now()` })
+      .set({ state: "FAILED", state_reason: reason.slice(0, 1000), updated_at: sql`now()` })
       .where("id", "=", row.id).where("desired_state", "=", row.desired_state)
       .execute();
     this.o.onStateChange?.(row.id);
-    if (prev === 0) await this.event(row, "WorkspaceFailed", `could not make the workspace ${row.desired_state}: ${err.message.slice(0, 300)}`, "FAILURE");
+    if (prev === 0) await this.event(row, "WorkspaceFailed", `could not make the workspace ${row.desired_state}: ${reason.slice(0, 300)}`, "FAILURE");
   }
 
-  /** Removes workspace directories the store does not know, or knows as terminated (an interrupted delete). */
+  /**
+   * Removes workspace directories the store does not know, or knows as terminated (an interrupted delete): in
+   * the engine's directory, and on each volume this process has open.
+   */
   private async sweep(): Promise<void> {
     const onDisk = this.o.engine.listOnDisk();
-    if (onDisk.length === 0) return;
-    const live = new Set((await this.o.db.selectFrom("workspaces").select("id").where("id", "in", onDisk).where("state", "<>", "TERMINATED").execute()).map((r) => r.id));
+    const onVolumes: Array<{ id: string; root: string }> = [];
+    for (const gid of await this.o.storage.onDisk()) {
+      const root = this.o.storage.root(gid);
+      if (root === undefined || !this.o.storage.isOpen(gid)) continue;
+      for (const id of this.o.engine.listOnDisk(root)) onVolumes.push({ id, root });
+    }
+    const ids = [...new Set([...onDisk, ...onVolumes.map((v) => v.id)])];
+    if (ids.length === 0) return;
+    const rows = await this.o.db.selectFrom("workspaces").select(["id", "group_id", "state"]).where("id", "in", ids).execute();
+    const live = new Set(rows.filter((r) => r.state !== "TERMINATED").map((r) => r.id));
+    const groupOf = new Map(rows.map((r) => [r.id, r.group_id]));
+    const remove = async (id: string, root: string | undefined) => {
+      this.o.logger.warn({ workspaceID: id }, "removing a workspace directory with no live workspace");
+      await this.o.engine.destroy(id, root).catch((err: unknown) => this.o.logger.error({ workspaceID: id, err: { message: (err as Error).message } }, "could not remove a stray workspace directory"));
+    };
     for (const id of onDisk) {
       if (live.has(id) || this.stopped) continue;
-      this.o.logger.warn({ workspaceID: id }, "removing a workspace directory with no live workspace");
-      await this.o.engine.destroy(id).catch((err: unknown) => this.o.logger.error({ workspaceID: id, err: { message: (err as Error).message } }, "could not remove a stray workspace directory"));
+      const gid = groupOf.get(id);
+      await remove(id, gid === undefined ? undefined : this.o.storage.root(gid));
+    }
+    for (const v of onVolumes) {
+      if (live.has(v.id) || this.stopped) continue;
+      await remove(v.id, v.root);
+    }
+  }
+
+  /** Destroys the volumes of terminated (or unknown) groups once none of their workspaces is left. */
+  private async sweepVolumes(): Promise<void> {
+    const onDisk = await this.o.storage.onDisk();
+    if (onDisk.length === 0) return;
+    const groups = new Map((await this.o.db.selectFrom("workspace_groups").select(["id", "state"]).where("id", "in", onDisk).execute()).map((g) => [g.id, g.state]));
+    const busy = new Set((await this.o.db.selectFrom("workspaces").select("group_id").where("group_id", "in", onDisk).where("state", "<>", "TERMINATED").execute()).map((r) => r.group_id));
+    for (const gid of onDisk) {
+      if (this.stopped) return;
+      const state = groups.get(gid);
+      if ((state !== undefined && state !== "TERMINATED") || busy.has(gid)) continue;
+      try {
+        const root = this.o.storage.root(gid);
+        if (root !== undefined) await this.o.engine.releaseStorage(root);
+        await this.o.storage.destroy(gid);
+        this.o.logger.info({ workspaceGroupID: gid }, "encrypted volume of a terminated workspace group destroyed");
+      } catch (err) {
+        this.o.logger.error({ workspaceGroupID: gid, err: { message: (err as Error).message } }, "could not destroy the volume of a terminated workspace group; will retry");
+      }
     }
   }
 }

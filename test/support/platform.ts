@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, chmodSync, readFileSync, existsSync } from "node:fs";
+import { mkdtempSync, chmodSync, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, request } from "undici";
@@ -6,6 +6,7 @@ import { loadConfig } from "../../src/config/load.js";
 import { createLogger } from "../../src/log/logger.js";
 import { startPlatform, type Platform } from "../../src/platform.js";
 import type { Clock } from "../../src/identity/types.js";
+import { cleanupRoot } from "../volumes/helpers.js";
 
 export interface TestPlatform {
   platform: Platform;
@@ -28,7 +29,7 @@ export async function startTestPlatform(opts: { env?: Record<string, string>; cl
   try {
     platform = await startPlatform({ config, logger, ...(opts.clock ? { clock: opts.clock } : {}) });
   } catch (err) {
-    rmSync(dataDir, { recursive: true, force: true });
+    await cleanupRoot(dataDir);
     throw err;
   }
   const caPem = readFileSync(join(dataDir, "tls", "ca.crt"), "utf8");
@@ -62,7 +63,8 @@ export async function startTestPlatform(opts: { env?: Record<string, string>; cl
       try {
         await platform.stop();
       } finally {
-        rmSync(dataDir, { recursive: true, force: true });
+        // The workspace groups' encrypted volumes: platform.stop unmounts them; whatever a failure left is unmounted here.
+        await cleanupRoot(dataDir);
       }
     },
   };

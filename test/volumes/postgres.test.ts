@@ -46,7 +46,7 @@ describe("PostgreSQL on an encrypted volume", () => {
 
   before(async () => {
     root = dataRoot();
-    vol = new EncryptedVolume({ dataDir: root, groupId: randomUUID(), sizeBytes: SIZE, account: acct, logger });
+    vol = new EncryptedVolume({ dataDir: root, groupId: randomUUID(), sizeBytes: SIZE, logger });
     await vol.create(key);
   });
 

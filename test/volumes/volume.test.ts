@@ -2,7 +2,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { chown, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { EncryptedVolume, loopDevicesFor, mountAt, listVolumes } from "../../src/volumes/index.js";
 import { ParhelionError } from "../../src/lib/errors.js";
@@ -27,7 +27,7 @@ describe("encrypted volume", () => {
   const canary = `canary-${randomBytes(12).toString("hex")}`;
   const nameCanary = `name-${randomBytes(12).toString("hex")}`;
   const plainCanary = `plain-${randomBytes(12).toString("hex")}`;
-  const newVolume = () => new EncryptedVolume({ dataDir: root, groupId, sizeBytes: SIZE, account: acct, logger });
+  const newVolume = () => new EncryptedVolume({ dataDir: root, groupId, sizeBytes: SIZE, logger });
 
   before(async () => {
     root = dataRoot();
@@ -40,7 +40,7 @@ describe("encrypted volume", () => {
     assert.deepEqual(await leftovers(root), { mounts: [], loops: [] }, "no mount or loop device of the test is left");
   });
 
-  test("create makes a sparse root-only image, mounts it nodev,nosuid,noexec and an encrypted directory the service account owns", async () => {
+  test("create makes a sparse root-only image, mounts it nodev,nosuid,noexec and a root-owned encrypted directory the service account can only traverse", async () => {
     const img = await stat(vol.image);
     assert.equal(vol.image, join(root, "volumes", `${groupId}.img`));
     assert.equal(img.mode & 0o777, 0o600);
@@ -54,15 +54,19 @@ describe("encrypted volume", () => {
     assert.deepEqual(await loopDevicesFor(vol.image), [m.source]);
     assert.equal((await stat(vol.mountPoint)).mode & 0o777, 0o711);
     const dir = await stat(vol.path);
-    assert.equal(dir.uid, acct.uid);
-    assert.equal(dir.mode & 0o777, 0o700);
+    assert.equal(dir.uid, 0);
+    assert.equal(dir.mode & 0o777, 0o711);
+    await assert.rejects(asService(acct, 'mkdir "$1/planted"', vol.path), "the service account cannot add entries to the encrypted directory");
     const s = await vol.state();
     assert.deepEqual({ ...s, identifier: typeof s.identifier }, { image: true, mounted: true, encrypted: true, key: "present", identifier: "string" });
     assert.deepEqual(await listVolumes(root), [groupId]);
   });
 
   test("the service account writes inside; contents and names never reach the image in plaintext (a plain directory on the same image does)", async () => {
-    await asService(acct, 'mkdir "$1/sub" && printf %s "$2" > "$1/sub/$3"', vol.path, canary, nameCanary);
+    // As the engine does for each workspace: root makes the directory and hands it to the service account.
+    await mkdir(join(vol.path, "sub"), { mode: 0o700 });
+    await chown(join(vol.path, "sub"), acct.uid, acct.gid);
+    await asService(acct, 'printf %s "$2" > "$1/sub/$3"', vol.path, canary, nameCanary);
     assert.equal(await asService(acct, 'cat "$1/sub/$2"', vol.path, nameCanary), canary);
     // The control: the same kind of write into an unencrypted directory of the same filesystem.
     await mkdir(join(vol.mountPoint, "plain-control"));
@@ -155,7 +159,7 @@ describe("encrypted volume", () => {
       `import { EncryptedVolume } from ${JSON.stringify(mod)};`,
       `import { createLogger } from ${JSON.stringify(new URL("../../src/log/logger.js", import.meta.url).href)};`,
       "const chunks = []; for await (const c of process.stdin) chunks.push(c);",
-      `const v = new EncryptedVolume({ dataDir: ${JSON.stringify(root)}, groupId: ${JSON.stringify(groupId)}, sizeBytes: ${SIZE}, account: ${JSON.stringify(acct)}, logger: createLogger({ level: "silent" }) });`,
+      `const v = new EncryptedVolume({ dataDir: ${JSON.stringify(root)}, groupId: ${JSON.stringify(groupId)}, sizeBytes: ${SIZE}, logger: createLogger({ level: "silent" }) });`,
       "await v.unlock(Buffer.concat(chunks)); process.stdout.write('unlocked\\n'); setInterval(() => {}, 1000);",
     ].join("\n");
     const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["pipe", "pipe", "inherit"] });
@@ -191,7 +195,7 @@ describe("encrypted volume", () => {
   });
 
   test("refuses to mount over something else, and never makes a new image on unlock", async () => {
-    const other = new EncryptedVolume({ dataDir: root, groupId: randomUUID(), sizeBytes: SIZE, account: acct, logger });
+    const other = new EncryptedVolume({ dataDir: root, groupId: randomUUID(), sizeBytes: SIZE, logger });
     assert.equal(await code(other.unlock(randomBytes(64))), "ERR_VOLUME");
     assert.equal(existsSync(other.image), false);
     // A half-made image (killed during mkfs) is discarded and made again.
@@ -203,7 +207,7 @@ describe("encrypted volume", () => {
     await other.destroy();
     assert.equal(existsSync(other.image), false);
     // Something that is not this volume's image mounted at its mount point is never used.
-    const squatted = new EncryptedVolume({ dataDir: root, groupId: randomUUID(), sizeBytes: SIZE, account: acct, logger });
+    const squatted = new EncryptedVolume({ dataDir: root, groupId: randomUUID(), sizeBytes: SIZE, logger });
     await mkdir(squatted.mountPoint, { recursive: true });
     await execFileAsync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", squatted.mountPoint]);
     try {

@@ -1,13 +1,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, chmodSync, readFileSync, readdirSync, existsSync } from "node:fs";
+import { mkdtempSync, chmodSync, readFileSync, readdirSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request, type Agent } from "undici";
 import pg from "pg";
 import { startUp, waitHealthy, alive } from "../support/up.js";
 import { postgresProcessesIn } from "../../src/engine/postgres.js";
+import { mountAt } from "../../src/volumes/index.js";
+import { cleanupRoot } from "../volumes/helpers.js";
 
 const POSTGRES = "/usr/lib/postgresql/15/bin/postgres";
 
@@ -27,9 +29,14 @@ async function call(api: Api, method: string, path: string, body?: unknown): Pro
   return { status: r.statusCode, body: text ? JSON.parse(text) : undefined };
 }
 
-/** Every postmaster (not child) working in a workspace directory of this data dir. */
-function postmasters(dataDir: string, id: string): number[] {
-  return postgresProcessesIn(join(dataDir, "workspaces", id, "pgdata"), POSTGRES).filter((p) => !p.cmdline.startsWith("postgres:")).map((p) => p.pid);
+/** A workspace's data directory: on its group's encrypted volume. */
+function pgdataOf(dataDir: string, groupId: string, id: string): string {
+  return join(dataDir, "volumes", groupId, "data", id, "pgdata");
+}
+
+/** Every postmaster (not child) working in a workspace's data directory. */
+function postmasters(dataDir: string, groupId: string, id: string): number[] {
+  return postgresProcessesIn(pgdataOf(dataDir, groupId, id), POSTGRES).filter((p) => !p.cmdline.startsWith("postgres:")).map((p) => p.pid);
 }
 
 /** Waits until no workspace is PENDING or RESUMING (FAILED fails the test). */
@@ -61,6 +68,7 @@ test("kill -9 of parhelion at any step of create/suspend/resume/delete: every wo
   chmodSync(dataDir, 0o711);
   const env = { PARHELION_WORKSPACE_FSYNC: "false" };
   let child: ChildProcess | undefined;
+  let groupId = "";
   try {
     let t0 = Date.now();
     let up = startUp(dataDir, env);
@@ -70,7 +78,7 @@ test("kill -9 of parhelion at any step of create/suspend/resume/delete: every wo
     let api: Api = { ...h, key };
     const regionID = (await call(api, "GET", "/v1/regions")).body[0].regionID;
     const group = await call(api, "POST", "/v1/workspaceGroups", { name: "crash", regionID, adminPassword: "crash-test-password-1" });
-    const groupId = group.body.workspaceGroupID as string;
+    groupId = group.body.workspaceGroupID as string;
     const keeper = (await call(api, "POST", "/v1/workspaces", { workspaceGroupID: groupId, name: "keeper" })).body.workspaceID as string;
     let all = await settled(api);
     let port = JSON.parse(readFileSync(join(dataDir, "runtime.json"), "utf8")).gatewayPort as number;
@@ -133,14 +141,19 @@ test("kill -9 of parhelion at any step of create/suspend/resume/delete: every wo
           }
         }
       }
-      // Exactly one server per ACTIVE workspace, none otherwise, no directory for a terminated one.
+      // Exactly one server per ACTIVE workspace, none otherwise, no directory for a terminated one (neither
+      // its socket and log directory nor its data directory on the group's volume, which stays mounted).
+      const volumeData = join(dataDir, "volumes", groupId, "data");
       for (const [id, st] of expected) {
-        const pms = postmasters(dataDir, id);
+        const pms = postmasters(dataDir, groupId, id);
         assert.equal(pms.length, st === "ACTIVE" ? 1 : 0, `round ${round}: ${id} (${st}) has ${pms.length} postmasters`);
         assert.equal(existsSync(join(dataDir, "workspaces", id)), st !== "TERMINATED", `round ${round}: directory of ${id} (${st})`);
+        assert.equal(existsSync(pgdataOf(dataDir, groupId, id)), st !== "TERMINATED", `round ${round}: data directory of ${id} (${st})`);
       }
       const dirs = readdirSync(join(dataDir, "workspaces")).filter((d) => /^[0-9a-f-]{36}$/.test(d));
       for (const d of dirs) assert.ok(expected.has(d) && expected.get(d) !== "TERMINATED", `round ${round}: stray directory ${d}`);
+      for (const d of readdirSync(volumeData).filter((n) => /^[0-9a-f-]{36}$/.test(n))) assert.ok(expected.has(d) && expected.get(d) !== "TERMINATED", `round ${round}: stray data directory ${d}`);
+      assert.ok(await mountAt(join(dataDir, "volumes", groupId)), `round ${round}: the group's volume is mounted`);
     }
     if (expected.get(keeper) !== "ACTIVE") {
       await call(api, "POST", `/v1/workspaces/${keeper}/resume`);
@@ -156,14 +169,17 @@ test("kill -9 of parhelion at any step of create/suspend/resume/delete: every wo
     const stopped = new Promise((r) => child!.once("exit", r));
     child.kill("SIGTERM");
     await stopped;
-    for (const id of expected.keys()) assert.equal(postmasters(dataDir, id).length, 0, "every workspace server stopped with parhelion");
+    for (const id of expected.keys()) assert.equal(postmasters(dataDir, groupId, id).length, 0, "every workspace server stopped with parhelion");
+    assert.equal(await mountAt(join(dataDir, "volumes", groupId)), undefined, "a clean stop unmounts the group's volume");
+    assert.ok(existsSync(join(dataDir, "volumes", `${groupId}.img`)), "and keeps its image");
   } finally {
     if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-    // Whatever a failed assertion left running.
+    // Whatever a failed assertion left running, then the volume (unmounted, loop device detached).
     for (const d of existsSync(join(dataDir, "workspaces")) ? readdirSync(join(dataDir, "workspaces")) : []) {
-      for (const p of postgresProcessesIn(join(dataDir, "workspaces", d, "pgdata"), POSTGRES)) if (alive(p.pid)) process.kill(p.pid, "SIGKILL");
+      for (const p of groupId ? postgresProcessesIn(pgdataOf(dataDir, groupId, d), POSTGRES) : []) if (alive(p.pid)) process.kill(p.pid, "SIGKILL");
     }
     for (const p of postgresProcessesIn(join(dataDir, "store", "pgdata"), POSTGRES)) if (alive(p.pid)) process.kill(p.pid, "SIGKILL");
-    rmSync(dataDir, { recursive: true, force: true });
+    await new Promise((r) => setTimeout(r, 200));
+    await cleanupRoot(dataDir);
   }
 });

@@ -1,11 +1,12 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
 import { createTestWorkspace, gatewayClient, waitForState, type TestWorkspace } from "../support/workspaces.js";
 import { postgresProcessesIn } from "../../src/engine/postgres.js";
+import { mountAt } from "../../src/volumes/index.js";
 
 let tp: TestPlatform;
 let ws: TestWorkspace;
@@ -21,8 +22,13 @@ after(async () => {
   await tp?.stop();
 });
 
-function serverProcesses(id: string) {
-  return postgresProcessesIn(join(tp.dataDir, "workspaces", id, "pgdata"), "/usr/lib/postgresql/15/bin/postgres");
+/** A workspace's data directory: on its group's encrypted volume. */
+function pgdataOf(w: TestWorkspace): string {
+  return join(tp.dataDir, "volumes", w.groupId, "data", w.workspaceId, "pgdata");
+}
+
+function serverProcesses(w: TestWorkspace) {
+  return postgresProcessesIn(pgdataOf(w), "/usr/lib/postgresql/15/bin/postgres");
 }
 
 test("regions list this host", async () => {
@@ -95,7 +101,7 @@ test("a workspace answers in Helios's shape with its endpoint, runs as the servi
   assert.equal(r.body.endpoint, `${ws.workspaceId}.${ws.groupId}.parhelion.localhost`);
   assert.equal(r.body.size, "S-00");
   assert.ok(r.body.lastResumedAt);
-  const procs = serverProcesses(ws.workspaceId);
+  const procs = serverProcesses(ws);
   assert.ok(procs.length > 0);
   for (const p of procs) assert.notEqual(p.uid, 0, "never root");
   const c = gatewayClient(tp, ws);
@@ -152,7 +158,7 @@ test("suspend stops the server and frees its memory; resume brings the data back
   assert.equal(r.status, 200, r.text);
   await waitForState(tp, ws.workspaceId, "SUSPENDED");
   await assert.rejects(c.query("select 1"));
-  assert.equal(serverProcesses(ws.workspaceId).length, 0, "no server process while suspended");
+  assert.equal(serverProcesses(ws).length, 0, "no server process while suspended");
   const refused = gatewayClient(tp, ws);
   await new Promise((res) => setTimeout(res, 2100)); // routing cache
   await assert.rejects(refused.connect(), (err: any) => err.code === "57P03" && /suspended/.test(err.message));
@@ -192,20 +198,28 @@ test("deleting a group with workspaces needs force; delete removes the server an
   const other = await createTestWorkspace(tp, { name: "doomed" });
   const dir = join(tp.dataDir, "workspaces", other.workspaceId);
   assert.ok(existsSync(dir));
+  assert.ok(existsSync(join(pgdataOf(other), "PG_VERSION")), "the data directory is on the group's volume");
   const d = await tp.call("DELETE", `/v1/workspaces/${other.workspaceId}`);
   assert.equal(d.status, 200);
   const w = await waitForState(tp, other.workspaceId, "TERMINATED");
   assert.ok(w.terminatedAt);
-  assert.equal(existsSync(dir), false, "data directory removed");
-  assert.equal(serverProcesses(other.workspaceId).length, 0);
+  assert.equal(existsSync(dir), false, "socket and log directory removed");
+  assert.equal(existsSync(dirname(pgdataOf(other))), false, "data directory removed from the volume");
+  assert.equal(serverProcesses(other).length, 0);
   const resume = await tp.call("POST", `/v1/workspaces/${other.workspaceId}/resume`);
   assert.equal(resume.status, 409);
   const listed = await tp.call("GET", "/v1/workspaces");
   assert.ok(!listed.body.some((x: any) => x.workspaceID === other.workspaceId), "terminated workspaces are hidden by default");
   const all = await tp.call("GET", "/v1/workspaces?includeTerminated=true");
   assert.ok(all.body.some((x: any) => x.workspaceID === other.workspaceId));
+  const image = join(tp.dataDir, "volumes", `${other.groupId}.img`);
+  assert.ok(existsSync(image), "the group's volume stays while the group lives");
   const forced = await tp.call("DELETE", `/v1/workspaceGroups/${other.groupId}?force=true`);
   assert.equal(forced.status, 200);
+  for (const deadline = Date.now() + 30_000; existsSync(image); await new Promise((r) => setTimeout(r, 100))) {
+    assert.ok(Date.now() < deadline, "the deleted group's volume image is destroyed");
+  }
+  assert.equal(await mountAt(join(tp.dataDir, "volumes", other.groupId)), undefined, "and unmounted");
   const types = (await tp.call("GET", "/v1/auditLogs?source=System&limit=100")).body.auditLogs.map((l: any) => l.type);
   for (const t of ["WorkspaceProvisioned", "WorkspaceSuspended", "WorkspaceResumed", "WorkspaceTerminated"]) assert.ok(types.includes(t), `missing ${t}`);
 });
