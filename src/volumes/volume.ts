@@ -118,7 +118,7 @@ export class EncryptedVolume {
    * unchanged: see grow): then the key must be its key.
    */
   create(key: Uint8Array, sizeBytes: number = this.opts.sizeBytes): Promise<void> {
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < MIN_VOLUME_BYTES) throw new ParhelionError("ERR_VALIDATION", `a volume is at least ${MIN_VOLUME_BYTES} bytes`);
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < MIN_VOLUME_BYTES) return Promise.reject(new ParhelionError("ERR_VALIDATION", `a volume is at least ${MIN_VOLUME_BYTES} bytes`));
     return this.serial(() => this.open(key, sizeBytes));
   }
 
@@ -161,7 +161,7 @@ export class EncryptedVolume {
    * filesystem not (a later grow, or resize2fs on the device, finishes it).
    */
   grow(sizeBytes: number): Promise<boolean> {
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < MIN_VOLUME_BYTES) throw new ParhelionError("ERR_VALIDATION", `a volume is at least ${MIN_VOLUME_BYTES} bytes`);
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < MIN_VOLUME_BYTES) return Promise.reject(new ParhelionError("ERR_VALIDATION", `a volume is at least ${MIN_VOLUME_BYTES} bytes`));
     return this.serial(async () => {
       const m = await this.currentMount();
       if (!m) throw this.fail("growing needs the volume mounted");

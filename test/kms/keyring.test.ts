@@ -173,6 +173,26 @@ describe("key hierarchy on a real metadata store", () => {
     assert.equal(row.wrapped_by, kek.id);
   });
 
+  test("a group's volume key: 64 bytes derived from its data key, the same on every call, another for another group, never stored", async () => {
+    const region = randomUUID();
+    await db.insertInto("regions").values({ id: region, name: `r-${region.slice(0, 8)}`, provider: "local" }).execute();
+    const groups = [randomUUID(), randomUUID()];
+    for (const id of groups) await db.insertInto("workspace_groups").values({ id, org_id: orgA, name: `g-${id.slice(0, 8)}`, region_id: region, firewall_ranges: [], allow_all_traffic: false, admin_verifier: "x", tls_min_version: "1.2", update_window: null, expires_at: null, state: "ACTIVE", terminated_at: null }).execute();
+    const [a, b] = groups as [string, string];
+    const v1 = await keyringOf(db).groupVolumeKey(orgA, a);
+    const v2 = await keyringOf(db).groupVolumeKey(orgA, a);
+    const other = await keyringOf(db).groupVolumeKey(orgA, b);
+    assert.equal(v1.length, 64);
+    assert.deepEqual(v1, v2);
+    assert.notDeepEqual(v1, other);
+    const data = await keyringOf(db).groupDataKey(orgA, a);
+    assert.ok(!v1.includes(data.key), "the volume key is not the data key");
+    v2.fill(0);
+    assert.deepEqual(await keyringOf(db).groupVolumeKey(orgA, a), v1, "zeroing the caller's copy does not touch the keyring's");
+    const dump = await dumpStore(db);
+    assert.ok(!dump.includes(v1.toString("hex")) && !dump.includes(v1.toString("base64")), "the volume key is in the store");
+  });
+
   test("canary: a TOTP secret and an SSO client secret written through parhelion never appear in the store's rows", async () => {
     const u = await createUser(db, { orgId: orgA, email: email("canary"), firstName: "", lastName: "", passwordHash: null });
     const totp = await beginTotpEnrollment(db, { userId: u.userID, email: u.email, issuer: "parhelion" });

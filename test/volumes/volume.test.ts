@@ -2,7 +2,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { chown, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { chown, mkdir, readdir, readFile, stat, statfs, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { EncryptedVolume, loopDevicesFor, mountAt, listVolumes } from "../../src/volumes/index.js";
 import { ParhelionError } from "../../src/lib/errors.js";
@@ -218,6 +218,28 @@ describe("encrypted volume", () => {
     }
     assert.equal(existsSync(other.mountPoint), false);
     assert.deepEqual(await loopDevicesFor(other.image), []);
+  });
+
+  test("grow enlarges the sparse image and, where the host allows online resizing (CAP_SYS_RESOURCE), the mounted filesystem; data stays readable", async () => {
+    await vol.unlock(key);
+    const before = (await statfs(vol.mountPoint)).blocks;
+    const capEff = BigInt(`0x${/^CapEff:\s+([0-9a-f]+)$/m.exec(await readFile("/proc/self/status", "utf8"))?.[1] ?? "0"}`);
+    const canResize = (capEff & (1n << 24n)) !== 0n; // CAP_SYS_RESOURCE
+    const grown = vol.grow(SIZE * 2);
+    if (canResize) {
+      assert.equal(await grown, true);
+      assert.ok((await statfs(vol.mountPoint)).blocks > before, "the filesystem grew");
+      assert.equal(await vol.grow(SIZE * 2), false, "already that large");
+    } else {
+      // As in this project's container: the kernel refuses EXT4_IOC_RESIZE_FS without CAP_SYS_RESOURCE.
+      assert.equal(await code(grown), "ERR_VOLUME");
+      assert.equal((await statfs(vol.mountPoint)).blocks, before, "the filesystem keeps its size");
+    }
+    assert.equal((await stat(vol.image)).size, SIZE * 2, "the image is grown either way");
+    assert.ok((await stat(vol.image)).blocks * 512 < SIZE, "and still sparse");
+    assert.equal(await vol.imageBytes(), SIZE * 2);
+    assert.equal(await asService(acct, 'cat "$1/sub/$2"', vol.path, nameCanary), canary);
+    await assert.rejects(vol.grow(1024), (err: ParhelionError) => err.code === "ERR_VALIDATION");
   });
 
   test("destroy unmounts, detaches and removes the image", async () => {
