@@ -51,8 +51,7 @@ describe("workspace data on the group's encrypted volume (volumeEncryption fscry
     const image = statSync(join(tp.dataDir, "volumes", `${ws.groupId}.img`));
     assert.equal(image.size, WORKSPACE_SIZES["S-00"].storageBytes, "one S-00 workspace: the image is its share");
     assert.ok(image.blocks * 512 < 256 * 1024 * 1024, `the image is sparse (${image.blocks * 512} bytes used)`);
-    const state = await tp.platform.storage.isOpen(ws.groupId);
-    assert.equal(state, true);
+    assert.equal(tp.platform.storage.isOpen(ws.groupId), true, "unlocked by this process");
     const data = statSync(join(mountPoint, "data"));
     assert.equal(data.uid, 0, "the encrypted directory is root's");
     assert.equal(data.mode & 0o777, 0o711);
