@@ -32,6 +32,8 @@ import { Gateway } from "./gateway/server.js";
 import { DataApi } from "./gateway/dataApi.js";
 import { InflightTracker, type Services } from "./api/context.js";
 import { Keyring, attachKeyring, createKeyProvider, encryptLegacySecrets } from "./kms/index.js";
+import { CustomerKeys } from "./kms/cmek.js";
+import { KeyMonitor } from "./workspaces/keyMonitor.js";
 import { checkVolumeSupport, createGroupStorage, type GroupStorage, type VolumeEncryption } from "./volumes/groups.js";
 
 export const VERSION = "0.1.0";
@@ -171,6 +173,10 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     stack.push({ name: "kms", stop: () => keyProvider.close() });
     const keyring = new Keyring({ db, provider: keyProvider });
     stack.push({ name: "keyring", stop: async () => keyring.clear() });
+    // Customer-managed keys: a group's data key wrapped by the customer's AWS KMS or PKCS#11 key, reached with the operator's settings.
+    const customerKeys = new CustomerKeys({ db, logger: logger.child({ component: "cmek" }), settings: { awsRegion: cfg.cmekAwsRegion, awsEndpoint: cfg.cmekAwsEndpoint, awsCaFile: cfg.cmekAwsCaFile, hsmModule: cfg.cmekHsmModule } });
+    stack.push({ name: "cmek", stop: () => customerKeys.close() });
+    keyring.attachCustomerKeys(customerKeys);
     attachKeyring(db, keyring);
     await encryptLegacySecrets(db, logger.child({ component: "kms" }));
     logger.info({ provider: keyProvider.describe().provider, rootKeyId: keyProvider.describe().keyId }, "key hierarchy ready");
@@ -212,7 +218,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     });
     stack.push({ name: "engine", stop: () => engine.stopAll() });
     let gateway: Gateway | undefined;
-    const workspaces = new WorkspaceService(db, { clock, domain: cfg.gatewayDomain, gatewayPort: () => gateway?.port ?? cfg.gatewayPort, sizes: WORKSPACE_SIZE_NAMES });
+    const workspaces = new WorkspaceService(db, { clock, domain: cfg.gatewayDomain, gatewayPort: () => gateway?.port ?? cfg.gatewayPort, sizes: WORKSPACE_SIZE_NAMES, keys: keyring });
     await workspaces.ensureRegion(cfg.regionName);
     const tlsDir = join(cfg.dataDir, "tls");
     const ca = await ensureCA(tlsDir);
@@ -241,6 +247,16 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     }, onGroupExpired: (id) => router.invalidate({ workspaceGroupID: id }),
       onStateChange: (id) => router.invalidate({ workspaceID: id }) });
     stack.push({ name: "reconciler", stop: () => reconciler.stop() });
+    // Revocation: each customer key checked every kmsCheckSeconds; a disabled or deleted one stops its group.
+    const keyMonitor = new KeyMonitor({
+      db, keyring, customer: customerKeys, engine, storage, reconciler, audit, logger: logger.child({ component: "cmek" }), intervalMs: cfg.kmsCheckSeconds * 1000,
+      onStopping: (id) => {
+        gw.disconnectWorkspace(id);
+        dataApi.drop(id);
+      },
+      onStateChange: (id) => router.invalidate({ workspaceID: id }),
+    });
+    stack.push({ name: "key-monitor", stop: () => keyMonitor.stop() });
     workspaces.on("change", (e) => {
       router.invalidate(e);
       if (e.workspaceGroupID) tokens.invalidate(e.workspaceGroupID);
@@ -258,6 +274,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       await dataApi.close();
     } });
     reconciler.start();
+    keyMonitor.start();
     if (volumeEncryption === "none" && (await db.selectFrom("workspace_groups").select("id").where("state", "<>", "TERMINATED").limit(1).executeTakeFirst())) engine.prepare();
 
     Object.assign(services, {

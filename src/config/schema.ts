@@ -47,6 +47,11 @@ export const ConfigSchema = z
     kmsAwsRegion: z.string().regex(/^[a-z0-9-]{1,32}$/, { message: "must be an AWS region name" }).optional().describe("kms aws-kms: the AWS region."),
     kmsAwsEndpoint: z.string().url().optional().describe("kms aws-kms: an https:// endpoint instead of AWS's (a VPC endpoint or a KMS-compatible server). Credentials come from the AWS SDK's usual chain (AWS_ACCESS_KEY_ID, profiles, instance roles)."),
     kmsAwsCaFile: z.string().min(1).optional().describe("kms aws-kms: extra PEM CA certificates to trust for kmsAwsEndpoint."),
+    kmsCheckSeconds: z.coerce.number().int().min(1).max(30).default(15).describe("Seconds between checks of each workspace group's customer-managed key; a disabled or deleted key stops the group's workspaces within two periods."),
+    cmekAwsRegion: z.string().regex(/^[a-z0-9-]{1,32}$/, { message: "must be an AWS region name" }).optional().describe("Customer-managed keys: the AWS region of aws-kms keys given by id or alias (an ARN names its own)."),
+    cmekAwsEndpoint: z.string().url().optional().describe("Customer-managed keys: an https:// AWS KMS endpoint instead of AWS's regional one (a VPC endpoint or a KMS-compatible server). Credentials come from the AWS SDK's usual chain: customers grant that principal kms:Encrypt, kms:Decrypt and kms:DescribeKey in their key policy."),
+    cmekAwsCaFile: z.string().min(1).optional().describe("Customer-managed keys: extra PEM CA certificates to trust for cmekAwsEndpoint."),
+    cmekHsmModule: z.string().min(1).optional().describe("Customer-managed keys: the PKCS#11 module customers' HSM tokens are reached through; without it, pkcs11 customer keys are refused."),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -63,6 +68,7 @@ export const ConfigSchema = z
       for (const k of ["kmsHsmModule", "kmsHsmToken"] as const) if (c[k] === undefined) ctx.addIssue({ code: "custom", path: [k], message: "is required with kms pkcs11" });
       if (c.kmsHsmPin === undefined && c.kmsHsmPinFile === undefined) ctx.addIssue({ code: "custom", path: ["kmsHsmPin"], message: "kms pkcs11 needs the token's PIN: set PARHELION_KMS_HSM_PIN or kmsHsmPinFile (there is no default PIN)" });
     }
+    if (c.cmekAwsEndpoint !== undefined && !c.cmekAwsEndpoint.startsWith("https://")) ctx.addIssue({ code: "custom", path: ["cmekAwsEndpoint"], message: "must be an https:// URL" });
     if (c.kms === "aws-kms") {
       for (const k of ["kmsAwsKeyId", "kmsAwsRegion"] as const) if (c[k] === undefined) ctx.addIssue({ code: "custom", path: [k], message: "is required with kms aws-kms" });
       if (c.kmsAwsEndpoint !== undefined && !c.kmsAwsEndpoint.startsWith("https://")) ctx.addIssue({ code: "custom", path: ["kmsAwsEndpoint"], message: "must be an https:// URL" });

@@ -1,7 +1,11 @@
 import { hkdfSync, randomBytes, randomUUID } from "node:crypto";
 import { isParhelionError } from "../lib/errors.js";
+import { sql, type Transaction } from "kysely";
 import type { Db } from "../store/db.js";
+import type { Database } from "../store/schema.js";
+import { ParhelionError } from "../lib/errors.js";
 import { keyUnavailable } from "./errors.js";
+import type { CustomerKeys, CustomerKeySpec } from "./cmek.js";
 import { envelopeKeyId, open, seal } from "./envelope.js";
 import type { KeyProvider, ProviderDescription, ProviderHealth, WrapContext } from "./provider.js";
 
@@ -21,6 +25,20 @@ interface KeyRow {
   wrapped_by: string;
   provider: string | null;
   wrapped: Buffer;
+  wrap: "kek" | "aws-kms" | "pkcs11";
+  wrap_version: number;
+}
+
+/** A group data key's wrapping, as rotation answers it. */
+export interface GroupKeyWrap {
+  workspaceGroupID: string;
+  keyID: string;
+  /** "platform": the organization's KEK; otherwise the customer key's provider. */
+  provider: "platform" | "aws-kms" | "pkcs11";
+  /** The key that wraps it now: the KEK's id or the customer key's id (ARN). */
+  wrappedBy: string;
+  keyVersion: number;
+  wrappedAt: string;
 }
 
 /** A key as `parhelion key status` shows it: ids and relations only, never key material. */
@@ -54,6 +72,11 @@ function kekContext(row: Pick<KeyRow, "id" | "org_id">): WrapContext {
   return { purpose: "parhelion-org-kek", keyId: row.id, organizationId: row.org_id };
 }
 
+/** What a group data key's wrapping by a customer key is bound to (AWS KMS: the EncryptionContext). */
+function customerContext(row: Pick<KeyRow, "id" | "org_id" | "group_id">): WrapContext {
+  return { purpose: "parhelion-group-data", keyId: row.id, organizationId: row.org_id, workspaceGroupId: row.group_id ?? "" };
+}
+
 /** What a data key's envelope under its KEK is bound to. */
 function dataKeyPurpose(row: Pick<KeyRow, "id" | "kind" | "org_id" | "group_id">): string {
   return `kms_keys:${row.id}:${row.kind}:${row.org_id}:${row.group_id ?? ""}`;
@@ -72,6 +95,7 @@ export class Keyring {
   private readonly ttlMs: number;
   private readonly cache = new Map<string, { key: Buffer; until: number; row: KeyRow }>();
   private readonly inflight = new Map<string, Promise<{ key: Buffer; row: KeyRow }>>();
+  private customer: CustomerKeys | undefined;
 
   constructor(opts: KeyringOptions) {
     this.db = opts.db;
@@ -119,15 +143,139 @@ export class Keyring {
 
   /** The provider, its health and the organization's keys (ids and relations, never material). */
   async status(orgId: string): Promise<KeyStatus> {
-    const rows = await this.db.selectFrom("kms_keys").select(["id", "kind", "org_id", "group_id", "wrapped_by", "provider", "state", "created_at"]).where("org_id", "=", orgId).orderBy("created_at").orderBy("id").execute();
+    const rows = await this.db.selectFrom("kms_keys").select(["id", "kind", "org_id", "group_id", "wrapped_by", "provider", "wrap", "state", "created_at"]).where("org_id", "=", orgId).orderBy("created_at").orderBy("id").execute();
     return {
       provider: this.provider.describe(),
       health: await this.provider.health(),
       keys: rows.map((r) => ({
-        keyID: r.id, kind: r.kind, organizationID: r.org_id, workspaceGroupID: r.group_id, wrappedBy: r.wrapped_by, provider: r.provider,
+        keyID: r.id, kind: r.kind, organizationID: r.org_id, workspaceGroupID: r.group_id, wrappedBy: r.wrapped_by, provider: r.wrap === "kek" ? r.provider : r.wrap,
         state: r.state, createdAt: new Date(r.created_at).toISOString(),
       })),
     };
+  }
+
+  /** Customer-managed keys: what unwraps group data keys a customer's key wraps. */
+  attachCustomerKeys(ck: CustomerKeys): void {
+    this.customer = ck;
+    ck.attach(this);
+  }
+
+  /**
+   * Re-wraps the group's data key (made first if it has none) under a customer key (spec), or under the
+   * organization's KEK (null), in place: the key and its id stay, so does the volume key. Nothing changes when
+   * the customer key cannot be used (ERR_KMS_KEY_UNUSABLE) or the current wrapping cannot be opened.
+   */
+  async setGroupCustomerKey(orgId: string, groupId: string, spec: CustomerKeySpec | null): Promise<GroupKeyWrap> {
+    const ck = this.requireCustomer();
+    const opened = spec === null ? null : await ck.openSpec(orgId, groupId, spec);
+    try {
+      const out = await this.db.transaction().execute(async (trx) => {
+        await trx.selectFrom("workspace_groups").select("id").where("id", "=", groupId).forNoKeyUpdate().execute();
+        const w = await this.rewrap(orgId, groupId, opened?.provider ?? null, trx);
+        if (opened) {
+          const { row, credential } = opened;
+          const values = { ...row, credential_enc: credential, status: "ENABLED" as const, status_detail: null, checked_at: sql<Date>`now()` };
+          await trx.insertInto("group_kms_keys").values(values as never)
+            .onConflict((oc) => oc.column("group_id").doUpdateSet({ ...values, updated_at: sql`now()` } as never)).execute();
+        } else {
+          await trx.deleteFrom("group_kms_keys").where("group_id", "=", groupId).execute();
+        }
+        return w;
+      });
+      if (opened) ck.use(groupId, opened.provider);
+      else ck.forget(groupId);
+      this.evictGroup(groupId);
+      return out;
+    } catch (err) {
+      if (opened) await opened.provider.close();
+      throw err;
+    }
+  }
+
+  /** Re-wraps the group's data key under the current version of what wraps it now (its customer key, or the KEK). */
+  async rotateGroupKey(orgId: string, groupId: string): Promise<GroupKeyWrap> {
+    const row = await this.groupKeyRow(orgId, groupId);
+    const to = row.wrap === "kek" ? null : await this.requireCustomer().providerFor(groupId, row.wrapped_by);
+    const out = await this.db.transaction().execute((trx) => this.rewrap(orgId, groupId, to, trx));
+    this.evictGroup(groupId);
+    return out;
+  }
+
+  /** The group data key's wrapping now (null when the group has no data key yet). */
+  async groupKeyWrap(orgId: string, groupId: string): Promise<GroupKeyWrap | null> {
+    const r = await this.db.selectFrom("kms_keys").select(["id", "wrap", "wrapped_by", "wrap_version", "wrapped_at"])
+      .where("kind", "=", "group-data").where("org_id", "=", orgId).where("group_id", "=", groupId).where("state", "=", "active").executeTakeFirst();
+    return r ? { workspaceGroupID: groupId, keyID: r.id, provider: r.wrap === "kek" ? "platform" : r.wrap, wrappedBy: r.wrapped_by, keyVersion: r.wrap_version, wrappedAt: new Date(r.wrapped_at).toISOString() } : null;
+  }
+
+  /**
+   * Unwraps the group's data key afresh through its customer key (never from the cache) and forgets it: the
+   * revocation check. ok for a group on the platform key (the root key's health covers it).
+   */
+  async verifyGroupKey(orgId: string, groupId: string): Promise<{ ok: boolean; keyId?: string }> {
+    const row = (await this.db.selectFrom("kms_keys").select(["id", "kind", "org_id", "group_id", "wrapped_by", "provider", "wrapped", "wrap", "wrap_version"])
+      .where("kind", "=", "group-data").where("org_id", "=", orgId).where("group_id", "=", groupId).where("state", "=", "active").executeTakeFirst()) as KeyRow | undefined;
+    if (!row || row.wrap === "kek") return { ok: true };
+    try {
+      const p = await this.requireCustomer().providerFor(groupId, row.wrapped_by);
+      const key = await p.unwrap(row.wrapped, customerContext(row));
+      const ok = key.length === 32;
+      key.fill(0);
+      return { ok, keyId: row.wrapped_by };
+    } catch {
+      return { ok: false, keyId: row.wrapped_by };
+    }
+  }
+
+  /** Forgets (zeroing) the unwrapped data keys of a group: after its key was revoked. */
+  evictGroup(groupId: string): void {
+    for (const [id, e] of this.cache) {
+      if (e.row.group_id !== groupId) continue;
+      e.key.fill(0);
+      this.cache.delete(id);
+    }
+  }
+
+  private requireCustomer(): CustomerKeys {
+    if (!this.customer) throw new ParhelionError("ERR_INTERNAL", "customer-managed keys are not set up");
+    return this.customer;
+  }
+
+  private async groupKeyRow(orgId: string, groupId: string, db: Db | Transaction<Database> = this.db): Promise<KeyRow> {
+    const row = (await db.selectFrom("kms_keys").select(["id", "kind", "org_id", "group_id", "wrapped_by", "provider", "wrapped", "wrap", "wrap_version"])
+      .where("kind", "=", "group-data").where("org_id", "=", orgId).where("group_id", "=", groupId).where("state", "=", "active").executeTakeFirst()) as KeyRow | undefined;
+    if (!row) throw new ParhelionError("ERR_NOT_FOUND", "the workspace group has no data key yet");
+    return row;
+  }
+
+  /** Unwraps the group's data key (made first if needed) and stores it wrapped under `to` (null: the KEK), compare-and-set. */
+  private async rewrap(orgId: string, groupId: string, to: KeyProvider | null, trx: Transaction<Database>): Promise<GroupKeyWrap> {
+    await this.activeKey("group-data", orgId, groupId);
+    const row = await this.groupKeyRow(orgId, groupId, trx);
+    const key = Buffer.from((await this.load(row.id)).key);
+    try {
+      let wrapped: Buffer;
+      let wrappedBy: string;
+      let wrap: KeyRow["wrap"];
+      if (to === null) {
+        const kek = await this.activeKey("org-kek", orgId, null);
+        wrapped = seal(kek.key, kek.id, dataKeyPurpose(row), key);
+        wrappedBy = kek.id;
+        wrap = "kek";
+      } else {
+        const d = to.describe();
+        if (d.provider !== "aws-kms" && d.provider !== "pkcs11") throw new ParhelionError("ERR_INTERNAL", "a customer key is aws-kms or pkcs11");
+        wrapped = await to.wrap(key, customerContext(row));
+        wrappedBy = d.keyId;
+        wrap = d.provider;
+      }
+      const r = await trx.updateTable("kms_keys").set({ wrapped, wrapped_by: wrappedBy, wrap, wrap_version: sql`wrap_version + 1`, wrapped_at: sql`now()` } as never)
+        .where("id", "=", row.id).where("wrap_version", "=", row.wrap_version).returning(["wrap_version", "wrapped_at"]).executeTakeFirst();
+      if (!r) throw new ParhelionError("ERR_CONFLICT", "the workspace group's key changed meanwhile; retry");
+      return { workspaceGroupID: groupId, keyID: row.id, provider: wrap === "kek" ? "platform" : wrap, wrappedBy, keyVersion: r.wrap_version, wrappedAt: new Date(r.wrapped_at).toISOString() };
+    } finally {
+      key.fill(0);
+    }
   }
 
   /** Forgets every unwrapped key (zeroing it). */
@@ -161,12 +309,12 @@ export class Keyring {
       if (kind === "org-kek") {
         const d = this.provider.describe();
         const id = `kek-${randomUUID()}`;
-        row = { id, kind, org_id: orgId, group_id: null, wrapped_by: d.keyId, provider: d.provider, wrapped: Buffer.alloc(0) };
+        row = { id, kind, org_id: orgId, group_id: null, wrapped_by: d.keyId, provider: d.provider, wrapped: Buffer.alloc(0), wrap: "kek", wrap_version: 1 };
         row.wrapped = await this.provider.wrap(key, kekContext(row));
       } else {
         const kek = await this.activeKey("org-kek", orgId, null);
         const id = `dek-${randomUUID()}`;
-        row = { id, kind, org_id: orgId, group_id: groupId, wrapped_by: kek.id, provider: null, wrapped: Buffer.alloc(0) };
+        row = { id, kind, org_id: orgId, group_id: groupId, wrapped_by: kek.id, provider: null, wrapped: Buffer.alloc(0), wrap: "kek", wrap_version: 1 };
         row.wrapped = seal(kek.key, kek.id, dataKeyPurpose(row), key);
       }
       await this.db.insertInto("kms_keys").values(row).onConflict((oc) => oc.doNothing()).execute();
@@ -203,10 +351,17 @@ export class Keyring {
   }
 
   private async loadChain(id: string): Promise<{ key: Buffer; row: KeyRow }> {
-    const row = (await this.db.selectFrom("kms_keys").select(["id", "kind", "org_id", "group_id", "wrapped_by", "provider", "wrapped"]).where("id", "=", id).executeTakeFirst()) as KeyRow | undefined;
+    const row = (await this.db.selectFrom("kms_keys").select(["id", "kind", "org_id", "group_id", "wrapped_by", "provider", "wrapped", "wrap", "wrap_version"]).where("id", "=", id).executeTakeFirst()) as KeyRow | undefined;
     if (!row) throw keyUnavailable();
     let key: Buffer;
-    if (row.kind === "org-kek") {
+    if (row.wrap !== "kek") {
+      // A group data key wrapped by its customer's key: that key's provider, and nothing else, unwraps it.
+      if (row.kind !== "group-data" || row.group_id === null || !this.customer) throw keyUnavailable();
+      const p = await this.customer.providerFor(row.group_id, row.wrapped_by);
+      const d = p.describe();
+      if (d.provider !== row.wrap || d.keyId !== row.wrapped_by) throw keyUnavailable();
+      key = await p.unwrap(row.wrapped, customerContext(row));
+    } else if (row.kind === "org-kek") {
       const d = this.provider.describe();
       if (row.provider !== d.provider || row.wrapped_by !== d.keyId) throw keyUnavailable();
       key = await this.provider.unwrap(row.wrapped, kekContext(row));

@@ -13,6 +13,8 @@ export interface Pkcs11Options {
   keyLabel: string;
   /** The token's user PIN (never defaulted, never logged). */
   pin: string;
+  /** Make the key when the token has none (the platform's root key); false for a customer's key, which must exist. */
+  create?: boolean;
 }
 
 const IV_BYTES = 12;
@@ -103,6 +105,8 @@ export class Pkcs11KeyProvider implements KeyProvider {
       let key: graphene.SecretKey;
       if (found.length === 1) {
         key = found.items(0).toType<graphene.SecretKey>();
+      } else if (o.create === false) {
+        throw configError(`the token "${o.token}" holds no AES key labelled "${o.keyLabel}"`);
       } else {
         key = session.generateKey(graphene.KeyGenMechanism.AES, {
           ...template, id: randomBytes(16), token: true, private: true, sensitive: true, extractable: false, modifiable: false,

@@ -15,6 +15,7 @@ import * as m0008 from "./migrations/0008_credential_keys.js";
 import * as m0009 from "./migrations/0009_audit_level.js";
 import * as m0010 from "./migrations/0010_user_audit_levels.js";
 import * as m0011 from "./migrations/0011_audit_sinks.js";
+import * as m0012 from "./migrations/0012_cmek.js";
 
 export type { Db, Database } from "./schema.js";
 
@@ -34,6 +35,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0009_audit_level": m0009,
   "0010_user_audit_levels": m0010,
   "0011_audit_sinks": m0011,
+  "0012_cmek": m0012,
 };
 
 class StaticProvider implements MigrationProvider {

@@ -334,6 +334,27 @@ export interface KmsKeysTable {
   state: ColumnType<"active" | "retired", "active" | "retired" | undefined, "active" | "retired">;
   created_at: GeneratedTimestamp;
   retired_at: Timestamp | null;
+  /** What wraps it: the organization's KEK (an envelope), or the group's customer-managed key (wrapped_by is its id). */
+  wrap: ColumnType<"kek" | "aws-kms" | "pkcs11", "kek" | "aws-kms" | "pkcs11" | undefined, "kek" | "aws-kms" | "pkcs11">;
+  /** Counts re-wraps (rotation, moving to or from a customer key); the key itself never changes. */
+  wrap_version: ColumnType<number, number | undefined, number>;
+  wrapped_at: GeneratedTimestamp;
+}
+
+/** A workspace group's customer-managed key (CMEK): the key that wraps its data key instead of the organization's KEK. */
+export interface GroupKmsKeysTable {
+  group_id: string;
+  org_id: string;
+  provider: "aws-kms" | "pkcs11";
+  key_ref: string; // as the customer named it (key id, ARN or alias; token/label)
+  key_id: string; // resolved: the KMS key ARN, or pkcs11:<token>/<label>#<id>
+  settings: Record<string, string>; // non-secret (region, token, keyLabel)
+  credential_enc: Buffer | null; // pkcs11: the token PIN sealed under the organization's data key
+  status: ColumnType<"ENABLED" | "UNAVAILABLE", "ENABLED" | "UNAVAILABLE" | undefined, "ENABLED" | "UNAVAILABLE">;
+  status_detail: string | null;
+  checked_at: Timestamp | null;
+  created_at: GeneratedTimestamp;
+  updated_at: GeneratedTimestamp;
 }
 
 export interface Database {
@@ -363,6 +384,7 @@ export interface Database {
   mfa_recovery_codes: MfaRecoveryCodesTable;
   mfa_challenges: MfaChallengesTable;
   kms_keys: KmsKeysTable;
+  group_kms_keys: GroupKmsKeysTable;
 }
 
 export type Db = Kysely<Database>;

@@ -63,6 +63,11 @@ interface Row {
 /** The reason a workspace shows while its group's key cannot be had: the error code first, for people and tools. */
 export const KEY_UNAVAILABLE_REASON = "ERR_KEY_UNAVAILABLE: the workspace group's data key is unavailable (disabled, deleted, or its provider cannot be reached); its encrypted volume stays locked and the workspace does not serve until the key is usable again";
 
+/** The reason naming a group's customer-managed key when that key is what cannot be had. */
+export function customerKeyReason(k: { provider: string; keyId: string; detail?: string | null | undefined }): string {
+  return `ERR_KEY_UNAVAILABLE: the workspace group's customer-managed key (${k.provider} ${k.keyId}) is unavailable${k.detail ? ` (${k.detail})` : ""}: it is disabled, deleted or cannot be reached; the group's encrypted volume stays locked and its workspaces do not serve until the key is enabled again`;
+}
+
 /**
  * Drives every workspace from its observed state to its desired state. All it knows lives in the metadata
  * store and on disk, so after a crash (kill -9 at any step) the next start simply runs it again: the engine's
@@ -77,6 +82,8 @@ export class Reconciler {
   private readonly applied = new Map<string, number>();
   private readonly failures = new Map<string, { count: number; retryAt: number }>();
   private readonly intervalMs: number;
+  /** Passes and exclusive sections (key revocation) run one at a time, in order. */
+  private serial: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: ReconcilerOptions) {
     this.intervalMs = o.intervalMs ?? 5000;
@@ -102,6 +109,19 @@ export class Reconciler {
     });
   }
 
+  /** Runs fn with no pass running (and none starting until it is done): key revocation stops servers under it. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.serial.then(fn);
+    this.serial = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Forgets the retry backoff of a group's workspaces (its key is usable again) and asks for a pass. */
+  retryGroup(workspaceIds: string[]): void {
+    for (const id of workspaceIds) this.failures.delete(id);
+    this.kick();
+  }
+
   /** Resolves when no pass is running or pending (tests and shutdown). */
   async idle(): Promise<void> {
     while (this.running) await this.running;
@@ -118,7 +138,7 @@ export class Reconciler {
     do {
       this.again = false;
       try {
-        await this.pass();
+        await this.exclusive(() => this.pass());
       } catch (err) {
         this.o.logger.error({ err: { message: (err as Error).message } }, "reconciler pass failed");
       }
@@ -270,7 +290,11 @@ export class Reconciler {
     const delay = Math.min(60_000, 1000 * 2 ** prev);
     this.failures.set(row.id, { count: prev + 1, retryAt: this.o.clock().getTime() + delay });
     const keyUnavailable = isParhelionError(err) && err.code === "ERR_KEY_UNAVAILABLE";
-    const reason = keyUnavailable ? KEY_UNAVAILABLE_REASON : err.message;
+    let reason = err.message;
+    if (keyUnavailable) {
+      const cmek = await this.o.db.selectFrom("group_kms_keys").select(["provider", "key_id", "status_detail"]).where("group_id", "=", row.group_id).executeTakeFirst();
+      reason = cmek ? customerKeyReason({ provider: cmek.provider, keyId: cmek.key_id, detail: cmek.status_detail }) : KEY_UNAVAILABLE_REASON;
+    }
     this.o.logger.error({ workspaceID: row.id, desired: row.desired_state, err: { message: err.message } }, "workspace reconcile failed; will retry");
     await this.o.db.updateTable("workspaces")
       .set({ state: "FAILED", state_reason: reason.slice(0, 1000), updated_at: sql`now()` })

@@ -9,6 +9,8 @@ import { ParhelionError } from "../lib/errors.js";
 import type { Clock } from "../identity/types.js";
 import { makeScramVerifier } from "../gateway/protocol/scram.js";
 import { LOOPBACK_RANGES, normalizeRanges } from "./firewall.js";
+import type { Keyring, GroupKeyWrap } from "../kms/keyring.js";
+import { kmsView, type CustomerKeySpec, type GroupKmsKeyView } from "../kms/cmek.js";
 
 export type GroupRow = Selectable<WorkspaceGroupsTable>;
 export type WorkspaceRow = Selectable<WorkspacesTable>;
@@ -32,6 +34,8 @@ export interface GroupView {
   terminatedAt?: string;
   tlsMinVersion: "1.2" | "1.3";
   auditLevel: AuditLevel;
+  /** The customer-managed key wrapping the group's data key; null: the platform's key hierarchy. */
+  kmsKey: GroupKmsKeyView | null;
 }
 
 /** A workspace in Helios's shape, plus parhelion's port and stateReason. */
@@ -111,7 +115,11 @@ function isUniqueViolation(err: unknown): boolean {
 export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
   constructor(
     private readonly db: Db,
-    private readonly opts: { clock: Clock; domain: string; gatewayPort: () => number; sizes: readonly string[] },
+    private readonly opts: {
+      clock: Clock; domain: string; gatewayPort: () => number; sizes: readonly string[];
+      /** The key hierarchy: customer-managed keys and rotation of the groups' data keys. */
+      keys?: Pick<Keyring, "setGroupCustomerKey" | "rotateGroupKey" | "groupKeyWrap"> | undefined;
+    },
   ) {
     super();
   }
@@ -126,7 +134,7 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
     return [`*.${groupId}.${this.opts.domain}`, `${groupId}.${this.opts.domain}`];
   }
 
-  groupView(g: GroupRow): GroupView {
+  groupView(g: GroupRow, kms: GroupKmsKeyView | null = null): GroupView {
     return {
       workspaceGroupID: g.id,
       name: g.name,
@@ -140,7 +148,45 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
       ...(g.terminated_at ? { terminatedAt: iso(g.terminated_at)! } : {}),
       tlsMinVersion: g.tls_min_version,
       auditLevel: g.audit_level as AuditLevel,
+      kmsKey: kms,
     };
+  }
+
+  /** The customer keys of some groups (absent: the platform's key). */
+  private async kmsKeys(ids: string[]): Promise<Map<string, GroupKmsKeyView>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.db.selectFrom("group_kms_keys").select(["group_id", "provider", "key_id", "status", "status_detail", "checked_at"]).where("group_id", "in", ids).execute();
+    return new Map(rows.map((r) => [r.group_id, kmsView(r)]));
+  }
+
+  private keys(): NonNullable<typeof this.opts.keys> {
+    if (!this.opts.keys) throw new ParhelionError("ERR_INTERNAL", "the key hierarchy is not wired to the workspace service");
+    return this.opts.keys;
+  }
+
+  /**
+   * Wraps the group's data key under the customer's key (or, with null, the platform's KEK again), online: the
+   * data key and the volume key derived from it stay, no data is rewritten, the workspaces keep serving.
+   */
+  async setGroupKmsKey(orgId: string, id: string, spec: CustomerKeySpec | null): Promise<GroupKeyWrap> {
+    const g = await this.groupRow(orgId, id);
+    if (g.state === "TERMINATED") throw new ParhelionError("ERR_CONFLICT", "the workspace group is terminated");
+    const out = await this.keys().setGroupCustomerKey(orgId, id, spec);
+    this.changed({ workspaceGroupID: id });
+    return out;
+  }
+
+  /** Re-wraps the group's data key under the current version of its wrapping key; no data rewrite, no downtime. */
+  async rotateGroupKey(orgId: string, id: string): Promise<GroupKeyWrap> {
+    const g = await this.groupRow(orgId, id);
+    if (g.state === "TERMINATED") throw new ParhelionError("ERR_CONFLICT", "the workspace group is terminated");
+    return this.keys().rotateGroupKey(orgId, id);
+  }
+
+  /** The group's data key, what wraps it and its customer key's status. */
+  async groupKeyStatus(orgId: string, id: string): Promise<{ workspaceGroupID: string; dataKey: GroupKeyWrap | null; kmsKey: GroupKmsKeyView | null }> {
+    await this.groupRow(orgId, id);
+    return { workspaceGroupID: id, dataKey: await this.keys().groupKeyWrap(orgId, id), kmsKey: (await this.kmsKeys([id])).get(id) ?? null };
   }
 
   workspaceView(w: WorkspaceRow): WorkspaceView {
@@ -216,7 +262,8 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
     if (!opts.includeTerminated) q = q.where("state", "<>", "TERMINATED");
     if (opts.only !== undefined) q = q.where("id", "in", opts.only);
     const rows = await q.orderBy("created_at").orderBy("id").execute();
-    return rows.map((g) => this.groupView(g));
+    const kms = await this.kmsKeys(rows.map((g) => g.id));
+    return rows.map((g) => this.groupView(g, kms.get(g.id) ?? null));
   }
 
   async groupRow(orgId: string, id: string): Promise<GroupRow> {
@@ -226,7 +273,8 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
   }
 
   async getGroup(orgId: string, id: string): Promise<GroupView> {
-    return this.groupView(await this.groupRow(orgId, id));
+    const g = await this.groupRow(orgId, id);
+    return this.groupView(g, (await this.kmsKeys([id])).get(id) ?? null);
   }
 
   async updateGroup(orgId: string, id: string, patch: UpdateGroupInput): Promise<{ workspaceGroupID: string }> {

@@ -57,6 +57,8 @@ const EXPECTED: Record<string, readonly OrgRole[] | "public"> = {
   "GET /v1/workspaceGroups/{workspaceGroupID}": WS_READERS,
   "PATCH /v1/workspaceGroups/{workspaceGroupID}": WS_WRITERS,
   "DELETE /v1/workspaceGroups/{workspaceGroupID}": WS_WRITERS,
+  "GET /v1/workspaceGroups/{workspaceGroupID}/keys": WS_READERS,
+  "POST /v1/workspaceGroups/{workspaceGroupID}/keys/rotate": WS_WRITERS,
   "GET /v1/workspaceGroups/{workspaceGroupID}/accessControls": READERS,
   "PATCH /v1/workspaceGroups/{workspaceGroupID}/accessControls": WRITERS,
   "POST /v1/workspaces": WS_WRITERS,

@@ -12,6 +12,7 @@ import { ssoRoutes } from "./sso.js";
 import { mfaRoutes } from "./mfa.js";
 import { keyRoutes } from "./keys.js";
 import { auditSinkRoutes } from "./auditSinks.js";
+import { groupKeyRoutes } from "./groupKeys.js";
 
 /** Every /v1 route. The RBAC test walks this list against its expected allow/deny table. */
-export const ROUTES: readonly RouteSpec[] = [...orgRoutes, ...userRoutes, ...invitationRoutes, ...teamRoutes, ...apiKeyRoutes, ...auditRoutes, ...authRoutes, ...workspaceRoutes, ...tokenRoutes, ...ssoRoutes, ...mfaRoutes, ...keyRoutes, ...auditSinkRoutes];
+export const ROUTES: readonly RouteSpec[] = [...orgRoutes, ...userRoutes, ...invitationRoutes, ...teamRoutes, ...apiKeyRoutes, ...auditRoutes, ...authRoutes, ...workspaceRoutes, ...groupKeyRoutes, ...tokenRoutes, ...ssoRoutes, ...mfaRoutes, ...keyRoutes, ...auditSinkRoutes];

@@ -22,10 +22,29 @@ const AutoSuspend = z.object({ suspendType: z.enum(["IDLE", "SCHEDULED"]), suspe
 /** PostgreSQL identifiers as parhelion accepts them for databases and users (the engine checks reserved names). */
 const Identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, { message: "must be an identifier: a letter or underscore, then letters, digits, _ or $ (63 at most)" });
 
+/** A customer-managed key: parhelion's kmsKey object. The endpoint or PKCS#11 module is the operator's setting, never the caller's. */
+const KmsKeyID = z.string().min(1).max(2048).regex(/^[A-Za-z0-9:/_.+=@-]+$/, { message: "must be a key id, ARN or alias (letters, digits and :/_.+=@-)" });
+export const KmsKey = z.discriminatedUnion("provider", [
+  z.object({
+    provider: z.literal("aws-kms"), keyID: KmsKeyID.describe("The AWS KMS key: id, ARN or alias/... of a symmetric ENCRYPT_DECRYPT key."),
+    region: z.string().regex(/^[a-z0-9-]{1,32}$/, { message: "must be an AWS region name" }).optional().describe("The key's region when keyID is not an ARN (default: the operator's cmekAwsRegion)."),
+  }).strict(),
+  z.object({
+    provider: z.literal("pkcs11"), keyID: z.string().min(3).max(161).regex(/^[^/\u0000-\u001f]{1,32}\/[^\u0000-\u001f]{1,128}$/, { message: "must be <token label>/<key label>" }).describe("<token label>/<key label> of an AES-256 key on the HSM the operator connected (cmekHsmModule)."),
+    pin: z.string().min(1).max(256).describe("The token's user PIN: stored sealed under the organization's data key, never shown again."),
+  }).strict(),
+]);
+const KmsKeyView = z.object({
+  provider: z.enum(["aws-kms", "pkcs11"]), keyID: z.string().describe("The resolved key: the KMS key ARN, or pkcs11:<token>/<label>#<id>."),
+  status: z.enum(["ENABLED", "UNAVAILABLE"]).describe("UNAVAILABLE: the last check could not unwrap the group's data key with it (disabled, deleted, unreachable); the group's workspaces are stopped."),
+  statusDetail: z.string().optional(), checkedAt: z.string().optional(),
+});
+
 const Group = z.object({
   workspaceGroupID: Id, name: z.string(), regionID: Id, state: z.enum(["PENDING", "ACTIVE", "FAILED", "TERMINATED"]), allowAllTraffic: z.boolean(),
   firewallRanges: z.array(z.string()), updateWindow: UpdateWindow.optional(), createdAt: z.string(), expiresAt: z.string().optional(),
   terminatedAt: z.string().optional(), tlsMinVersion: TlsMinVersion, auditLevel: AuditLevelSchema,
+  kmsKey: KmsKeyView.nullable().describe("The customer-managed key wrapping the group's data key; null: the platform's key."),
 });
 const Workspace = z.object({
   workspaceID: Id, workspaceGroupID: Id, name: z.string(), endpoint: z.string().describe("Host name to connect to (TLS SNI picks the workspace)."),
@@ -47,7 +66,15 @@ const GroupUpdate = z.object({
   name: Name.optional(), adminPassword: Password.optional(), firewallRanges: FirewallRanges.optional(), expiresAt: IsoDate.optional(),
   allowAllTraffic: z.boolean().optional(), updateWindow: UpdateWindow.optional(), tlsMinVersion: TlsMinVersion.optional(),
   auditLevel: AuditLevelSchema.optional().describe("Statement audit level for sessions that start after the change (step-up)."),
-}).strict();
+  kmsKey: KmsKey.nullable().optional().describe("Customer-managed key (CMEK): re-wraps the group's data key under it online (no data rewrite); null moves back to the platform key. Changed on its own, in a request with no other field."),
+  dataBucketKMSKeyID: KmsKeyID.nullable().optional().describe("Helios's field: an AWS KMS key id or ARN, the same as kmsKey {provider: aws-kms, keyID}; null: the platform key."),
+}).strict().superRefine((b, ctx) => {
+  const kms = [b.kmsKey, b.dataBucketKMSKeyID].filter((v) => v !== undefined).length;
+  if (kms > 1) ctx.addIssue({ code: "custom", path: ["kmsKey"], message: "give kmsKey or dataBucketKMSKeyID, not both" });
+  else if (kms === 1 && Object.entries(b).some(([k, v]) => v !== undefined && k !== "kmsKey" && k !== "dataBucketKMSKeyID")) {
+    ctx.addIssue({ code: "custom", path: ["kmsKey"], message: "the group's key is changed on its own: send the other fields in another request" });
+  }
+});
 
 const WorkspaceCreate = z.object({
   workspaceGroupID: Id, name: WorkspaceName, size: Size.default("S-00"), autoSuspend: AutoSuspend.optional(),
@@ -92,12 +119,19 @@ export const workspaceRoutes = [
   defineRoute({
     method: "PATCH", path: "/v1/workspaceGroups/{workspaceGroupID}", operationId: "updateWorkspaceGroup", tag: "Workspace groups", auditType: "WorkspaceGroupUpdate",
     // Step-up only for the network and TLS settings (a rename is not sensitive).
-    stepUp: (b) => b !== null && typeof b === "object" && ["firewallRanges", "allowAllTraffic", "tlsMinVersion", "auditLevel"].some((k) => Object.hasOwn(b, k)),
-    summary: "Changes a group's name, firewall, TLS minimum, admin password, expiry or update window.", access: "workspaceGroups:write", resource: groupResource,
+    stepUp: (b) => b !== null && typeof b === "object" && ["firewallRanges", "allowAllTraffic", "tlsMinVersion", "auditLevel", "kmsKey", "dataBucketKMSKeyID"].some((k) => Object.hasOwn(b, k)),
+    summary: "Changes a group's name, firewall, TLS minimum, admin password, expiry, update window or customer-managed key.", access: "workspaceGroups:write", resource: groupResource,
     params: GroupParams, body: GroupUpdate, response: z.object({ workspaceGroupID: Id }),
     handler: async ({ params, body, principal, services, audit }) => {
       audit.resource = { type: "WorkspaceGroup", id: params.workspaceGroupID };
-      const { adminPassword, ...rest } = body;
+      if (body.kmsKey !== undefined || body.dataBucketKMSKeyID !== undefined) {
+        const spec = body.kmsKey !== undefined ? body.kmsKey : body.dataBucketKMSKeyID === null ? null : { provider: "aws-kms" as const, keyID: body.dataBucketKMSKeyID! };
+        audit.attributes = { change: { kmsKey: spec === null ? null : { provider: spec.provider, keyID: spec.keyID, ...("region" in spec && spec.region ? { region: spec.region } : {}), ...("pin" in spec ? { pin: "(set)" } : {}) } } };
+        const w = await services.workspaces.setGroupKmsKey(principal!.orgId, params.workspaceGroupID, spec);
+        audit.attributes = { ...audit.attributes, dataKeyID: w.keyID, wrappedBy: w.wrappedBy, keyVersion: w.keyVersion };
+        return { workspaceGroupID: params.workspaceGroupID };
+      }
+      const { adminPassword, kmsKey: _k, dataBucketKMSKeyID: _d, ...rest } = body;
       audit.attributes = { change: { ...rest, ...(adminPassword !== undefined ? { adminPassword: "(changed)" } : {}) } };
       return services.workspaces.updateGroup(principal!.orgId, params.workspaceGroupID, body);
     },
