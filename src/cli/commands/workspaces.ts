@@ -18,7 +18,8 @@ async function resolveWorkspace(client: ApiClient, ref: string): Promise<Workspa
   throw usageError(`${all.length} workspaces are named "${ref}" (in different groups)`, "use the workspace ID");
 }
 
-async function resolveGroupId(client: ApiClient, ref: string): Promise<string> {
+/** A workspace group by ID, or by name when exactly one has it. */
+export async function resolveGroupId(client: ApiClient, ref: string): Promise<string> {
   if (isUuid(ref)) return ref;
   const all = (await client.get<WorkspaceGroup[]>("/v1/workspaceGroups")).filter((g) => g.name === ref);
   if (all.length === 1) return all[0]!.workspaceGroupID;
@@ -129,6 +130,30 @@ export function registerWorkspaces(program: Command): void {
       if (Object.keys(body).length === 0) throw usageError("nothing to change", "pass --firewall, --tls-min-version, --audit-level, --name, --allow-all-traffic or --admin-password-file");
       const { body: r } = await client.call<{ workspaceGroupID: string }>("PATCH", `/v1/workspaceGroups/${await resolveGroupId(client, ref)}`, { body });
       emit(format, r, () => process.stdout.write(`updated workspace group ${r.workspaceGroupID}\n`));
+    }));
+
+  wg.command("set-kms").description("Wrap the group's data key under a customer-managed key (online, no data rewrite), or --platform to go back to the platform key")
+    .argument("<group>", "ID or name")
+    .option("--provider <provider>", "aws-kms or pkcs11")
+    .option("--key-id <id>", "aws-kms: key id, ARN or alias; pkcs11: <token label>/<key label>")
+    .option("--region <region>", "aws-kms: the key's region when --key-id is not an ARN")
+    .option("--pin-file <file>", "pkcs11: file holding the token's user PIN")
+    .option("--platform", "back to the platform's key hierarchy")
+    .action(apiAction(async ({ client, format }, ref: string, opts: { provider?: string; keyId?: string; region?: string; pinFile?: string; platform?: boolean }) => {
+      let kmsKey: Record<string, unknown> | null;
+      if (opts.platform) {
+        if (opts.provider !== undefined || opts.keyId !== undefined) throw usageError("--platform takes no --provider or --key-id");
+        kmsKey = null;
+      } else {
+        if (opts.provider === undefined || opts.keyId === undefined) throw usageError("give --provider and --key-id, or --platform");
+        kmsKey = { provider: opts.provider, keyID: opts.keyId };
+        if (opts.region !== undefined) kmsKey["region"] = opts.region;
+        if (opts.pinFile !== undefined) kmsKey["pin"] = password({ passwordFile: opts.pinFile });
+      }
+      const id = await resolveGroupId(client, ref);
+      await client.call<{ workspaceGroupID: string }>("PATCH", `/v1/workspaceGroups/${id}`, { body: { kmsKey } });
+      const g = await client.get<{ workspaceGroupID: string; kmsKey: { provider: string; keyID: string; status: string } | null }>(`/v1/workspaceGroups/${id}`);
+      emit(format, g, () => process.stdout.write(g.kmsKey ? `workspace group ${id}: data key wrapped by ${g.kmsKey.provider} ${g.kmsKey.keyID} (${g.kmsKey.status})\n` : `workspace group ${id}: data key wrapped by the platform key\n`));
     }));
 
   wg.command("delete").description("Terminate a workspace group").argument("<group>", "ID or name")
