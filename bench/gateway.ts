@@ -543,8 +543,14 @@ interface MemoryRow {
   rssMb: number;
 }
 
-function workspaceMemory(dataDir: string, s: CreateSample): MemoryRow {
-  const processes = serverMemory(join(dataDir, "workspaces", s.id, "pgdata"));
+/** A workspace's pgdata: on its group's encrypted volume (src/volumes/groups.ts), or beside its socket with volumeEncryption none. */
+function workspacePgdata(dataDir: string, groupId: string, id: string): string {
+  const onVolume = join(dataDir, "volumes", groupId, "data", id, "pgdata");
+  return existsSync(onVolume) ? onVolume : join(dataDir, "workspaces", id, "pgdata");
+}
+
+function workspaceMemory(dataDir: string, groupId: string, s: CreateSample): MemoryRow {
+  const processes = serverMemory(workspacePgdata(dataDir, groupId, s.id));
   const sum = (k: "pss" | "rss") => processes.reduce((a, x) => a + x[k], 0) / 1024;
   return { name: s.name, processes, pssMb: sum("pss"), rssMb: sum("rss") };
 }
@@ -604,12 +610,12 @@ async function run(o: Options): Promise<boolean> {
   const bench = samples[0]!;
   say(`idling ${o.idle} s before reading the workspaces' memory`);
   await sleep(o.idle * 1000);
-  const memory = samples.map((s) => workspaceMemory(dataDir, s));
+  const memory = samples.map((s) => workspaceMemory(dataDir, groupId, s));
   for (const s of samples.slice(1)) await deleteWorkspace(p, s.id);
   await waitSpare(dataDir, 60_000); // no initdb in the background during the load runs
 
   const wsDir = join(dataDir, "workspaces", bench.id);
-  const wsPgdata = join(wsDir, "pgdata");
+  const wsPgdata = workspacePgdata(dataDir, groupId, bench.id);
   const wsSocketDir = join(wsDir, "run");
   const wsInfo = await withSystemClient(wsSocketDir, 5432, async (c) => {
     const v = await c.query<{ rolpassword: string }>("SELECT rolpassword FROM pg_authid WHERE rolname = 'admin'");

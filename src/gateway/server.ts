@@ -10,7 +10,9 @@ import { BackendScanner, SSL_YES, SSL_NO, errorResponse, authenticationCleartext
 import { ScramServer, parseScramVerifier, deriveScramKeysAsync } from "./protocol/scram.js";
 import { TokenRejected, looksLikeJwt, type TokenVerifier, type VerifiedToken } from "./tokens.js";
 import { BackendSessions, PgauditDemand, SessionStatements, StatementFrontendScanner, type SessionWindow, type StatementRecord } from "./statements.js";
-import { recordsStatements, type Classification, type StatementClassifier } from "../audit/sql/classify.js";
+import { recordsStatements, type StatementClassifier } from "../audit/sql/classify.js";
+import type { EncodedRecord } from "../audit/stream/pipeline.js";
+import { StatementRecordEncoder, statementEvent, type StatementSession } from "./statementRecord.js";
 import { decideNested, pgauditClassesFor, type NestedStatement } from "../audit/pgaudit.js";
 import { peekClientHello } from "./protocol/clienthello.js";
 import { MessagePump } from "./pump.js";
@@ -49,6 +51,11 @@ export interface GatewayOptions {
   onServerFull?: (workspaceId: string) => void;
   /** Classifies statements for audit at each group's level; absent: no statement audit. */
   statements?: StatementClassifier;
+  /**
+   * Where an organization's statement records go without the store (its streams, audit/stream/pipeline.ts), serialized
+   * by the gateway itself; absent, or not for that organization: through `audit.record` like every record.
+   */
+  statementStream?: { streamsStatements(orgId: string): boolean; publishEncoded(r: EncodedRecord): void };
   /**
    * Audit failMode closed: true while a required (failMode closed) audit sink covering the organization or group cannot record. New
    * sessions are refused and a session's next message ends it (ERR_AUDIT_UNAVAILABLE). Absent: never.
@@ -106,22 +113,14 @@ function idle(s: Session): boolean {
 }
 const PRE_AUTH_AUDIT_WINDOW_MS = 10_000;
 
-/**
- * A classification's summary for its records (its classes, commands and a reason text), computed once per
- * classification: the classifier caches classifications by shape, so a workload's few forms are described once.
- * The arrays are shared by every record of that form and never mutated.
- */
-const described = new WeakMap<Classification["statements"], { what: string; classes: string[]; commands: string[] }>();
-function describeClassification(c: Classification): { what: string; classes: string[]; commands: string[] } {
-  // Keyed by the statements array: the classifier's cache hands out copies of a classification that share it.
-  let d = described.get(c.statements);
-  if (!d) {
-    const classes = c.statements.map((x) => x.class);
-    const commands = c.statements.map((x) => x.kind);
-    d = { what: `${[...new Set(classes)].join(",") || "PARSE-FAILURE"} ${commands.join(",")}`.trim(), classes, commands };
-    described.set(c.statements, d);
+/** A session's statement record encoder; null (its records take the general path) if its template cannot be built. */
+function statementEncoder(s: StatementSession, logger: Logger): StatementRecordEncoder | null {
+  try {
+    return new StatementRecordEncoder(s);
+  } catch (err) {
+    logger.warn({ sessionID: s.sessionId, err: { message: (err as Error).message } }, "statement records of this session take the general path");
+    return null;
   }
-  return d;
 }
 
 function sendError(socket: Socket | TLSSocket, code: ErrorCode, message?: string, hint?: string): void {
@@ -242,24 +241,15 @@ export class Gateway {
     }).catch(() => undefined);
   }
 
-  /** A DatabaseStatement record: what the session sent, at its level, with the outcome the server answered. */
-  private auditStatement(base: { orgId: string; resource: { type: string; id: string }; peer: string | undefined; user: string; attributes: Record<string, unknown> }, sessionId: string, r: StatementRecord): void {
-    const c = r.classification;
-    const { what, classes, commands } = describeClassification(c);
-    this.audit({
-      ...base, type: "DatabaseStatement", result: r.outcome === "completed" || r.outcome === "suspended" ? "SUCCESS" : "FAILURE",
-      reason: `${what}: ${r.outcome}${r.sqlstate !== null ? ` (${r.sqlstate})` : ""}`,
-      attributes: {
-        ...base.attributes, sessionID: sessionId, protocol: r.protocol, statement: r.decision.text, plaintext: r.decision.plaintext,
-        statementClasses: classes, commands,
-        ...(c.parseError !== null ? { parseError: c.parseError } : {}),
-        outcome: r.outcome, rows: r.rows, durationMs: r.durationMs, results: r.results,
-        ...(r.sqlstate !== null ? { sqlstate: r.sqlstate } : {}),
-        ...(r.errorMessage !== null ? { errorMessage: r.errorMessage } : {}),
-        ...(r.notExecuted > 0 ? { notExecuted: r.notExecuted } : {}),
-        ...(r.moreResults > 0 ? { moreResults: r.moreResults } : {}),
-      },
-    });
+  /**
+   * A DatabaseStatement record: what the session sent, at its level, with the outcome the server answered. Straight
+   * to the organization's streams when they take its statements (serialized by the session's encoder: the hot path
+   * at the query levels), else through the audit log.
+   */
+  private auditStatement(session: StatementSession, encoder: StatementRecordEncoder | null, r: StatementRecord): void {
+    const stream = this.o.statementStream;
+    if (encoder !== null && stream?.streamsStatements(session.orgId)) stream.publishEncoded(encoder.encode(r));
+    else void this.o.audit.record(statementEvent(session, r)).catch(() => undefined);
   }
 
   /**
@@ -728,11 +718,16 @@ export class Gateway {
     tls.write(Buffer.concat(parts));
     const now = Date.now();
     const sessionId = randomUUID();
-    // The person behind a platform credential, on each of the session's statement records too.
-    const statementBase = token?.platform ? { ...base, attributes: { ...base.attributes, platformPrincipalID: token.platform.principalId, platformEmail: token.platform.email } } : base;
-    const statements = classifier && recordsStatements(level) ? new SessionStatements({
-      level, classifier, record: (r) => this.auditStatement(statementBase, sessionId, r),
-    }) : null;
+    let statements: SessionStatements | null = null;
+    if (classifier && recordsStatements(level)) {
+      // The person behind a platform credential, on each of the session's statement records too.
+      const session: StatementSession = {
+        orgId: ws.orgId, workspaceId: ws.id, groupId: ws.groupId, database, user, peer, sessionId,
+        ...(token?.platform ? { extra: { platformPrincipalID: token.platform.principalId, platformEmail: token.platform.email } } : {}),
+      };
+      const encoder = this.o.statementStream ? statementEncoder(session, this.o.logger) : null;
+      statements = new SessionStatements({ level, classifier, record: (r) => this.auditStatement(session, encoder, r) });
+    }
     const s: Session = {
       id: sessionId, workspaceId: ws.id, orgId: ws.orgId, groupId: ws.groupId, user, database, peer, client: tls, backend, socketDir, pid, secret,
       started: now, lastActivity: now, bytesIn: 0, bytesOut: 0, scanner: new BackendScanner(statements ? { observer: statements.observer } : {}), readyAtLastSend: -1, pending: rest,

@@ -53,6 +53,63 @@ export function recordLine(stream: string, head: StreamHead, at: Date | string, 
   return { line, head: { seq, hash: h } };
 }
 
+/**
+ * Lines written straight into one growing buffer, joined by "\n" (a segment frame's plaintext): each record line is
+ * encoded to UTF-8 once and hashed from its bytes, where `recordLine` makes a string that is converted twice more
+ * (for the hash, then for the frame). The bytes are those of the `recordLine`/`checkpointLine` strings joined.
+ */
+export class LineBuffer {
+  private buf = Buffer.allocUnsafe(64 * 1024);
+  private at = 0;
+  /** Lines written. */
+  count = 0;
+
+  private reserve(n: number): void {
+    if (this.at + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.at + n));
+    this.buf.copy(next, 0, 0, this.at);
+    this.buf = next;
+  }
+
+  private separate(): void {
+    if (this.count > 0) this.buf[this.at++] = 0x0a;
+  }
+
+  /** The record line after `head` (as `recordLine`, `record` already serialized); returns the new head. */
+  record(stream: string, head: StreamHead, at: string, record: string): StreamHead {
+    const seq = head.seq + 1;
+    const prefix = `{"v":1,"stream":"${stream}","seq":${seq},"kind":"record","at":"${at}","prev":"${head.hash}","record":`;
+    // UTF-8 takes at most 3 bytes per UTF-16 code unit; the tail is 75 ASCII bytes.
+    this.reserve(1 + prefix.length + record.length * 3 + HASH_TAIL);
+    this.separate();
+    const start = this.at;
+    this.at += this.buf.write(prefix, this.at, "latin1"); // ASCII: a uuid, numbers, an ISO time, hex
+    this.at += this.buf.write(record, this.at, "utf8");
+    const h = hash("sha256", this.buf.subarray(start, this.at), "hex");
+    this.at += this.buf.write(`,"hash":"${h}"}`, this.at, "latin1");
+    this.count++;
+    return { seq, hash: h };
+  }
+
+  /** A line made elsewhere (a checkpoint). */
+  line(line: string): void {
+    this.reserve(1 + line.length * 3);
+    this.separate();
+    this.at += this.buf.write(line, this.at, "utf8");
+    this.count++;
+  }
+
+  /** The bytes written (a view: valid until the next write). */
+  bytes(): Buffer {
+    return this.buf.subarray(0, this.at);
+  }
+
+  /** The lines as strings. */
+  lines(): string[] {
+    return this.count === 0 ? [] : this.bytes().toString("utf8").split("\n");
+  }
+}
+
 export function checkpointMessage(stream: string, covers: number, prev: string, at: string): Buffer {
   return Buffer.from(`${CHECKPOINT_CONTEXT}\n${stream}\n${covers}\n${prev}\n${at}`, "utf8");
 }

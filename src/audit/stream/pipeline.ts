@@ -18,7 +18,7 @@ import type { ChainFields } from "../chain.js";
 import { ACTOR_TYPES, AUDIT_RESULTS, AUDIT_SOURCES, HELIOS_USER_TYPES, type ActorType, type AuditEvent, type AuditResult } from "../types.js";
 import { cleanText } from "../event.js";
 import { isUuid } from "../../lib/ids.js";
-import { checkpointLine, GENESIS, recordLine, type StreamHead, type StreamRecord } from "./format.js";
+import { checkpointLine, GENESIS, LineBuffer, type StreamHead, type StreamRecord } from "./format.js";
 import { SegmentLog, type ReadBatch } from "./segments.js";
 import { DeliveryError, type SinkTransport, type StreamBatch } from "./transport.js";
 
@@ -126,7 +126,7 @@ export interface PipelineOptions {
   batchLines?: number;
   /** Checkpoint timer tick (default 1000 ms). */
   tickMs?: number;
-  /** Longest wait of a direct (statement) record before its batch is written (default 5 ms). */
+  /** Longest wait of a direct (statement) record before its batch is written (default 20 ms): a frame per sink per interval. */
   directLingerMs?: number;
 }
 
@@ -152,7 +152,7 @@ function isoAt(ms: number): string {
   return lastIso.iso;
 }
 
-function directFields(e: AuditEvent, now: number): ChainFields | null {
+export function directFields(e: AuditEvent, now: number): ChainFields | null {
   if (typeof e.orgId !== "string" || !isUuid(e.orgId) || !(AUDIT_SOURCES as readonly string[]).includes(e.source) || !(AUDIT_RESULTS as readonly string[]).includes(e.result)) return null;
   if (typeof e.type !== "string" || e.type === "" || typeof e.reason !== "string" || !(ACTOR_TYPES as readonly string[]).includes(e.actor?.type)) return null;
   const attributes = e.attributes ?? {};
@@ -162,6 +162,12 @@ function directFields(e: AuditEvent, now: number): ChainFields | null {
     actorType: e.actor.type, actorId: e.actor.id ?? null, actorEmail: e.actor.email ?? null, resourceType: e.resource?.type ?? null, resourceId: e.resource?.id ?? null,
     sourceIp: e.sourceIp ?? null, requestId: e.requestId ?? null, reason: cleanText(e.reason), attributes,
   };
+}
+
+/** A record serialized by its producer: `json` is what `streamRecordJson` makes of it; `scope` carries at least the fields `inScope` reads. */
+export interface EncodedRecord {
+  scope: ChainFields;
+  json: string;
 }
 
 /** A record on its way to the streams: serialized once, whatever the number of sinks. `direct`: not in the store. */
@@ -357,29 +363,25 @@ class SinkRunner {
       return;
     }
     if (this.dropStart !== null) this.endDrop();
-    const lines: string[] = [];
+    const lines = new LineBuffer();
     let head = this.head;
     const firstSeq = head.seq + 1;
     const now = this.now();
     const at = new Date(now).toISOString();
-    for (const r of records) {
-      const l = recordLine(this.def.id, head, at, jsonOf(r));
-      lines.push(l.line);
-      head = l.head;
-    }
+    for (const r of records) head = lines.record(this.def.id, head, at, jsonOf(r));
     this.linesSinceCheckpoint += records.length;
     this.unsealedSince ??= now;
     let sealedNow = false;
     if (this.linesSinceCheckpoint >= this.def.settings.checkpointEvery) {
       const cp = this.checkpoint(head, now, (storeSeq ?? this.storeSeq).toString());
       if (cp) {
-        lines.push(cp.line);
+        lines.line(cp.line);
         head = cp.head;
         sealedNow = true;
       }
     }
     try {
-      this.log.append(lines, firstSeq, now, now);
+      this.log.appendPlain(lines.bytes(), lines.count, firstSeq, now, now);
     } catch (err) {
       this.fail(err);
       this.drop(records, storeSeq);
@@ -391,7 +393,8 @@ class SinkRunner {
     this.afterAppend(lines, firstSeq, now);
   }
 
-  private afterAppend(lines: string[], firstSeq: number, now: number): void {
+  /** `lines`: what was appended (strings are made from it for a remote sink's delivery only). */
+  private afterAppend(appended: LineBuffer | string[], firstSeq: number, now: number): void {
     if (!this.remote) {
       this.acked = this.head.seq;
       this.lastDeliveryAt = now;
@@ -399,6 +402,7 @@ class SinkRunner {
       this.retain();
       return;
     }
+    const lines = Array.isArray(appended) ? appended : appended.lines();
     if (this.tail && this.tail.firstSeq + this.tail.lines.length === firstSeq && this.tail.lines.length < 20_000) {
       for (const l of lines) this.tail.lines.push(l);
       this.tail.lastAt = now;
@@ -528,9 +532,11 @@ class SinkRunner {
     const max = this.o.batchLines ?? 500;
     let b: ReadBatch | null = null;
     const t = this.tail;
+    // Only durable lines leave: a line delivered and then lost in a crash would come back as another line with its seq.
+    const durable = this.log.durableSeq;
     if (t && from >= t.firstSeq && from < t.firstSeq + t.lines.length) {
-      const lines = t.lines.slice(from - t.firstSeq, from - t.firstSeq + max);
-      b = { lines, firstSeq: from, lastSeq: from + lines.length - 1, firstAt: t.firstAt, lastAt: t.lastAt };
+      const lines = t.lines.slice(from - t.firstSeq, Math.min(from - t.firstSeq + max, durable - t.firstSeq + 1));
+      b = lines.length === 0 ? null : { lines, firstSeq: from, lastSeq: from + lines.length - 1, firstAt: t.firstAt, lastAt: t.lastAt };
     } else b = this.log.read(from, max);
     return b && { streamId: this.def.id, ...b };
   }
@@ -558,7 +564,7 @@ class SinkRunner {
         continue;
       }
       if (!batch && this.log.pendingWrites > 0) {
-        await this.log.flushed(); // the lines are on their way to disk
+        await this.log.whenDurable(this.acked + 1); // the lines are on their way to disk
         continue;
       }
       if (!batch) {
@@ -673,8 +679,16 @@ export class AuditPipeline {
    * the metadata store does not take a row per statement. Otherwise they go through the store like every record.
    */
   streamsStatements(orgId: string): boolean {
-    for (const r of this.runners.values()) if (r.def.orgId === orgId && r.def.groupId === null && r.def.kind === "file" && r.def.enabled) return true;
-    return false;
+    return this.statementOrgs.has(orgId);
+  }
+
+  /** Organizations with an enabled organization-wide file sink (`streamsStatements`), kept as sinks come and go. */
+  private statementOrgs = new Set<string>();
+
+  private sinksChanged(): void {
+    const orgs = new Set<string>();
+    for (const r of this.runners.values()) if (r.def.groupId === null && r.def.kind === "file" && r.def.enabled) orgs.add(r.def.orgId);
+    this.statementOrgs = orgs;
   }
 
   /** The organization-wide file sink that holds its statement records (the oldest enabled one), if any. */
@@ -688,16 +702,28 @@ export class AuditPipeline {
 
   /**
    * A record that goes to the streams without the store (statement records, when `streamsStatements`). Queued for
-   * up to `directLingerMs` (5) so a burst is one frame per sink; false when it is not taken (record it in the store).
+   * up to `directLingerMs` (20) so a burst is one frame per sink; false when it is not taken (record it in the store).
    */
   publishDirect(e: AuditEvent): boolean {
     if (!e.orgId || !this.streamsStatements(e.orgId)) return false;
     const fields = directFields(e, (this.o.now ?? Date.now)());
     if (fields === null) return false; // not the shape the gateway builds: the store's writer normalizes (or refuses) it
-    this.direct.push({ f: fields, json: null, direct: true });
-    if (this.direct.length >= 1000) this.flushDirect();
-    else this.directTimer ??= setTimeout(() => this.flushDirect(), this.o.directLingerMs ?? 5);
+    this.queueDirect({ f: fields, json: null, direct: true });
     return true;
+  }
+
+  /**
+   * A statement record its producer serialized itself (src/gateway/statementRecord.ts: the gateway's hot path), with
+   * the fields that place it in sinks' scopes. The caller has checked `streamsStatements` for its organization.
+   */
+  publishEncoded(r: EncodedRecord): void {
+    this.queueDirect({ f: r.scope, json: r.json, direct: true });
+  }
+
+  private queueDirect(p: Prepared): void {
+    this.direct.push(p);
+    if (this.direct.length >= 1000) this.flushDirect();
+    else this.directTimer ??= setTimeout(() => this.flushDirect(), this.o.directLingerMs ?? 20);
   }
 
   private flushDirect(): void {
@@ -714,6 +740,7 @@ export class AuditPipeline {
     await this.remove(def.id, false);
     const r = new SinkRunner(def, this, this.o);
     this.runners.set(def.id, r);
+    this.sinksChanged();
     const p = r.start().finally(() => this.starting.delete(def.id));
     this.starting.set(def.id, p);
     await p;
@@ -728,6 +755,7 @@ export class AuditPipeline {
       return;
     }
     this.runners.delete(id);
+    this.sinksChanged();
     await r.close();
     if (destroy) await r.log.destroy();
     this.stateChanged();

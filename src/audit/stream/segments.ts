@@ -60,6 +60,12 @@ export interface SegmentLogOptions {
   maxSegmentAgeMs?: number;
   /** fdatasync after each write (default true). */
   sync?: boolean;
+  /**
+   * Least time between two write rounds (default 50 ms; each round is one write and one fdatasync per segment).
+   * An append after a quiet spell is written at once; under a steady stream, frames appended meanwhile wait and go
+   * together: an fdatasync costs this host a few hundred µs of CPU, too much to pay hundreds of times a second.
+   */
+  syncIntervalMs?: number;
   now?: () => number;
   /** A write failed: the log refuses appends from now on. */
   onError?: (err: Error) => void;
@@ -87,7 +93,7 @@ export class SegmentLog {
 
   constructor(opts: SegmentLogOptions) {
     if (opts.key.length !== 32) throw new TypeError("SegmentLog: the key must be 32 bytes");
-    this.o = { maxSegmentBytes: 8 * 1024 * 1024, sync: true, now: Date.now, ...opts, maxSegmentAgeMs: opts.maxSegmentAgeMs ?? Infinity };
+    this.o = { maxSegmentBytes: 8 * 1024 * 1024, sync: true, syncIntervalMs: 50, now: Date.now, ...opts, maxSegmentAgeMs: opts.maxSegmentAgeMs ?? Infinity };
     this.aad = Buffer.from(`parhelion-audit-segment/1:${opts.streamId}`, "utf8");
     this.key = createSecretKey(opts.key);
   }
@@ -112,6 +118,7 @@ export class SegmentLog {
       this.segments.push(seg);
       this.totalBytes += seg.bytes;
     }
+    this.durable = this.lastSeq ?? 0;
     const last = this.segments[this.segments.length - 1];
     const frame = last?.frames[last.frames.length - 1];
     if (!last || !frame) return null;
@@ -168,11 +175,18 @@ export class SegmentLog {
   /**
    * Appends consecutive lines (firstSeq..firstSeq+lines.length-1) as one frame. The frame is encrypted now; the
    * write and its fdatasync run off the event loop (libuv's pool), frames queued meanwhile written together with
-   * one fdatasync (group commit). Readers see a frame once it is durable; `flushed()` waits for that.
+   * one fdatasync (group commit), at most one round per `syncIntervalMs`. Readers see a frame once it is durable;
+   * `flushed()` waits for that (and does not wait for the interval).
    * Throws once a write has failed (the log is then broken until it is opened again).
    */
   append(lines: string[], firstSeq: number, firstAt: number, lastAt: number): void {
     if (lines.length === 0) return;
+    this.appendPlain(Buffer.from(lines.join("\n"), "utf8"), lines.length, firstSeq, firstAt, lastAt);
+  }
+
+  /** `append` of `count` lines already joined by "\n" and encoded (format.ts LineBuffer); `plain` is not kept. */
+  appendPlain(plain: Buffer, count: number, firstSeq: number, firstAt: number, lastAt: number): void {
+    if (count === 0) return;
     if (this.failed) throw this.failed;
     const last = this.plannedLastSeq ?? this.lastSeq;
     if (last !== null && firstSeq !== last + 1) throw new Error(`SegmentLog: append of seq ${firstSeq} after ${last}`);
@@ -181,28 +195,73 @@ export class SegmentLog {
     if (!seg || seg.planned >= this.o.maxSegmentBytes || now - seg.createdAt >= this.o.maxSegmentAgeMs) seg = this.rotate(firstSeq, now);
     const header = Buffer.alloc(HEADER);
     const nonce = randomBytes(NONCE);
-    const plain = Buffer.from(lines.join("\n"), "utf8");
     const length = HEADER - 4 + NONCE + plain.length + TAG;
     header.writeUInt32BE(length, 0);
     header.writeBigUInt64BE(BigInt(firstSeq), 4);
-    header.writeUInt32BE(lines.length, 12);
+    header.writeUInt32BE(count, 12);
     header.writeBigUInt64BE(BigInt(Math.max(0, Math.floor(firstAt))), 16);
     header.writeBigUInt64BE(BigInt(Math.max(0, Math.floor(lastAt))), 24);
     const c = createCipheriv("aes-256-gcm", this.key, nonce);
     c.setAAD(Buffer.concat([this.aad, header]));
-    const ct = Buffer.concat([c.update(plain), c.final()]);
+    const ct = c.update(plain);
+    c.final(); // GCM: no bytes held back
     const frame = Buffer.concat([header, nonce, ct, c.getAuthTag()]);
-    this.queue.push({ seg, frame, index: { offset: seg.planned, length: frame.length, firstSeq, count: lines.length, firstAt, lastAt } });
+    this.queue.push({ seg, frame, index: { offset: seg.planned, length: frame.length, firstSeq, count, firstAt, lastAt } });
     seg.planned += frame.length;
     this.totalBytes += frame.length;
-    this.plannedLastSeq = firstSeq + lines.length - 1;
+    this.plannedLastSeq = firstSeq + count - 1;
     this.writing ??= this.drain();
   }
 
-  /** Writes what is queued, segment by segment, one write and one fdatasync per segment per round. */
+  /** When the last write round ended (monotonic ms). */
+  private lastRound = -Infinity;
+  /** Ends the wait before the next round. */
+  private hurry: (() => void) | null = null;
+  /** Rounds do not wait for the interval until the lines up to this seq are durable (`flushed()` asked for them). */
+  private urgentUpTo = 0;
+  /** The last seq durable on disk (0 when none). */
+  private durable = 0;
+  private waiters: Array<{ seq: number; resolve: () => void }> = [];
+
+  /** The last seq whose frame is durable (readers see it); 0 when none. */
+  get durableSeq(): number {
+    return this.durable;
+  }
+
+  /**
+   * Resolves once the frame holding `seq` is durable, or at once when no frame holding it is on its way (or the log
+   * failed). Waits for the log's own rhythm; `flushed()` hurries it.
+   */
+  whenDurable(seq: number): Promise<void> {
+    if (this.durable >= seq || this.failed || (this.plannedLastSeq ?? 0) < seq) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ seq, resolve }));
+  }
+
+  private settle(all: boolean): void {
+    if (this.waiters.length === 0) return;
+    const keep: Array<{ seq: number; resolve: () => void }> = [];
+    for (const w of this.waiters) {
+      if (all || w.seq <= this.durable) w.resolve();
+      else keep.push(w);
+    }
+    this.waiters = keep;
+  }
+
+  /** Writes what is queued, segment by segment, one write and one fdatasync per segment per round, rounds at least `syncIntervalMs` apart. */
   private async drain(): Promise<void> {
     try {
       while (this.queue.length > 0 && !this.failed) {
+        const wait = this.urgentUpTo > this.durable ? 0 : this.lastRound + this.o.syncIntervalMs - performance.now();
+        if (wait > 0) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(() => this.hurry?.(), wait);
+            this.hurry = () => {
+              clearTimeout(timer);
+              this.hurry = null;
+              resolve();
+            };
+          });
+        }
         const batch = this.queue;
         this.queue = [];
         let i = 0;
@@ -229,18 +288,26 @@ export class SegmentLog {
           for (const x of part) {
             seg.frames.push(x.index);
             seg.bytes += x.index.length;
+            this.durable = x.index.firstSeq + x.index.count - 1;
           }
           i = j;
         }
+        this.lastRound = performance.now();
+        this.settle(false);
       }
     } finally {
       this.writing = null;
+      this.settle(true);
     }
   }
 
   /** Resolves when every appended frame is durable (or the log failed). */
   async flushed(): Promise<void> {
-    while (this.writing) await this.writing;
+    const target = this.plannedLastSeq ?? 0;
+    if (this.durable >= target || this.failed) return;
+    this.urgentUpTo = Math.max(this.urgentUpTo, target);
+    this.hurry?.();
+    await this.whenDurable(target);
   }
 
   /** Frames appended and not yet durable. */
