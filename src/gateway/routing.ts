@@ -30,6 +30,8 @@ export interface WorkspaceRoute {
   state: WorkspaceState;
   desiredState: "ACTIVE" | "SUSPENDED" | "TERMINATED";
   size: string;
+  /** Why the workspace is in its state (FAILED: the error code first, e.g. `ERR_KEY_UNAVAILABLE: ...`). */
+  stateReason: string | null;
 }
 
 /** A TLS server identity: the context to hand to node's TLS, and the channel-binding data of its certificate. */
@@ -108,8 +110,8 @@ export class Router {
     if (!isUuid(id)) return null;
     const c = this.workspaces.get(id);
     if (c && Date.now() - c.at < TTL_MS) return c.route;
-    const w = await this.o.db.selectFrom("workspaces").select(["id", "org_id", "group_id", "state", "desired_state", "size"]).where("id", "=", id).executeTakeFirst();
-    const route = w ? { id: w.id, orgId: w.org_id, groupId: w.group_id, state: w.state, desiredState: w.desired_state, size: w.size } : null;
+    const w = await this.o.db.selectFrom("workspaces").select(["id", "org_id", "group_id", "state", "desired_state", "size", "state_reason"]).where("id", "=", id).executeTakeFirst();
+    const route = w ? { id: w.id, orgId: w.org_id, groupId: w.group_id, state: w.state, desiredState: w.desired_state, size: w.size, stateReason: w.state_reason } : null;
     this.workspaces.set(id, { at: Date.now(), route });
     return route;
   }

@@ -112,6 +112,8 @@ function idle(s: Session): boolean {
   return s.scanner.readyForQuery > s.readyAtLastSend && s.scanner.lastReadyStatus === "I" && s.scanner.atBoundary;
 }
 const PRE_AUTH_AUDIT_WINDOW_MS = 10_000;
+/** How a workspace's state reason starts when its group's key is unavailable (src/workspaces/reconciler.ts). */
+const KEY_UNAVAILABLE_PREFIX = "ERR_KEY_UNAVAILABLE: ";
 
 /** A session's statement record encoder; null (its records take the general path) if its template cannot be built. */
 function statementEncoder(s: StatementSession, logger: Logger): StatementRecordEncoder | null {
@@ -551,6 +553,12 @@ export class Gateway {
       return null;
     }
     this.audit({ ...base, type: "DatabaseConnect", result: "SUCCESS", reason: `connection for ${user}@${database}`, attributes: { ...base.attributes, tls: tls.getProtocol(), applicationName: params.get("application_name") ?? null } });
+    if (ws.state === "FAILED" && ws.stateReason?.startsWith(KEY_UNAVAILABLE_PREFIX)) {
+      // Its group's key (a customer's key disabled or deleted, or its provider unreachable): say so, naming the key.
+      this.audit({ ...base, type: "DatabaseLoginFailure", result: "FAILURE", reason: ws.stateReason });
+      sendError(tls, "ERR_KEY_UNAVAILABLE", ws.stateReason.slice(KEY_UNAVAILABLE_PREFIX.length));
+      return null;
+    }
     if (ws.state !== "ACTIVE" || ws.desiredState !== "ACTIVE" || !this.o.engine.isRunning(ws.id)) {
       sendError(tls, "ERR_WORKSPACE_UNAVAILABLE", `the workspace is ${ws.desiredState === "ACTIVE" ? ws.state.toLowerCase() : ws.desiredState.toLowerCase()}`, ws.desiredState === "SUSPENDED" ? "resume it: parhelion workspace resume <id>" : undefined);
       return null;

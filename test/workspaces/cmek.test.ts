@@ -163,6 +163,22 @@ test("disabling the customer's key stops the group's workspaces within 60 s; ena
   const failed = await waitForState(tp, ws.workspaceId, "FAILED", 30_000);
   assert.match(failed.stateReason, /^ERR_KEY_UNAVAILABLE: /);
   assert.ok(failed.stateReason.includes(arn), "the reason names the key");
+  // A client is told why, with the key's name (once the gateway's 2 s route cache has seen FAILED).
+  let told: { code?: string; message: string } | null = null;
+  for (const until = Date.now() + 10_000; Date.now() < until;) {
+    const c = gatewayClient(tp, ws);
+    const e = await c.connect().then(async () => {
+      await c.end();
+      return null;
+    }, (err: { code?: string; message: string }) => err);
+    if (e?.code === "58000") {
+      told = e;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.ok(told, "the gateway answers ERR_KEY_UNAVAILABLE (58000)");
+  assert.ok(told.message.includes(arn), told.message);
   assert.equal(tp.platform.engine.isRunning(ws.workspaceId), false);
   assert.equal(tp.platform.storage.isOpen(ws.groupId), false, "the volume is locked");
   const g = await tp.call("GET", `/v1/workspaceGroups/${ws.groupId}`);
