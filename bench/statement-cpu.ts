@@ -91,7 +91,7 @@ try {
   const orgId = randomUUID();
   const { privateKey } = generateKeyPairSync("ed25519");
   const pipeline = new AuditPipeline({
-    dir, logger: createLogger({ level: "error" }), directLingerMs: Number(process.env["LINGER"] ?? 5), record: () => undefined, transport: () => { throw new Error("no remote sinks here"); },
+    dir, logger: createLogger({ level: "error" }), record: () => undefined, transport: () => { throw new Error("no remote sinks here"); },
     store: { after: async () => [], head: async () => 0n },
     signing: { privateKey: async () => ({ kid: "k", key: privateKey }), cachedPrivateKey: () => ({ kid: "k", key: privateKey }) },
   });
