@@ -235,6 +235,8 @@ class SinkRunner {
   /** The lines appended since the delivery loop last read: spares it a decryption when it keeps up. */
   private tail: { firstSeq: number; lines: string[]; firstAt: number; lastAt: number } | null = null;
   private transport: SinkTransport | null = null;
+  /** The frame being built (reused: its bytes are encrypted, and for a remote sink decoded, before the next write). */
+  private readonly lineBuffer = new LineBuffer();
 
   constructor(readonly def: SinkDefinition, private readonly p: AuditPipeline, private readonly o: PipelineOptions) {
     const s = def.settings;
@@ -363,7 +365,7 @@ class SinkRunner {
       return;
     }
     if (this.dropStart !== null) this.endDrop();
-    const lines = new LineBuffer();
+    const lines = this.lineBuffer.reset();
     let head = this.head;
     const firstSeq = head.seq + 1;
     const now = this.now();

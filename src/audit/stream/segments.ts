@@ -275,9 +275,13 @@ export class SegmentLog {
               await this.handle?.fh.close();
               this.handle = { seg, fh: await open(seg.path, "a", 0o600) };
             }
-            const buf = part.length === 1 ? part[0]!.frame : Buffer.concat(part.map((x) => x.frame));
-            let off = 0;
-            while (off < buf.length) off += (await this.handle.fh.write(buf, off)).bytesWritten;
+            // One writev of the round's frames, without copying them into one buffer (a round can hold megabytes).
+            const bufs = part.map((x) => x.frame);
+            while (bufs.length > 0) {
+              let n = (await this.handle.fh.writev(bufs)).bytesWritten;
+              while (bufs.length > 0 && n >= bufs[0]!.length) n -= bufs.shift()!.length;
+              if (n > 0) bufs[0] = bufs[0]!.subarray(n);
+            }
             if (this.o.sync) await this.handle.fh.datasync();
           } catch (err) {
             this.failed = new SegmentCorrupt(`an audit segment could not be written: ${(err as Error).message}`);
