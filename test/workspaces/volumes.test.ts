@@ -84,8 +84,17 @@ describe("workspace data on the group's encrypted volume (volumeEncryption fscry
     assert.equal(existsSync(join(tp.dataDir, "volumes", `${groupId}.img`)), false, "no volume was made without the key");
     assert.equal(existsSync(join(tp.dataDir, "workspaces", id, "pgdata")), false, "no plaintext data directory instead");
     assert.equal(tp.platform.engine.isRunning(id), false);
-    const c = gatewayClient(tp, { groupId, workspaceId: id, endpoint: failed.endpoint, port: failed.port, adminPassword: g.body.adminPassword, caFile: "" });
-    await assert.rejects(c.connect(), (err: any) => err.code === "57P03", "the gateway refuses it");
+    const client = () => gatewayClient(tp, { groupId, workspaceId: id, endpoint: failed.endpoint, port: failed.port, adminPassword: g.body.adminPassword, caFile: "" });
+    // The gateway refuses it, saying why (ERR_KEY_UNAVAILABLE, 58000) once its 2 s route cache has seen FAILED.
+    let code = "";
+    for (const deadline = Date.now() + 10_000; code !== "58000" && Date.now() < deadline;) {
+      await assert.rejects(client().connect(), (err: any) => {
+        code = String(err.code);
+        return code === "57P03" || code === "58000";
+      }, "the gateway refuses it");
+      if (code !== "58000") await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.equal(code, "58000", "the refusal names the key's unavailability");
     const logs = (await tp.call("GET", `/v1/auditLogs?source=System&limit=100`)).body.auditLogs as any[];
     assert.ok(logs.some((l) => l.type === "WorkspaceFailed" && String(l.reason).includes("ERR_KEY_UNAVAILABLE")), "audited");
 
