@@ -4,7 +4,7 @@
  * sink (encrypted segments, fdatasync), against the same messages through the scanners at OFF. Process CPU (every
  * thread) per statement; a machine under load inflates both figures alike.
  *
- *   node dist/bench/statement-cpu.js [N (200000)]
+ *   node dist/bench/statement-cpu.js [N (50000)] [RATE per second (5000; 0: as fast as possible)] [all-only]
  */
 import { randomBytes, randomUUID, generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
