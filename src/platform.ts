@@ -34,6 +34,7 @@ import { InflightTracker, type Services } from "./api/context.js";
 import { Keyring, attachKeyring, createKeyProvider, encryptLegacySecrets } from "./kms/index.js";
 import { CustomerKeys } from "./kms/cmek.js";
 import { KeyMonitor } from "./workspaces/keyMonitor.js";
+import { openStoreVolume, refuseEncryptedStore } from "./volumes/store.js";
 import { checkVolumeSupport, createGroupStorage, type GroupStorage, type VolumeEncryption } from "./volumes/groups.js";
 
 export const VERSION = "0.1.0";
@@ -152,10 +153,25 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     const apiUrl = `https://${hostForUrl}:${port}`;
     writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile, pid: process.pid, version: VERSION, volumeEncryption }, null, 2) + "\n", 0o644);
 
+    // The root key provider first: the embedded store's volume key is wrapped by it (the keyring, which reads
+    // kms_keys from the store, comes after the store).
+    const keyProvider = await createKeyProvider(cfg);
+    stack.push({ name: "kms", stop: () => keyProvider.close() });
+
     let store: EmbeddedPostgres | null = null;
     let connectionString = cfg.databaseUrl;
     if (connectionString === undefined) {
-      store = new EmbeddedPostgres({ dir: join(cfg.dataDir, "store"), serviceUser: cfg.serviceUser, logger: logger.child({ component: "store" }) });
+      // The embedded store's data directory (tables and WAL) on its own encrypted volume, keyed by a random key
+      // kept only wrapped by the root key; unmounted at stop, after the store (the stack stops it first).
+      let storeData: string | undefined;
+      if (volumeEncryption === "fscrypt") {
+        const sv = await openStoreVolume({ dataDir: cfg.dataDir, provider: keyProvider, logger: logger.child({ component: "volumes" }) });
+        stack.push({ name: "store-volume", stop: () => sv.close() });
+        storeData = sv.pgdata;
+      } else {
+        refuseEncryptedStore(cfg.dataDir);
+      }
+      store = new EmbeddedPostgres({ dir: join(cfg.dataDir, "store"), ...(storeData !== undefined ? { dataDir: storeData } : {}), serviceUser: cfg.serviceUser, logger: logger.child({ component: "store" }) });
       await store.start();
       const s = store;
       stack.push({ name: "store", stop: () => s.stop() });
@@ -169,8 +185,6 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
 
     // The key hierarchy: the root key provider, then the keyring that seals the store's secret columns.
     // Rows written in plaintext before migration 0007 are encrypted before anything is served.
-    const keyProvider = await createKeyProvider(cfg);
-    stack.push({ name: "kms", stop: () => keyProvider.close() });
     const keyring = new Keyring({ db, provider: keyProvider });
     stack.push({ name: "keyring", stop: async () => keyring.clear() });
     // Customer-managed keys: a group's data key wrapped by the customer's AWS KMS or PKCS#11 key, reached with the operator's settings.

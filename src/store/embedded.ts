@@ -11,8 +11,10 @@ export function findPgBin(): string {
 }
 
 export interface EmbeddedPostgresOptions {
-  /** Root of this store: pgdata/, run/ (socket) and the log live beneath it. */
+  /** Root of this store: run/ (socket), the log and, unless `dataDir` says otherwise, pgdata/ live beneath it. */
   dir: string;
+  /** The data directory when it lives elsewhere (the store's encrypted volume); default `<dir>/pgdata`. */
+  dataDir?: string;
   serviceUser: string;
   logger: Logger;
   /** Extra postgresql.conf settings. The listening settings cannot be overridden: no TCP, ever. */
@@ -45,6 +47,7 @@ export class EmbeddedPostgres extends EventEmitter {
     const account = resolveServiceAccount(opts.serviceUser);
     this.server = new PostgresServer({
       dir: opts.dir,
+      ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}),
       account,
       logger: opts.logger,
       name: "metadata store",

@@ -18,10 +18,13 @@ export const ENCRYPTED_DIR = "data";
 /** Mount options: no device files, no set-uid programs, nothing executable from the volume. */
 export const MOUNT_OPTIONS = "nodev,nosuid,noexec";
 
+/** The volume id of the embedded metadata store's own volume (`<dataDir>/volumes/store.img`); every other volume is a workspace group's (a UUID). */
+export const STORE_VOLUME_ID = "store";
+
 export interface EncryptedVolumeOptions {
   /** parhelion's data directory: images and mount points go under `<dataDir>/volumes`. */
   dataDir: string;
-  /** The workspace group whose volume this is (a UUID). */
+  /** The workspace group whose volume this is (a UUID), or STORE_VOLUME_ID for the metadata store's volume. */
   groupId: string;
   /** Size of a new image (sparse: disk is used as data is written). Ignored when the image exists. */
   sizeBytes: number;
@@ -83,7 +86,7 @@ export class EncryptedVolume {
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly opts: EncryptedVolumeOptions) {
-    if (!isUuid(opts.groupId)) throw new ParhelionError("ERR_VALIDATION", "a workspace group id must be a UUID");
+    if (!isUuid(opts.groupId) && opts.groupId !== STORE_VOLUME_ID) throw new ParhelionError("ERR_VALIDATION", "a workspace group id must be a UUID");
     if (!Number.isSafeInteger(opts.sizeBytes) || opts.sizeBytes < MIN_VOLUME_BYTES) {
       throw new ParhelionError("ERR_VALIDATION", `a volume is at least ${MIN_VOLUME_BYTES} bytes`);
     }
@@ -388,7 +391,7 @@ async function fsyncFile(path: string): Promise<void> {
   }
 }
 
-/** The group ids that have a volume image under `<dataDir>/volumes`. */
+/** The group ids that have a volume image under `<dataDir>/volumes` (the metadata store's volume is not a group's: never listed). */
 export async function listVolumes(dataDir: string): Promise<string[]> {
   let names: string[];
   try {

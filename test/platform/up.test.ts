@@ -1,11 +1,20 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, chmodSync, existsSync, readFileSync, statSync, unlinkSync } from "node:fs";
+import { mkdtempSync, chmodSync, existsSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "undici";
-import { startUp, waitHealthy, postmasterPid, alive } from "../support/up.js";
+import { startUp, waitHealthy, alive } from "../support/up.js";
+import { cleanupRoot } from "../volumes/helpers.js";
+import { mountAt } from "../../src/volumes/index.js";
+
+/** The metadata store's postmaster pid from its lock file, on the store's encrypted volume (volumeEncryption fscrypt, the default). */
+function postmasterPid(dataDir: string): number | null {
+  const f = join(dataDir, "volumes", "store", "data", "store", "pgdata", "postmaster.pid");
+  if (!existsSync(f)) return null;
+  return Number(readFileSync(f, "utf8").split("\n")[0]);
+}
 
 test("parhelion up survives a kill -9 of itself: the next start reaps the orphan store and keeps the data", async () => {
   const dataDir = mkdtempSync(join(tmpdir(), "parhelion-up-"));
@@ -35,6 +44,7 @@ test("parhelion up survives a kill -9 of itself: the next start reaps the orphan
     first.child.kill("SIGKILL");
     await new Promise((r) => first.child.once("exit", r));
     assert.ok(alive(pgPid!), "the store outlives a kill -9 of parhelion (an orphan)");
+    assert.ok(await mountAt(join(dataDir, "volumes", "store")), "and so does its volume's mount: the next start reuses it");
 
     unlinkSync(join(dataDir, "runtime.json"));
     t0 = Date.now();
@@ -55,6 +65,8 @@ test("parhelion up survives a kill -9 of itself: the next start reaps the orphan
     assert.equal(code, 0);
     assert.ok(Date.now() - stopped < 10_000, "stops within 10 s");
     assert.ok(newPg && !alive(newPg), "the store stopped with parhelion");
+    assert.equal(await mountAt(join(dataDir, "volumes", "store")), undefined, "a clean stop unmounts the store's volume");
+    assert.ok(existsSync(join(dataDir, "volumes", "store.img")), "and keeps its image");
     const afterStop = second.output().slice(second.output().indexOf('"msg":"stopping"'));
     assert.ok(afterStop.length > 0);
     assert.doesNotMatch(afterStop, /"level":(40|50|60)/, "a clean stop logs no warning or error");
@@ -67,6 +79,7 @@ test("parhelion up survives a kill -9 of itself: the next start reaps the orphan
     const pid = postmasterPid(dataDir);
     if (pid && alive(pid)) process.kill(pid, "SIGQUIT");
     await new Promise((r) => setTimeout(r, 300));
-    rmSync(dataDir, { recursive: true, force: true });
+    // The store's volume: unmounted by the clean stop; whatever a failure left is unmounted here.
+    await cleanupRoot(dataDir);
   }
 });

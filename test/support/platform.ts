@@ -63,7 +63,8 @@ export async function startTestPlatform(opts: { env?: Record<string, string>; cl
       try {
         await platform.stop();
       } finally {
-        // The workspace groups' encrypted volumes: platform.stop unmounts them; whatever a failure left is unmounted here.
+        // The encrypted volumes (the workspace groups' and the metadata store's, all under <dataDir>/volumes): platform.stop
+        // unmounts them; whatever a failure left is unmounted here.
         await cleanupRoot(dataDir);
       }
     },

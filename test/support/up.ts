@@ -40,9 +40,14 @@ export async function waitHealthy(dataDir: string, since: number, output: () => 
   throw new Error(`parhelion up did not become healthy:\n${output()}`);
 }
 
+/** The embedded metadata store's data directory: on its encrypted volume (volumeEncryption fscrypt, the default). */
+export function storePgdata(dataDir: string): string {
+  return join(dataDir, "volumes", "store", "data", "store", "pgdata");
+}
+
 /** The metadata store's postmaster pid from its lock file. */
 export function postmasterPid(dataDir: string): number | null {
-  const f = join(dataDir, "store", "pgdata", "postmaster.pid");
+  const f = join(storePgdata(dataDir), "postmaster.pid");
   if (!existsSync(f)) return null;
   return Number(readFileSync(f, "utf8").split("\n")[0]);
 }

@@ -1,7 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { lstatSync, readdirSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync } from "node:fs";
+import { sql } from "kysely";
 import { join, relative } from "node:path";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
 import { conninfo, createTestWorkspace, gatewayClient, psql } from "../support/workspaces.js";
@@ -34,12 +35,15 @@ async function scan(root: string, needle: string): Promise<{ hits: string[]; fil
   return { hits, files: files.length, bytes };
 }
 
-test("a canary written through the gateway (plain column, TOASTed text, indexed column, a transaction only in WAL) appears in no byte of the data dir once parhelion stops", async () => {
+test("a canary written through the gateway (plain column, TOASTed text, indexed column, a transaction only in WAL) appears in no byte of the data dir once parhelion stops; a group name in the metadata store appears in no byte of the store's volume image or directory", async () => {
   const canary = `canary-${randomBytes(16).toString("hex")}`;
   let tp: TestPlatform | undefined = await startTestPlatform();
   try {
     // The group's default statement audit level (ADMIN-ONLY): DML is not recorded, so its literals are not either.
-    const ws = await createTestWorkspace(tp, { group: { adminPassword: "canary-test-admin-password-1" } });
+    // The group's name is a second canary: it lives only in the metadata store (and the audit log's records),
+    // whose data directory is on the store's own encrypted volume.
+    const storeCanary = `sc-${randomBytes(12).toString("hex")}`;
+    const ws = await createTestWorkspace(tp, { group: { name: storeCanary, adminPassword: "canary-test-admin-password-1" } });
     const c = gatewayClient(tp, ws);
     await c.connect();
     await c.query("CREATE TABLE t (id int PRIMARY KEY, plain text, long text, indexed text)");
@@ -65,11 +69,26 @@ test("a canary written through the gateway (plain column, TOASTed text, indexed 
     assert.ok(inside.hits.some((h) => h.startsWith("base/")), `the canary is in the workspace's table files while unlocked: ${inside.hits.join(", ")}`);
     assert.ok(inside.hits.some((h) => h.startsWith("pg_wal/")), `and in its WAL: ${inside.hits.join(", ")}`);
 
+    // The same control for the store: its data directory on the mounted, unlocked volume holds the group's name.
+    const storeData = join(tp.dataDir, "volumes", "store", "data", "store", "pgdata");
+    assert.equal(tp.platform.store?.dataDir, storeData);
+    await tp.platform.db.executeQuery(sql`CHECKPOINT`.compile(tp.platform.db));
+    const storeInside = await scan(storeData, storeCanary);
+    assert.ok(storeInside.hits.some((h) => h.startsWith("base/")), `the group's name is in the store's table files while unlocked: ${storeInside.hits.join(", ")}`);
+    assert.ok(storeInside.hits.some((h) => h.startsWith("pg_wal/")), `and in its WAL: ${storeInside.hits.join(", ")}`);
+
     await tp.platform.stop();
     const dataDir = tp.dataDir;
+    // The store's files on disk once stopped: its volume's image, and what stays outside it (socket directory, log).
+    assert.ok(existsSync(join(dataDir, "volumes", "store.img")), "the store's volume image exists");
+    for (const root of [join(dataDir, "volumes"), join(dataDir, "store")]) {
+      const s = await scan(root, storeCanary);
+      assert.deepEqual(s.hits, [], `the group's name appears in none of the store's files on disk (${root})`);
+    }
     const all = await scan(dataDir, canary);
-    assert.ok(all.files > 100 && all.bytes > 64 * 1024 * 1024, `the whole data dir was scanned (${all.files} files, ${all.bytes} bytes): volume image, metadata store, audit, logs`);
+    assert.ok(all.files > 10 && all.bytes > 64 * 1024 * 1024, `the whole data dir was scanned (${all.files} files, ${all.bytes} bytes): the volume images (the group's and the metadata store's), audit, logs`);
     assert.ok(regularFiles(dataDir).some((f) => f.endsWith(`${ws.groupId}.img`)), "the group's volume image was among them");
+    assert.ok(regularFiles(dataDir).some((f) => f.endsWith("store.img")), "and the store's");
     assert.deepEqual(all.hits, [], "the canary appears nowhere on disk");
   } finally {
     await tp?.stop();
