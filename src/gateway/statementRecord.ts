@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { ChainFields } from "../audit/chain.js";
 import type { AuditEvent } from "../audit/types.js";
 import type { Classification } from "../audit/sql/classify.js";
-import { streamRecordJson, type EncodedRecord } from "../audit/stream/pipeline.js";
+import { isoAt, streamRecordJson, type EncodedRecord } from "../audit/stream/pipeline.js";
 import type { StatementRecord, StatementResult } from "./statements.js";
 
 /** What a session's statement records share: who, where, which session. */
@@ -85,12 +85,6 @@ function resultsJson(results: StatementResult[]): string {
     out += `${i > 0 ? "," : ""}{"command":${x.command === null ? "null" : q(x.command)},"rows":${x.rows}${x.sqlstate !== undefined ? `,"sqlstate":${q(x.sqlstate)}` : ""}}`;
   }
   return `${out}]`;
-}
-
-let lastIso = { ms: NaN, iso: "" };
-function isoAt(ms: number): string {
-  if (lastIso.ms !== ms) lastIso = { ms, iso: new Date(ms).toISOString() };
-  return lastIso.iso;
 }
 
 // Placeholders the template is cut at: control characters JSON escapes, which no real value of these fields holds.

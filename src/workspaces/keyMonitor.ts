@@ -5,9 +5,10 @@ import type { AuditLog } from "../audit/index.js";
 import type { Keyring } from "../kms/keyring.js";
 import type { CustomerKeys } from "../kms/cmek.js";
 import type { GroupStorage } from "../volumes/groups.js";
-import { customerKeyReason, type EngineOps, type Reconciler } from "./reconciler.js";
+import { customerKeyReason, type EngineOps, type Reconciler, type ReconcilerOptions } from "./reconciler.js";
 
-export interface KeyMonitorOptions {
+/** The reconciler's own hooks (the gateway ends a stopping workspace's sessions and drops its cached route). */
+export interface KeyMonitorOptions extends Pick<ReconcilerOptions, "onStopping" | "onStateChange"> {
   db: Db;
   keyring: Pick<Keyring, "verifyGroupKey" | "evictGroup">;
   customer: Pick<CustomerKeys, "health" | "record">;
@@ -18,10 +19,6 @@ export interface KeyMonitorOptions {
   logger: Logger;
   /** Period of the check (kmsCheckSeconds). */
   intervalMs: number;
-  /** Called before a workspace's server is stopped (the gateway ends its sessions). */
-  onStopping?: (workspaceId: string) => void;
-  /** Called after a workspace's observed state changed (the gateway's routing cache). */
-  onStateChange?: (workspaceId: string) => void;
 }
 
 interface CmekGroup {

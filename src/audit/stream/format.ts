@@ -45,10 +45,15 @@ function seal(body: string): { line: string; hash: string } {
   return { line: `${body},"hash":"${h}"}`, hash: h };
 }
 
+/** A record line's bytes before its record: every field but `record` and `hash` (ASCII: a uuid, numbers, an ISO time, hex). */
+function recordPrefix(stream: string, seq: number, at: string, prev: string): string {
+  return `{"v":1,"stream":"${stream}","seq":${seq},"kind":"record","at":"${at}","prev":"${prev}","record":`;
+}
+
 /** The record line after `head`; returns the line and the new head. `record` may come serialized (one JSON for every sink). */
 export function recordLine(stream: string, head: StreamHead, at: Date | string, record: StreamRecord | string): { line: string; head: StreamHead } {
   const seq = head.seq + 1;
-  const body = `{"v":1,"stream":"${stream}","seq":${seq},"kind":"record","at":"${typeof at === "string" ? at : at.toISOString()}","prev":"${head.hash}","record":${typeof record === "string" ? record : JSON.stringify(record)}`;
+  const body = recordPrefix(stream, seq, typeof at === "string" ? at : at.toISOString(), head.hash) + (typeof record === "string" ? record : JSON.stringify(record));
   const { line, hash: h } = seal(body);
   return { line, head: { seq, hash: h } };
 }
@@ -89,12 +94,12 @@ export class LineBuffer {
   /** The record line after `head` (as `recordLine`, `record` already serialized); returns the new head. */
   record(stream: string, head: StreamHead, at: string, record: string): StreamHead {
     const seq = head.seq + 1;
-    const prefix = `{"v":1,"stream":"${stream}","seq":${seq},"kind":"record","at":"${at}","prev":"${head.hash}","record":`;
+    const prefix = recordPrefix(stream, seq, at, head.hash);
     // UTF-8 takes at most 3 bytes per UTF-16 code unit; the tail is 75 ASCII bytes.
     this.reserve(1 + prefix.length + record.length * 3 + HASH_TAIL);
     this.separate();
     const start = this.at;
-    this.at += this.buf.write(prefix, this.at, "latin1"); // ASCII: a uuid, numbers, an ISO time, hex
+    this.at += this.buf.write(prefix, this.at, "latin1"); // ASCII (recordPrefix)
     this.at += this.buf.write(record, this.at, "utf8");
     const h = hash("sha256", this.buf.subarray(start, this.at), "hex");
     this.at += this.buf.write(`,"hash":"${h}"}`, this.at, "latin1");

@@ -139,19 +139,19 @@ export function streamRecord(f: ChainFields): StreamRecord {
   };
 }
 
+let lastIso = { ms: NaN, iso: "" };
+/** toISOString, once per millisecond (statements arrive thousands a second). */
+export function isoAt(ms: number): string {
+  if (lastIso.ms !== ms) lastIso = { ms, iso: new Date(ms).toISOString() };
+  return lastIso.iso;
+}
+
 /**
  * The fields of a record built by parhelion's own data plane (the gateway's statement records), without the
  * store writer's defensive normalization (a JSON round trip of the attributes: most of the per-statement cost):
  * its texts come from the wire as UTF-8 (no NUL, no lone surrogate) and are already cut by the classifier, and
  * its attributes are plain data serialized once, at the next flush. Anything else answers null.
  */
-let lastIso = { ms: NaN, iso: "" };
-/** toISOString, once per millisecond (statements arrive thousands a second). */
-function isoAt(ms: number): string {
-  if (lastIso.ms !== ms) lastIso = { ms, iso: new Date(ms).toISOString() };
-  return lastIso.iso;
-}
-
 export function directFields(e: AuditEvent, now: number): ChainFields | null {
   if (typeof e.orgId !== "string" || !isUuid(e.orgId) || !(AUDIT_SOURCES as readonly string[]).includes(e.source) || !(AUDIT_RESULTS as readonly string[]).includes(e.result)) return null;
   if (typeof e.type !== "string" || e.type === "" || typeof e.reason !== "string" || !(ACTOR_TYPES as readonly string[]).includes(e.actor?.type)) return null;
