@@ -118,16 +118,22 @@ function cpuSeconds(pids: number[]): number {
   return ticks / 100;
 }
 
+/** The store's PostgreSQL data directory: on its encrypted volume (the default), or on plain disk (volumeEncryption none). */
+function storeDataDir(dataDir: string): string {
+  const onVolume = join(dataDir, "volumes", "store", "data", "store", "pgdata");
+  return existsSync(onVolume) ? onVolume : join(dataDir, "store", "pgdata");
+}
+
 /**
- * Every process of the store in storeDir/pgdata: those whose working directory is the data directory
- * (a postmaster chdirs there and its children inherit it) and every child of the postmaster named in
- * postmaster.pid.
+ * Every process of the metadata store of the platform in `dataDir`: those whose working directory is the
+ * store's data directory (a postmaster chdirs there and its children inherit it) and every child of the
+ * postmaster named in postmaster.pid.
  */
-function storeProcesses(pgdata: string): number[] {
+function storeProcesses(dataDir: string): number[] {
   const pids = new Set<number>();
   let dir: string;
   try {
-    dir = realpathSync(pgdata);
+    dir = realpathSync(storeDataDir(dataDir));
   } catch {
     return [];
   }
@@ -279,11 +285,11 @@ interface RssResult {
   note?: string;
 }
 
-function memorySnapshot(nodePid: number, pgdata: string, source: string): RssResult {
+function memorySnapshot(nodePid: number, dataDir: string, source: string): RssResult {
   const processes: RssResult["processes"] = [];
   const n = memoryKb(nodePid);
   if (n) processes.push({ pid: nodePid, role: "parhelion (node)", ...n });
-  for (const pid of storeProcesses(pgdata)) {
+  for (const pid of storeProcesses(dataDir)) {
     const m = memoryKb(pid);
     if (!m) continue;
     let role = "postgres";
@@ -304,7 +310,6 @@ async function measureUp(o: Options, root: string): Promise<RssResult> {
   if (!existsSync(main)) throw new Error(`${main} does not exist (build first)`);
   const dir = tempDir("parhelion-bench-up-");
   chmodSync(dir, 0o711);
-  const pgdata = join(dir, "store", "pgdata");
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith("PARHELION_")) delete env[k];
   const child = spawn(process.execPath, [main, "up", "--data-dir", dir, "--api-port", "0", "--gateway-port", "0", "--log-format", "json"], {
@@ -314,7 +319,7 @@ async function measureUp(o: Options, root: string): Promise<RssResult> {
   child.stdout!.on("data", (d: Buffer) => (log += d.toString("utf8")));
   child.stderr!.on("data", (d: Buffer) => (log += d.toString("utf8")));
   onCleanup("parhelion up", async () => {
-    const storePids = storeProcesses(pgdata);
+    const storePids = storeProcesses(dir);
     await stopChild(child, 15_000);
     // Had it to be killed, its store would be left running: end what is left of it.
     const left = storePids.filter(alive);
@@ -341,7 +346,7 @@ async function measureUp(o: Options, root: string): Promise<RssResult> {
   }
   process.stderr.write(`bench: parhelion up is ready (pid ${child.pid}); idling ${o.idle} s\n`);
   await sleep(o.idle * 1000);
-  const r = memorySnapshot(child.pid!, pgdata, "`parhelion up` subprocess");
+  const r = memorySnapshot(child.pid!, dir, "`parhelion up` subprocess");
   if (!r.processes.some((p) => p.role === "parhelion (node)")) throw new Error("could not read the memory of the parhelion process");
   return r;
 }
@@ -386,12 +391,11 @@ async function run(o: Options): Promise<boolean> {
   onCleanup("platform", () => platform.stop());
   const caFile = join(dataDir, "tls", "ca.crt");
   const ownerKey = readFileSync(join(dataDir, "bootstrap", "owner-api-key"), "utf8").trim();
-  const pgdata = join(dataDir, "store", "pgdata");
 
   if (!o.skipRss && rss === undefined) {
     process.stderr.write(`bench: in-process platform ready; idling ${o.idle} s\n`);
     await sleep(o.idle * 1000);
-    rss = memorySnapshot(process.pid, pgdata, "in-process platform (fallback: `parhelion up` could not be measured)");
+    rss = memorySnapshot(process.pid, dataDir, "in-process platform (fallback: `parhelion up` could not be measured)");
     rss.note = `the benchmark process itself is counted as the parhelion process; reason: ${upError}`;
   }
 
@@ -420,7 +424,7 @@ async function run(o: Options): Promise<boolean> {
       });
       if (s !== 200) throw new Error(`GET ${p} answered ${s}, not 200`);
     }
-    const storePids = () => storeProcesses(pgdata);
+    const storePids = () => storeProcesses(dataDir);
     const self = process.pid;
     const helloPid = hello.child.pid!;
     const groups = (server: "hello" | "platform"): Record<string, () => number> =>

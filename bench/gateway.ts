@@ -587,7 +587,7 @@ async function run(o: Options): Promise<boolean> {
   // parhelion up.
   const dataDir = tempDir("parhelion-bench-gw-");
   chmodSync(dataDir, 0o711);
-  const nodeArgs = o.cpuProf ? ["--cpu-prof", "--cpu-prof-dir", o.cpuProf] : [];
+  const nodeArgs = o.cpuProf ? ["--cpu-prof", "--cpu-prof-dir", o.cpuProf, "--cpu-prof-interval", "250"] : [];
   const p = await startParhelion({ root, dataDir, nodeArgs, extraArgs: ["--workspace-fsync", "true"] });
   say(`parhelion up is ready (pid ${p.pid}, API ${p.apiUrl}, gateway port ${p.gatewayPort})`);
 

@@ -18,7 +18,7 @@ import { writeFileAtomic } from "./tls/pki.js";
 import { createWorkspaceEngine, type WorkspaceEngine } from "./engine/index.js";
 import { PlatformCredentials, TokenVerifier } from "./gateway/tokens.js";
 import { StatementClassifier } from "./audit/sql/classify.js";
-import { AuditPipeline } from "./audit/stream/pipeline.js";
+import { AuditPipeline, STREAM_ONLY_TYPES } from "./audit/stream/pipeline.js";
 import { AuditSinks, storeReader } from "./audit/stream/sinks.js";
 import { createTransport } from "./audit/sinks/index.js";
 import { OrgSigningKeys } from "./kms/signingKeys.js";
@@ -210,10 +210,11 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
     stack.push({ name: "audit", stop: () => audit.close() });
     const auditSinks = new AuditSinks({ db, keys: keyring, pipeline: auditPipeline, signing: auditSigning });
     await auditPipeline.start(await auditSinks.definitions((sinkId, err) => logger.error({ component: "audit-pipeline", sinkId, err: { message: (err as Error).message } }, "audit sink not started: its keys cannot be opened by this process")));
-    // Statement records (one per statement at the query levels) go to the organization's streams without a
-    // store row each when it has an organization-wide file sink (every organization starts with one).
+    // Statement records (one per statement at the query levels) and successful sessions' connect, login and
+    // disconnect records go to the organization's streams without a store row each when it has an
+    // organization-wide file sink (every organization starts with one): pipeline.ts STREAM_ONLY_TYPES.
     const dataPlaneAudit: Pick<AuditLog, "record"> = {
-      record: (e) => (e.type === "DatabaseStatement" && auditPipeline.publishDirect(e) ? Promise.resolve(true) : audit.record(e)),
+      record: (e) => (STREAM_ONLY_TYPES.has(e.type) && auditPipeline.publishDirect(e) ? Promise.resolve(true) : audit.record(e)),
     };
     const ownerKeyFile = await bootstrapOrganization(db, cfg, audit, logger, clock);
     await auditSinks.ensureDefaults((e) => audit.record(e));

@@ -47,7 +47,9 @@ export async function startParhelion(o: { root: string; dataDir: string; nodeArg
   };
   child.stdout!.on("data", keep);
   child.stderr!.on("data", keep);
-  const storePgdata = join(o.dataDir, "store", "pgdata");
+  // The store on its encrypted volume (the default), or on plain disk (volumeEncryption none).
+  const plain = (o.extraArgs ?? []).join(" ").includes("--volume-encryption none");
+  const storePgdata = plain ? join(o.dataDir, "store", "pgdata") : join(o.dataDir, "volumes", "store", "data", "store", "pgdata");
   onCleanup("parhelion up", async () => {
     const wsRoot = join(o.dataDir, "workspaces");
     const pgdatas = [storePgdata];

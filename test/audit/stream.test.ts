@@ -393,3 +393,43 @@ test("pipeline: a sink whose files were altered starts down (the platform starts
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("pipeline: listing a file sink's stream-only records passes over frames that hold only store records, also after a restart", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "ph-pipe-"));
+  const statement = (i: number): AuditEvent => ({ type: "DatabaseStatement", source: "Gateway", result: "SUCCESS", orgId: ORG_A, actor: { type: "databaseUser" }, reason: `statement only in the stream ${i}` });
+  try {
+    const t = setup(dir);
+    const file = sink({ kind: "file", settings: { ...DEFAULT_STREAM_SETTINGS, checkpointEvery: 100_000, checkpointSeconds: 3600 } });
+    await t.pipeline.start([file]);
+    for (let i = 0; i < 30; i++) {
+      t.pipeline.publish(t.store.commit(10)); // a frame of store records each
+      await t.pipeline.flushed();
+    }
+    assert.equal(t.pipeline.publishDirect(statement(1)), true);
+    await t.pipeline.flushed();
+    for (let i = 0; i < 5; i++) {
+      t.pipeline.publish(t.store.commit(10));
+      await t.pipeline.flushed();
+    }
+    assert.equal(t.pipeline.status(file.id)!.streamHead.seq, 351);
+
+    const walk = (p: AuditPipeline) => [...p.recordsNewestFirst(file.id)].map((x) => x.record);
+    const seen = walk(t.pipeline);
+    assert.deepEqual(seen.filter((r) => r.seq === null).map((r) => r.reason), ["statement only in the stream 1"]);
+    assert.ok(seen.length <= 10, `only the direct record's frame is read, not the 350 store records: ${seen.length} records read`);
+    await t.pipeline.stop();
+
+    // After a restart nothing is known of the frames: the first walk reads them all and notes which hold none.
+    const t2 = setup(dir, { store: t.store });
+    await t2.pipeline.start([file]);
+    const first = walk(t2.pipeline);
+    assert.deepEqual(first.filter((r) => r.seq === null).map((r) => r.reason), ["statement only in the stream 1"]);
+    assert.ok(first.length >= 350, "the first walk after a restart reads every frame");
+    const second = walk(t2.pipeline);
+    assert.deepEqual(second.filter((r) => r.seq === null).map((r) => r.reason), ["statement only in the stream 1"]);
+    assert.ok(second.length <= 10, `the second walk passes over the frames seen to hold only store records: ${second.length}`);
+    await t2.pipeline.stop();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -185,6 +185,12 @@ test("session events reach the audit log: connect, login success and failure, di
   assert.ok(disc, "a disconnect with bytes");
   assert.equal(disc.resourceID, ws.workspaceId);
   assert.ok(disc.attributes.durationMs >= 0);
+  // A successful session's records are in the organization's default file sink only (no store row: seq null);
+  // refusals are store rows. Filtering by one of those types still finds them.
+  for (const l of logs.body.auditLogs.filter((x: any) => ["DatabaseConnect", "DatabaseLoginSuccess", "DatabaseDisconnect"].includes(x.type))) assert.equal(l.seq, null, `${l.type} is stream-only`);
+  for (const l of logs.body.auditLogs.filter((x: any) => x.type === "DatabaseLoginFailure")) assert.match(l.seq, /^\d+$/, "a login failure is a store row");
+  const logins = await tp.call("GET", "/v1/auditLogs?type=DatabaseLoginSuccess&limit=5");
+  assert.ok(logins.body.auditLogs.length > 0 && logins.body.auditLogs.every((l: any) => l.type === "DatabaseLoginSuccess" && l.seq === null));
 });
 
 describe("Data API (HTTPS on the gateway port, ALPN http/1.1)", () => {

@@ -11,7 +11,7 @@ import { ParhelionError } from "../../lib/errors.js";
 import { decodeNextToken, encodeNextToken, parseFilters, type Filters } from "../query.js";
 import type { AuditLog, AuditLogView, AuditQuery } from "../types.js";
 import type { StreamRecord } from "./format.js";
-import type { AuditPipeline } from "./pipeline.js";
+import { STREAM_ONLY_TYPES, type AuditPipeline } from "./pipeline.js";
 
 const DEFAULT_LIMIT = 100;
 /** Stream lines examined per page at most, so a filter that matches nothing cannot make one request read everything. */
@@ -71,7 +71,7 @@ export function matches(r: StreamRecord, f: Filters): boolean {
 export async function listBothPlanes(o: { audit: Pick<AuditLog, "list">; pipeline: Pick<AuditPipeline, "statementSink" | "recordsNewestFirst"> }, q: AuditQuery): Promise<{ auditLogs: AuditLogView[]; nextToken?: string }> {
   const filters = parseFilters(q);
   const sinkId = o.pipeline.statementSink(filters.orgId);
-  const statementsWanted = !filters.types || filters.types.includes("DatabaseStatement");
+  const statementsWanted = !filters.types || filters.types.some((t) => STREAM_ONLY_TYPES.has(t));
   if (sinkId === null || !statementsWanted) {
     if (q.nextToken?.startsWith("m.")) {
       const c = decode(q.nextToken);

@@ -23,6 +23,15 @@ import { SegmentLog, type ReadBatch } from "./segments.js";
 import { DeliveryError, type SinkTransport, type StreamBatch } from "./transport.js";
 
 export const SINK_KINDS = ["file", "syslog", "webhook", "s3"] as const;
+
+/**
+ * The data plane's high-volume record types: when the organization has an enabled organization-wide file sink
+ * (`streamsStatements`) they go to its streams only (`publishDirect`), not to the store. A store row each would
+ * cost more than the statement or the session it records (on this 2-core host, the store's insert of a
+ * session's three records cost about as much CPU as the gateway's whole TLS handshake). Refusals and failures
+ * (DatabaseLoginFailure, firewall and TLS denials) stay store rows like the control plane's.
+ */
+export const STREAM_ONLY_TYPES: ReadonlySet<string> = new Set(["DatabaseStatement", "DatabaseConnect", "DatabaseLoginSuccess", "DatabaseDisconnect"]);
 export type SinkKind = (typeof SINK_KINDS)[number];
 export type FailMode = "open" | "closed";
 
@@ -383,7 +392,7 @@ class SinkRunner {
       }
     }
     try {
-      this.log.appendPlain(lines.bytes(), lines.count, firstSeq, now, now);
+      this.log.appendPlain(lines.bytes(), lines.count, firstSeq, now, now, records.some((r) => r.direct));
     } catch (err) {
       this.fail(err);
       this.drop(records, storeSeq);
@@ -459,7 +468,7 @@ class SinkRunner {
     if (!cp) return;
     const firstSeq = this.head.seq + 1;
     try {
-      this.log.append([cp.line], firstSeq, now, now);
+      this.log.appendPlain(Buffer.from(cp.line, "utf8"), 1, firstSeq, now, now, false);
     } catch (err) {
       this.fail(err);
       return;
@@ -779,21 +788,27 @@ export class AuditPipeline {
   }
 
   /**
-   * The records of a sink's local stream, newest first, with their stream seq: only those whose stream seq is
-   * below `beforeSeq` and written at or after `notBefore` (ms). For `GET /v1/auditLogs` over statements.
+   * The records of a sink's local stream, newest first, with their stream seq: those whose stream seq is below
+   * `beforeSeq`, written at or after `notBefore` (ms), in frames that may hold records the store lacks (`seq`
+   * null; a frame seen to hold none is not read again). For `GET /v1/auditLogs` over statements.
    */
   *recordsNewestFirst(id: string, beforeSeq = Infinity, notBefore = -Infinity): Generator<{ streamSeq: number; record: StreamRecord }> {
     const r = this.runners.get(id);
     if (!r) return;
-    for (const frame of r.log.framesNewestFirst(beforeSeq, notBefore)) {
+    // Frames known to hold no stream-only record (every record also in the store) are passed over unread:
+    // without this every page of GET /v1/auditLogs decrypted and parsed the whole file sink.
+    for (const frame of r.log.framesNewestFirst(beforeSeq, notBefore, true)) {
+      let streamOnly = false;
       for (let i = frame.lines.length - 1; i >= 0; i--) {
         const seq = frame.firstSeq + i;
-        if (seq >= beforeSeq) continue;
         const line = frame.lines[i]!;
         if (!line.includes(`"kind":"record"`)) continue;
         const parsed = JSON.parse(line) as { record: StreamRecord };
+        if (parsed.record.seq === null) streamOnly = true;
+        if (seq >= beforeSeq) continue;
         yield { streamSeq: seq, record: parsed.record };
       }
+      frame.setHint(streamOnly);
     }
   }
 

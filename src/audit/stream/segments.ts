@@ -36,6 +36,12 @@ interface FrameIndex {
   count: number;
   firstAt: number;
   lastAt: number;
+  /**
+   * The writer's in-memory note on the frame (never on disk): whether it may hold lines the caller looks for
+   * (pipeline.ts: records held only in the stream). Unknown (undefined) for frames read at open until a reader
+   * has looked inside and said.
+   */
+  hint?: boolean;
 }
 
 interface Segment {
@@ -184,8 +190,11 @@ export class SegmentLog {
     this.appendPlain(Buffer.from(lines.join("\n"), "utf8"), lines.length, firstSeq, firstAt, lastAt);
   }
 
-  /** `append` of `count` lines already joined by "\n" and encoded (format.ts LineBuffer); `plain` is not kept. */
-  appendPlain(plain: Buffer, count: number, firstSeq: number, firstAt: number, lastAt: number): void {
+  /**
+   * `append` of `count` lines already joined by "\n" and encoded (format.ts LineBuffer); `plain` is not kept.
+   * `hint`: the frame's in-memory note for `framesNewestFirst` (FrameIndex.hint).
+   */
+  appendPlain(plain: Buffer, count: number, firstSeq: number, firstAt: number, lastAt: number, hint?: boolean): void {
     if (count === 0) return;
     if (this.failed) throw this.failed;
     const last = this.plannedLastSeq ?? this.lastSeq;
@@ -206,7 +215,7 @@ export class SegmentLog {
     const ct = c.update(plain);
     c.final(); // GCM: no bytes held back
     const frame = Buffer.concat([header, nonce, ct, c.getAuthTag()]);
-    this.queue.push({ seg, frame, index: { offset: seg.planned, length: frame.length, firstSeq, count, firstAt, lastAt } });
+    this.queue.push({ seg, frame, index: { offset: seg.planned, length: frame.length, firstSeq, count, firstAt, lastAt, ...(hint === undefined ? {} : { hint }) } });
     seg.planned += frame.length;
     this.totalBytes += frame.length;
     this.plannedLastSeq = firstSeq + count - 1;
@@ -403,8 +412,13 @@ export class SegmentLog {
     }
   }
 
-  /** Frames newest first (each frame's lines in order), skipping frames that start at or after `beforeSeq`, or that end before `notBefore` (ms). */
-  *framesNewestFirst(beforeSeq = Infinity, notBefore = -Infinity): Generator<{ firstSeq: number; lines: string[] }> {
+  /**
+   * Frames newest first (each frame's lines in order), skipping frames that start at or after `beforeSeq`; stops
+   * at the first frame that ends before `notBefore` (ms).
+   * Frames whose hint is false are passed over unread; a reader that looked inside a frame of unknown hint can
+   * note it with `setHint` so later walks pass it over too.
+   */
+  *framesNewestFirst(beforeSeq = Infinity, notBefore = -Infinity, skipHintFalse = false): Generator<{ firstSeq: number; lines: string[]; setHint: (v: boolean) => void }> {
     for (let i = this.segments.length - 1; i >= 0; i--) {
       const seg = this.segments[i]!;
       if (!existsSync(seg.path)) continue;
@@ -413,8 +427,9 @@ export class SegmentLog {
         const f = seg.frames[j]!;
         if (f.firstSeq >= beforeSeq) continue;
         if (f.lastAt < notBefore) return; // frames are written in time order
+        if (skipHintFalse && f.hint === false) continue;
         buf ??= readFileSync(seg.path);
-        yield { firstSeq: f.firstSeq, lines: this.decrypt(buf.subarray(f.offset, f.offset + f.length)) };
+        yield { firstSeq: f.firstSeq, lines: this.decrypt(buf.subarray(f.offset, f.offset + f.length)), setHint: (v) => { f.hint = v; } };
       }
     }
   }
