@@ -62,13 +62,25 @@ export function unusable(keyID: string, reason: string, cause?: unknown): Parhel
 const credentialPurpose = (groupId: string) => `group_kms_keys.credential_enc:${groupId}`;
 const AWS_ARN = /^arn:aws[a-z-]*:kms:([a-z0-9-]+):\d{12}:(key|alias)\/.+$/;
 
+/** What Pkcs11KeyProvider.open's refusals mean for a customer's key (its messages speak of a root key). */
+const PKCS11_REASONS: ReadonlyArray<readonly [RegExp, string]> = [
+  [/no AES key labelled/, "no such key on the token"],
+  [/no PKCS#11 token labelled/, "no such token"],
+  [/is not an AES-256 key/, "not an AES-256 key"],
+  [/is extractable or not sensitive/, "the key is extractable or not sensitive"],
+  [/AES keys labelled/, "more than one AES key with that label"],
+];
+
 /** The short name of what went wrong (an AWS exception name or a PKCS#11 return code), never a secret. */
 function reasonOf(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  // A PKCS#11 return code first: the cause of a PKCS#11 failure is graphene's generic Pkcs11Error.
+  const ckr = /CKR_[A-Z_]+/.exec(msg)?.[0];
+  if (ckr) return ckr;
   const cause = (err as { cause?: unknown }).cause;
   const name = cause instanceof Error ? cause.name : undefined;
-  if (name && name !== "Error" && name !== "ParhelionError") return name;
-  const msg = err instanceof Error ? err.message : String(err);
-  return /CKR_[A-Z_]+/.exec(msg)?.[0] ?? /([A-Za-z]+Exception)/.exec(msg)?.[1] ?? (/no AES key labelled/.test(msg) ? "no such key on the token" : "the key could not be reached");
+  if (name && name !== "Error" && name !== "ParhelionError" && name !== "Pkcs11Error") return name;
+  return /([A-Za-z]+Exception)/.exec(msg)?.[1] ?? PKCS11_REASONS.find(([re]) => re.test(msg))?.[1] ?? "the key could not be reached";
 }
 
 /** Opens customer keys (one provider per group, kept while the group's key stays the same). */

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import * as graphene from "graphene-pk11";
 import { ParhelionError } from "../lib/errors.js";
 import { keyUnavailable } from "./errors.js";
@@ -22,19 +22,24 @@ const TAG_BYTES = 16;
 const WRAP_VERSION = 1;
 
 // One loaded module per library path: C_Finalize ends every session of the process, so it runs only when
-// the last provider using the library closes.
-const modules = new Map<string, { mod: graphene.Module; refs: number }>();
+// the last provider using the library closes. `logins` holds, per token label, an HMAC (under a key of this
+// process) of the PIN that logged this process in: PKCS#11 login state is per process and token, so a second
+// C_Login answers CKR_USER_ALREADY_LOGGED_IN without checking the PIN it was given, and this is what checks it.
+const modules = new Map<string, { mod: graphene.Module; refs: number; logins: Map<string, Buffer> }>();
+const pinKey = randomBytes(32);
+const pinTag = (pin: string): Buffer => createHmac("sha256", pinKey).update(pin, "utf8").digest();
 
-function acquire(path: string): graphene.Module {
+function acquire(path: string): { mod: graphene.Module; logins: Map<string, Buffer> } {
   const m = modules.get(path);
   if (m) {
     m.refs++;
-    return m.mod;
+    return m;
   }
   const mod = graphene.Module.load(path, "parhelion");
   mod.initialize();
-  modules.set(path, { mod, refs: 1 });
-  return mod;
+  const entry = { mod, refs: 1, logins: new Map<string, Buffer>() };
+  modules.set(path, entry);
+  return entry;
 }
 
 function release(path: string): void {
@@ -71,8 +76,9 @@ export class Pkcs11KeyProvider implements KeyProvider {
   /** Loads the module, logs in to the token and finds (or makes) the root key. ERR_CONFIG when it cannot. */
   static open(o: Pkcs11Options): Pkcs11KeyProvider {
     let mod: graphene.Module;
+    let logins: Map<string, Buffer>;
     try {
-      mod = acquire(o.module);
+      ({ mod, logins } = acquire(o.module));
     } catch (err) {
       throw configError(`cannot load the PKCS#11 module ${o.module}: ${(err as Error).message}`, err);
     }
@@ -91,11 +97,18 @@ export class Pkcs11KeyProvider implements KeyProvider {
       session = slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION);
       try {
         session.login(o.pin, graphene.UserType.USER);
+        logins.set(o.token, pinTag(o.pin));
       } catch (err) {
-        // Login state is per token and process: another provider of this process may have logged in.
-        if (!/CKR_USER_ALREADY_LOGGED_IN/.test((err as Error).message)) {
         // The PKCS#11 return code only (CKR_PIN_INCORRECT, CKR_PIN_LOCKED, ...): never the PIN.
+        if (!/CKR_USER_ALREADY_LOGGED_IN/.test((err as Error).message)) {
           throw configError(`cannot log in to the PKCS#11 token "${o.token}": ${/CKR_[A-Z_]+/.exec((err as Error).message)?.[0] ?? "error"}`, err);
+        }
+        // Login state is per token and process: another provider of this process logged in, and the token did
+        // not look at this PIN. It must be the one that did (a customer key given with a wrong PIN is refused even
+        // while the token is open for another group). A login made outside this module leaves no record to compare.
+        const known = logins.get(o.token);
+        if (known !== undefined && !timingSafeEqual(known, pinTag(o.pin))) {
+          throw configError(`cannot log in to the PKCS#11 token "${o.token}": CKR_PIN_INCORRECT`);
         }
       }
       const template = { class: graphene.ObjectClass.SECRET_KEY, keyType: graphene.KeyType.AES, label: o.keyLabel };
@@ -158,8 +171,21 @@ export class Pkcs11KeyProvider implements KeyProvider {
     return { provider: "pkcs11", keyId: this.keyId, details: { module: this.opts.module, token: this.opts.token, keyLabel: this.opts.keyLabel } };
   }
 
-  health(): Promise<ProviderHealth> {
-    return probe(this);
+  /** A wrap and unwrap in the HSM; when that fails, the PKCS#11 return code (e.g. CKR_KEY_FUNCTION_NOT_PERMITTED for a key whose use was turned off). */
+  async health(): Promise<ProviderHealth> {
+    const h = await probe(this);
+    if (h.ok) return h;
+    const ctx = { purpose: "parhelion-health" };
+    const key = randomBytes(32);
+    try {
+      await this.unwrap(await this.wrap(key, ctx), ctx);
+      return h;
+    } catch (err) {
+      const code = /CKR_[A-Z_]+/.exec(String(((err as { cause?: unknown }).cause as Error | undefined)?.message))?.[0];
+      return code ? { ok: false, detail: code } : h;
+    } finally {
+      key.fill(0);
+    }
   }
 
   /** Closes the session; the token logs the process out when its last session closes (PKCS#11 5.6). */

@@ -95,6 +95,14 @@ test("a root key removed from the HSM gives the same opaque error, and health sa
   await rejectsOpaque(() => p.unwrap(wrapped, ctx), "missing key");
   const h = await p.health();
   assert.equal(h.ok, false);
-  assert.equal(h.detail, "ERR_KEY_UNAVAILABLE");
+  assert.match(h.detail, /^CKR_[A-Z_]+$/, "the PKCS#11 return code, nothing more");
 });
 
+
+test("a wrong PIN is refused while this process is already logged in to the token (the token itself does not check it then)", () => {
+  const p = open();
+  assert.deepEqual(inspect("parhelion-root").count, 1);
+  const wrong = "1111" + randomBytes(4).toString("hex");
+  assert.throws(() => open("parhelion-root", wrong), (e: unknown) => e instanceof ParhelionError && e.code === "ERR_CONFIG" && /CKR_PIN_INCORRECT/.test(e.message) && !e.message.includes(wrong));
+  assert.equal(open().describe().keyId, p.describe().keyId, "the right PIN still opens it");
+});
