@@ -10,8 +10,9 @@ NPM_VERSION="11.19.1"             # used only when the host has no npm
 NPM_INTEGRITY="sha512-ztsxKxt/kkIaAs+2i0GU6I+DRmUdrNasxTZKJe9TCdSjKxlhah/4r/hl5ygMD6XAg1qZ9c2TNomR4qgOydp10g=="
 REGISTRY="${npm_config_registry:-https://registry.npmjs.org}"
 TOOLS_DIR="$PARHELION_ROOT/.tools"
-DEB_PACKAGES=(postgresql-15 postgresql-contrib postgresql-client-15 postgresql-15-pgaudit postgresql-server-dev-15 make gcc g++ python3 ca-certificates openssl curl softhsm2 e2fsprogs)
+DEB_PACKAGES=(postgresql-15 postgresql-contrib postgresql-client-15 postgresql-15-pgaudit postgresql-server-dev-15 make gcc g++ python3 ca-certificates openssl curl softhsm2 e2fsprogs acl)
 PG_CONFIG="/usr/lib/postgresql/15/bin/pg_config"
+TEST_DEB_PACKAGES=(sudo)          # bin/test only: the suite starts `parhelion up` as a user with sudo
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -38,6 +39,18 @@ ensure_debian_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# What only the test suite needs (bin/test).
+ensure_test_packages() {
+  local missing=()
+  for p in "${TEST_DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages for the tests: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 # A stray distribution cluster listening on TCP 5432 is not part of parhelion: stop it if one runs.
 stop_stray_main_cluster() {
   if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | awk '$2=="main" && $4=="online"' | grep -q .; then
@@ -46,12 +59,41 @@ stop_stray_main_cluster() {
   fi
 }
 
-# The unprivileged system user PostgreSQL servers run as when parhelion itself runs as root.
+# The unprivileged system user PostgreSQL servers run as when parhelion itself runs as root (also when an
+# operator who is not root runs it: bin/parhelion then starts `up` through sudo).
 ensure_service_user() {
-  [ "$(id -u)" -eq 0 ] || return 0
   id parhelion >/dev/null 2>&1 && return 0
   say "creating system user 'parhelion'"
-  useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin parhelion
+  as_root useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin parhelion
+}
+
+# Lets the service user pass (search permission, nothing more: an ACL entry u:parhelion:x) through every
+# directory above DIR that stops it, e.g. a home directory, 0700 on Debian 12, holding the checkout and ./.parhelion.
+grant_passage() { # DIR
+  local dir d
+  dir="$(readlink -m "$1")"
+  d="$(dirname "$dir")"
+  local todo=()
+  while :; do
+    if [ -d "$d" ] && ! as_root runuser -u parhelion -- test -x "$d" 2>/dev/null; then todo=("$d" "${todo[@]}"); fi
+    [ "$d" = "/" ] && break
+    d="$(dirname "$d")"
+  done
+  for d in "${todo[@]}"; do
+    say "letting the system user 'parhelion' pass through $d (setfacl -m u:parhelion:x): PostgreSQL runs as it and its data is below"
+    as_root setfacl -m u:parhelion:x "$d"
+  done
+}
+
+# Runs "$@" as root: directly when root, else through sudo, keeping the environment parhelion reads
+# (PARHELION_*, AWS_* for an aws-kms root key, NODE_EXTRA_CA_CERTS, SOFTHSM2_CONF) and nothing else.
+exec_as_root() {
+  if [ "$(id -u)" -eq 0 ]; then exec "$@"; fi
+  command -v sudo >/dev/null 2>&1 || { say "this needs root (encrypted volumes: mounts, loop devices, kernel keys): run it as root or install sudo"; return 1; }
+  local keep
+  keep="$(env | cut -d= -f1 | grep -E '^(PARHELION_|AWS_)|^(NODE_EXTRA_CA_CERTS|SOFTHSM2_CONF)$' | paste -sd, - || true)"
+  say "running as root through sudo (PostgreSQL still runs as the unprivileged user 'parhelion')"
+  if [ -n "$keep" ]; then exec sudo --preserve-env="$keep" "$@"; else exec sudo "$@"; fi
 }
 
 # parhelion_guard (engine/guard), the PostgreSQL module every workspace server preloads: built with PGXS and

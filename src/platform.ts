@@ -1,4 +1,4 @@
-import { mkdirSync, chmodSync, rmSync } from "node:fs";
+import { mkdirSync, chmodSync, chownSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
@@ -36,6 +36,7 @@ import { CustomerKeys } from "./kms/cmek.js";
 import { KeyMonitor } from "./workspaces/keyMonitor.js";
 import { openStoreVolume, refuseEncryptedStore } from "./volumes/store.js";
 import { checkVolumeSupport, createGroupStorage, type GroupStorage, type VolumeEncryption } from "./volumes/groups.js";
+import { assertReachable, resolveServiceAccount } from "./engine/postgres.js";
 
 export const VERSION = "0.1.0";
 
@@ -70,6 +71,20 @@ export interface StartOptions {
 
 
 /**
+ * Started as root through sudo (`./bin/parhelion up` by an operator who is not root: the encrypted volumes need
+ * root): the files meant for that operator (the owner API key and its directory) become theirs, still 0600/0700,
+ * so their CLI can read the key without root. Nothing changes otherwise.
+ */
+function handToSudoUser(paths: string[], logger: Logger): void {
+  if (process.getuid?.() !== 0) return;
+  const uid = Number(process.env["SUDO_UID"]);
+  const gid = Number(process.env["SUDO_GID"]);
+  if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid <= 0 || gid < 0) return;
+  for (const p of paths) chownSync(p, uid, gid);
+  logger.info({ uid, user: process.env["SUDO_USER"] ?? null }, "started through sudo: the owner API key belongs to the user who ran it");
+}
+
+/**
  * Creates the organization, its owner and an owner API key the first time the store is used. Serialized by
  * an advisory lock so two processes starting on one store bootstrap once.
  */
@@ -90,6 +105,7 @@ async function bootstrapOrganization(db: Db, cfg: Config, audit: AuditLog, logge
   if (created === null) return null;
   mkdirSync(join(cfg.dataDir, "bootstrap"), { recursive: true, mode: 0o700 });
   writeFileAtomic(keyFile, created.key.token + "\n", 0o600);
+  handToSudoUser([join(cfg.dataDir, "bootstrap"), keyFile], logger);
   await audit.record({
     type: "OrganizationBootstrap", source: "System", result: "SUCCESS", orgId: created.orgId, actor: { type: "system" },
     resource: { type: "Organization", id: created.orgId }, reason: `organization "${cfg.orgName}" created with owner ${created.owner.email}`,
@@ -131,6 +147,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
   try {
     mkdirSync(cfg.dataDir, { recursive: true });
     chmodSync(cfg.dataDir, 0o711); // the store's service user must traverse it; nothing in it is world-readable
+    assertReachable(cfg.dataDir, resolveServiceAccount(cfg.serviceUser));
     // Encryption at rest of workspace data: fscrypt unless the operator chose none. Checked before anything
     // starts, so a host that cannot run the volumes fails here, naming the option, instead of serving plaintext.
     const volumeEncryption: VolumeEncryption = cfg.volumeEncryption;

@@ -1,4 +1,4 @@
-import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, execFile, execFileSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync, chownSync, chmodSync, openSync, closeSync, fsyncSync, rmSync, readdirSync, readlinkSync, realpathSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
@@ -48,6 +48,22 @@ export function resolveServiceAccount(serviceUser: string): ServiceAccount {
     if (err instanceof ParhelionError) throw err;
     throw new ParhelionError("ERR_CONFIG", `system user "${serviceUser}" does not exist; ./bin/parhelion creates it, or: useradd --system ${serviceUser}`);
   }
+}
+
+/**
+ * Refuses (ERR_CONFIG, naming the directory and the fix) a directory the account PostgreSQL runs as cannot reach:
+ * every directory above it must let that account pass. A home directory is 0700 by default on Debian 12, so a data
+ * directory inside one fails here, clearly, rather than as initdb's "Permission denied". Only when we are root.
+ */
+export function assertReachable(dir: string, account: ServiceAccount): void {
+  if (process.getuid?.() !== 0) return;
+  const passes = (d: string) => spawnSync("/usr/bin/test", ["-x", d], { uid: account.uid, gid: account.gid, stdio: "ignore" }).status === 0;
+  if (passes(dir)) return;
+  let blocking = dir;
+  for (let d = dirname(dir), prev = dir; d !== prev; prev = d, d = dirname(d)) {
+    if (!passes(d)) blocking = d;
+  }
+  throw new ParhelionError("ERR_CONFIG", `the system user "${account.name}" that runs PostgreSQL cannot reach the data directory ${dir}: ${blocking} does not let it pass. Let it pass and nothing more: setfacl -m u:${account.name}:x ${blocking} (./bin/parhelion does this when it runs up through sudo), or chmod o+x ${blocking}; or choose a --data-dir it can reach (e.g. /var/lib/parhelion)`);
 }
 
 /**

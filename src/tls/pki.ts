@@ -293,8 +293,10 @@ export async function ensureTlsMaterial(opts: EnsureTlsMaterialOptions): Promise
 
 /** parhelion's own CA in `dir` (made once, kept; made again only when expired). */
 export async function ensureCA(dir: string, now: Date = new Date()): Promise<CertAndKey & { caFile: string }> {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  chmodSync(dir, 0o700);
+  // Traversable, not listable: ca.crt (0644) is what an operator's clients trust, also when parhelion runs as
+  // root through sudo; every key beside it stays 0600.
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
+  chmodSync(dir, 0o711);
   const caFile = join(dir, "ca.crt");
   const caKeyFile = join(dir, "ca.key");
   let ca = loadPair(caFile, caKeyFile);

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describeConfig } from "../../src/config/load.js";
 import { SECRET_KEYS, flagName } from "../../src/config/schema.js";
@@ -84,5 +84,22 @@ test("up starts in a temp dir on port 0, writes runtime.json, accepts a login an
     // Whatever the child left running (it started these; we end them by pid).
     if (existsSync(pgdata)) for (const p of postgresProcessesIn(pgdata, join(findPgBin(), "postgres"))) if (!p.cmdline.startsWith("postgres:")) process.kill(p.pid, "SIGQUIT");
     dir.remove();
+  }
+});
+
+test("up refuses a data directory the PostgreSQL system user cannot reach (a 0700 home), naming the directory and the fix, and starts nothing", async () => {
+  const t = tempDir("ph-reach-");
+  try {
+    const home = join(t.path, "home");
+    mkdirSync(home, { mode: 0o700 });
+    chmodSync(t.path, 0o711);
+    const r = await runCli(["up", "--data-dir", join(home, ".parhelion"), "--api-port", "0", "--gateway-port", "0"], { env: {} });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /ERR_CONFIG/);
+    assert.ok(r.stderr.includes(`${home} does not let it pass`), r.stderr);
+    assert.match(r.stderr, /setfacl -m u:parhelion:x/);
+    assert.ok(!existsSync(join(home, ".parhelion", "volumes")), "nothing was started");
+  } finally {
+    t.remove();
   }
 });

@@ -129,7 +129,7 @@ test("certificates carry the required extensions and OpenSSL accepts the chain f
   }
 });
 
-test("a second call reuses the CA and server certificate; files are 0600 keys in a 0700 directory", async () => {
+test("a second call reuses the CA and server certificate; files are 0600 keys in a 0711 directory (traversable, not listable: ca.crt is for clients)", async () => {
   const root = tempDir();
   const dir = join(root, "tls");
   try {
@@ -143,7 +143,7 @@ test("a second call reuses the CA and server certificate; files are 0600 keys in
     assert.equal(readFileSync(join(dir, "server.crt"), "utf8"), first.certPem);
     assert.equal(second.caFile, join(dir, "ca.crt"));
 
-    assert.equal(mode(dir), 0o700);
+    assert.equal(mode(dir), 0o711);
     assert.equal(mode(join(dir, "ca.key")), 0o600);
     assert.equal(mode(join(dir, "server.key")), 0o600);
     assert.equal(mode(join(dir, "ca.crt")) & 0o022, 0, "no group/other write on ca.crt");
