@@ -64,9 +64,11 @@ export interface CreateGroupInput {
   updateWindow?: { day: number; hour: number } | undefined;
   tlsMinVersion?: "1.2" | "1.3" | undefined;
   auditLevel?: AuditLevel | undefined;
+  /** A customer-managed key wrapping the group's data key from the start (the group is PENDING until it does; an unusable key leaves no group). */
+  kmsKey?: CustomerKeySpec | undefined;
 }
 
-export type UpdateGroupInput = Partial<Omit<CreateGroupInput, "regionID">>;
+export type UpdateGroupInput = Partial<Omit<CreateGroupInput, "regionID" | "kmsKey">>;
 
 export interface CreateWorkspaceInput {
   workspaceGroupID: string;
@@ -118,7 +120,7 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
     private readonly opts: {
       clock: Clock; domain: string; gatewayPort: () => number; sizes: readonly string[];
       /** The key hierarchy: customer-managed keys and rotation of the groups' data keys. */
-      keys?: Pick<Keyring, "setGroupCustomerKey" | "rotateGroupKey" | "groupKeyWrap"> | undefined;
+      keys?: Pick<Keyring, "setGroupCustomerKey" | "rotateGroupKey" | "groupKeyWrap" | "evictGroup"> | undefined;
     },
   ) {
     super();
@@ -233,7 +235,13 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
     return d;
   }
 
-  async createGroup(orgId: string, input: CreateGroupInput): Promise<{ workspaceGroupID: string; adminPassword?: string }> {
+  /**
+   * Creates a group. With a customer key, the group is PENDING (no workspace can be created in it) until its data
+   * key is made and wrapped under that key (Keyring.setGroupCustomerKey, which opens and probes the key before it
+   * writes anything); when the key cannot be used the group is removed again and the error answered, so no group
+   * is left behind (its id was never answered).
+   */
+  async createGroup(orgId: string, input: CreateGroupInput): Promise<{ workspaceGroupID: string; adminPassword?: string; dataKey?: GroupKeyWrap }> {
     const region = await this.db.selectFrom("regions").select("id").where("id", "=", input.regionID).executeTakeFirst();
     if (!region) throw new ParhelionError("ERR_VALIDATION", `regionID: no region ${input.regionID}; GET /v1/regions lists them`);
     const generated = input.adminPassword === undefined ? generateAdminPassword() : undefined;
@@ -246,14 +254,34 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
         id, org_id: orgId, name: input.name, region_id: input.regionID, firewall_ranges: ranges,
         allow_all_traffic: input.allowAllTraffic ?? false, admin_verifier: makeScramVerifier(password),
         tls_min_version: input.tlsMinVersion ?? "1.2", update_window: input.updateWindow ?? null, audit_level: input.auditLevel ?? "ADMIN-ONLY",
-        expires_at: this.checkExpiry(input.expiresAt), state: "ACTIVE",
+        expires_at: this.checkExpiry(input.expiresAt), state: input.kmsKey ? "PENDING" : "ACTIVE",
       }).execute();
     } catch (err) {
       if (isUniqueViolation(err)) throw new ParhelionError("ERR_CONFLICT", `a workspace group named "${input.name}" already exists`);
       throw err;
     }
+    let dataKey: GroupKeyWrap | undefined;
+    if (input.kmsKey) {
+      try {
+        dataKey = await this.keys().setGroupCustomerKey(orgId, id, input.kmsKey);
+        await this.db.updateTable("workspace_groups").set({ state: "ACTIVE", updated_at: sql`now()` }).where("id", "=", id).where("state", "=", "PENDING").execute();
+      } catch (err) {
+        await this.discardPendingGroup(id);
+        throw err;
+      }
+    }
     this.changed({ workspaceGroupID: id });
-    return generated === undefined ? { workspaceGroupID: id } : { workspaceGroupID: id, adminPassword: generated };
+    return { workspaceGroupID: id, ...(generated !== undefined ? { adminPassword: generated } : {}), ...(dataKey ? { dataKey } : {}) };
+  }
+
+  /** Removes a group whose creation failed (its customer key could not be used): its key rows, then the group. */
+  private async discardPendingGroup(id: string): Promise<void> {
+    this.opts.keys?.evictGroup(id);
+    await this.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom("group_kms_keys").where("group_id", "=", id).execute();
+      await trx.deleteFrom("kms_keys").where("group_id", "=", id).execute();
+      await trx.deleteFrom("workspace_groups").where("id", "=", id).where("state", "=", "PENDING").execute();
+    });
   }
 
   async listGroups(orgId: string, opts: { includeTerminated: boolean; only?: string[] | undefined }): Promise<GroupView[]> {
@@ -335,6 +363,7 @@ export class WorkspaceService extends EventEmitter<{ change: [ChangeEvent] }> {
       throw err;
     });
     if (g.state === "TERMINATED") throw new ParhelionError("ERR_CONFLICT", "the workspace group is terminated");
+    if (g.state === "PENDING") throw new ParhelionError("ERR_CONFLICT", "the workspace group is still being created");
     const id = randomUUID();
     try {
       await this.db.insertInto("workspaces").values({

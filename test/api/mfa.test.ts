@@ -195,6 +195,13 @@ test("step-up: creating an API key and changing a group's firewall need a factor
   assert.equal((await as(tp, s, "PATCH", groupPath, { auditLevel: "OFF" })).body.code, "ERR_STEP_UP_REQUIRED");
   assert.equal((await as(tp, s, "PUT", `${groupPath}/jwtAuth`, { jwksEndpoint: "https://idp.example.test/jwks.json", issuer: "https://idp.example.test", audience: "db" })).body.code, "ERR_STEP_UP_REQUIRED");
   assert.equal((await as(tp, s, "DELETE", `${groupPath}/jwtAuth`)).body.code, "ERR_STEP_UP_REQUIRED");
+  // So is starting a group with a customer-managed key (as setting one is); a group without one is not.
+  assert.equal((await as(tp, s, "POST", "/v1/workspaceGroups", { name: "mfa-cmek-group", regionID, dataBucketKMSKeyID: "alias/customer" })).body.code, "ERR_STEP_UP_REQUIRED");
+  assert.equal((await as(tp, s, "POST", "/v1/workspaceGroups", { name: "mfa-cmek-group-2", regionID, kmsKey: { provider: "aws-kms", keyID: "alias/customer" } })).body.code, "ERR_STEP_UP_REQUIRED");
+  const plain = await as(tp, s, "POST", "/v1/workspaceGroups", { name: "mfa-plain-group", regionID });
+  assert.equal(plain.status, 200, plain.text);
+  assert.ok(!(await tp.call("GET", "/v1/workspaceGroups")).body.some((x: { name: string }) => x.name.startsWith("mfa-cmek-group")), "no group was created");
+  assert.equal((await tp.call("DELETE", `/v1/workspaceGroups/${plain.body.workspaceGroupID}`)).status, 200);
   // A rename is not sensitive.
   assert.equal((await as(tp, s, "PATCH", groupPath, { name: "mfa-renamed" })).status, 200);
   // Nothing changed: the keys and the firewall are as before.

@@ -199,3 +199,31 @@ test("kmsKey null moves the group back to the platform key, online", async () =>
   assert.equal((await tp.call("GET", `/v1/workspaceGroups/${ws.groupId}`)).body.kmsKey, null);
   assert.equal((await query("SELECT count(*)::int AS n FROM hsm_probe"))[0].n, 501);
 });
+
+test("a group created with a pkcs11 kmsKey starts on the customer's key: its workspace runs on it; a wrong PIN or missing key creates no group", async () => {
+  const regionID = (await tp.call("GET", "/v1/regions")).body[0].regionID;
+  for (const [i, body] of [pkcs11Key(KEY, "0000" + randomBytes(4).toString("hex")), pkcs11Key("no-such-key")].entries()) {
+    const name = `hsm-refused-${i}`;
+    const r = await tp.call("POST", "/v1/workspaceGroups", { body: { name, regionID, ...body } });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.body.code, "ERR_KMS_KEY_UNUSABLE", r.text);
+    assert.ok(!r.text.includes(body.kmsKey.pin));
+    assert.equal((await tp.platform.db.selectFrom("workspace_groups").select("id").where("name", "=", name).execute()).length, 0, "no group is left");
+  }
+  const born = await createTestWorkspace(tp, { group: pkcs11Key(KEY) });
+  const g = await tp.call("GET", `/v1/workspaceGroups/${born.groupId}`);
+  assert.equal(g.body.state, "ACTIVE");
+  assert.equal(g.body.kmsKey.keyID, KEY_ID);
+  const k = await dataKey(born.groupId);
+  assert.deepEqual({ wrap: k.wrap, wrappedBy: k.wrapped_by }, { wrap: "pkcs11", wrappedBy: KEY_ID });
+  const c = gatewayClient(tp, born);
+  await c.connect();
+  try {
+    assert.deepEqual((await c.query("SELECT 'on the customer key' AS v")).rows, [{ v: "on the customer key" }]);
+  } finally {
+    await c.end();
+  }
+  const created = (await tp.platform.db.selectFrom("audit_log").selectAll().where("type", "=", "WorkspaceGroupCreate").where("resource_id", "=", born.groupId).execute()).at(-1);
+  assert.equal((created?.attributes as any)?.kmsKey?.pin, "(set)");
+  assert.ok(!JSON.stringify(await tp.platform.db.selectFrom("audit_log").select("attributes").where("type", "=", "WorkspaceGroupCreate").execute()).includes(tok.pin), "a PIN never reaches the audit log");
+});

@@ -209,3 +209,49 @@ test("kmsKey null moves the group back to the platform key, online", async () =>
   assert.equal(rot.body.provider, "platform");
   assert.equal((await query("SELECT count(*)::int AS n FROM cmek_probe"))[0].n, 2);
 });
+
+test("POST /v1/workspaceGroups takes dataBucketKMSKeyID (Helios) or kmsKey: the key is probed first, an unusable one creates no group", async () => {
+  const regionID = (await tp.call("GET", "/v1/regions")).body[0].regionID;
+  const groupsNamed = async (name: string) => (await tp.platform.db.selectFrom("workspace_groups").select("id").where("name", "=", name).execute()).length;
+  const disabled = kms.createKey();
+  await sdk.send(new DisableKeyCommand({ KeyId: disabled }));
+  const keysBefore = (await tp.platform.db.selectFrom("kms_keys").select("id").execute()).length;
+  const cases: Array<[Record<string, unknown>, number, string]> = [
+    [{ dataBucketKMSKeyID: `arn:aws:kms:${kms.region}:${kms.accountId}:key/00000000-0000-4000-8000-000000000000` }, 400, "ERR_KMS_KEY_UNUSABLE"],
+    [{ dataBucketKMSKeyID: disabled }, 400, "ERR_KMS_KEY_UNUSABLE"],
+    [{ kmsKey: { provider: "aws-kms", keyID: disabled } }, 400, "ERR_KMS_KEY_UNUSABLE"],
+    [{ kmsKey: { provider: "aws-kms", keyID: disabled }, dataBucketKMSKeyID: disabled }, 400, "ERR_VALIDATION"],
+    [{ kmsKey: { provider: "aws-kms", keyID: disabled, endpoint: "https://evil.example" } }, 400, "ERR_UNKNOWN_FIELD"],
+    [{ kmsKey: { provider: "pkcs11", keyID: "tok/label", pin: "1234" } }, 400, "ERR_FIELD_NOT_SUPPORTED"],
+  ];
+  for (const [i, [extra, status, code]] of cases.entries()) {
+    const name = `cmek-refused-${i}`;
+    const r = await tp.call("POST", "/v1/workspaceGroups", { body: { name, regionID, ...extra } });
+    assert.equal(r.status, status, `${JSON.stringify(extra)}: ${r.text}`);
+    assert.equal(r.body.code, code, `${JSON.stringify(extra)}: ${r.text}`);
+    assert.equal(await groupsNamed(name), 0, `${JSON.stringify(extra)}: no group is left`);
+  }
+  assert.equal((await tp.platform.db.selectFrom("kms_keys").select("id").execute()).length, keysBefore, "no key row is left either");
+  const refusals = (await tp.platform.db.selectFrom("audit_log").selectAll().where("type", "=", "WorkspaceGroupCreate").execute()).filter((a) => a.result !== "SUCCESS");
+  assert.ok(refusals.some((a) => (a.attributes as any)?.kmsKey?.keyID === disabled), "the refusal is audited with the key");
+
+  const arn = kms.createKey("customer, from the start");
+  const seen = kms.requests.length;
+  const r = await tp.call("POST", "/v1/workspaceGroups", { body: { name: "cmek-from-birth", regionID, dataBucketKMSKeyID: arn } });
+  assert.equal(r.status, 200, r.text);
+  assert.deepEqual(Object.keys(r.body).sort(), ["adminPassword", "workspaceGroupID"], "Helios's answer, nothing more");
+  const id = r.body.workspaceGroupID;
+  const newRequests = kms.requests.slice(seen);
+  assert.ok(newRequests.some((q) => q.target === "Decrypt" && (q.body["EncryptionContext"] as any)?.purpose === "parhelion-health"), "probed (a wrap and unwrap) first");
+  assert.ok(newRequests.some((q) => q.target === "Encrypt" && (q.body["EncryptionContext"] as any)?.workspaceGroupId === id), "the data key wrapped by KMS, bound to the group");
+  const g = await tp.call("GET", `/v1/workspaceGroups/${id}`);
+  assert.equal(g.body.state, "ACTIVE");
+  assert.deepEqual({ provider: g.body.kmsKey.provider, keyID: g.body.kmsKey.keyID, status: g.body.kmsKey.status }, { provider: "aws-kms", keyID: arn, status: "ENABLED" });
+  const k = await tp.platform.db.selectFrom("kms_keys").select(["wrap", "wrapped_by"]).where("kind", "=", "group-data").where("group_id", "=", id).where("state", "=", "active").executeTakeFirstOrThrow();
+  assert.deepEqual(k, { wrap: "aws-kms", wrapped_by: arn });
+  const created = (await tp.platform.db.selectFrom("audit_log").selectAll().where("type", "=", "WorkspaceGroupCreate").where("resource_id", "=", id).execute()).at(-1);
+  assert.equal(created?.result, "SUCCESS");
+  assert.equal((created?.attributes as any)?.kmsKey?.keyID, arn);
+  assert.equal((created?.attributes as any)?.wrappedBy, arn);
+  assert.equal((await tp.call("DELETE", `/v1/workspaceGroups/${id}`)).status, 200);
+});

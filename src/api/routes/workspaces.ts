@@ -5,6 +5,7 @@ import { listAccessControls, updateAccessControls } from "../../rbac/accessContr
 import { AccessControlAction, GroupParams, NO_GROUP, ResourceRoleView, WorkspaceParams, groupResource, workspaceResource } from "./shared.js";
 import { WORKSPACE_SIZE_NAMES } from "../../workspaces/sizes.js";
 import { AUDIT_LEVELS } from "../../audit/sql/classify.js";
+import type { CustomerKeySpec } from "../../kms/cmek.js";
 
 const QueryBool = z.enum(["true", "false"]).transform((v) => v === "true");
 const Cidr = z.string().min(1).max(64);
@@ -59,9 +60,28 @@ const GroupCreate = z.object({
   adminPassword: Password.optional().describe("Password of the workspaces' admin user; generated and returned once when absent."),
   allowAllTraffic: z.boolean().optional(), expiresAt: IsoDate.optional(), updateWindow: UpdateWindow.optional(), tlsMinVersion: TlsMinVersion.optional(),
   auditLevel: AuditLevelSchema.optional().describe("Statement audit (Helios's levels); default ADMIN-ONLY: DDL, role and privilege changes, logins."),
-  dataBucketKMSKeyID: heliosUnsupported("dataBucketKMSKeyID"), backupBucketKMSKeyID: heliosUnsupported("backupBucketKMSKeyID"),
+  kmsKey: KmsKey.optional().describe("Customer-managed key (CMEK) wrapping the group's data key from the start (step-up). The key is opened and probed (a wrap and unwrap) first: an unusable key answers ERR_KMS_KEY_UNUSABLE and no group is created. Default: the platform's key."),
+  dataBucketKMSKeyID: KmsKeyID.optional().describe("Helios's field: an AWS KMS key id or ARN, the same as kmsKey {provider: aws-kms, keyID} (step-up; probed first, ERR_KMS_KEY_UNUSABLE and no group when unusable)."),
+  backupBucketKMSKeyID: heliosUnsupported("backupBucketKMSKeyID"),
   smartDR: heliosUnsupported("smartDR"), highAvailabilityTwoZones: heliosUnsupported("highAvailabilityTwoZones"),
-}).strict();
+}).strict().superRefine((b, ctx) => {
+  if (b.kmsKey !== undefined && b.dataBucketKMSKeyID !== undefined) ctx.addIssue({ code: "custom", path: ["kmsKey"], message: "give kmsKey or dataBucketKMSKeyID, not both" });
+});
+
+/** The customer key a create or update names (kmsKey, or Helios's dataBucketKMSKeyID as an aws-kms key). */
+function kmsSpec(b: { kmsKey?: z.infer<typeof KmsKey> | null | undefined; dataBucketKMSKeyID?: string | null | undefined }): CustomerKeySpec | null | undefined {
+  if (b.kmsKey !== undefined) return b.kmsKey;
+  if (b.dataBucketKMSKeyID === undefined) return undefined;
+  return b.dataBucketKMSKeyID === null ? null : { provider: "aws-kms", keyID: b.dataBucketKMSKeyID };
+}
+
+/** A customer key as audited: never its PIN. */
+function kmsAudit(spec: CustomerKeySpec | null): Record<string, string> | null {
+  return spec === null ? null : { provider: spec.provider, keyID: spec.keyID, ...("region" in spec && spec.region ? { region: spec.region } : {}), ...("pin" in spec ? { pin: "(set)" } : {}) };
+}
+
+/** Step-up for the group's security settings (network, TLS, audit level, customer key), not for a rename. */
+const GROUP_STEP_UP_FIELDS = ["firewallRanges", "allowAllTraffic", "tlsMinVersion", "auditLevel", "kmsKey", "dataBucketKMSKeyID"];
 const GroupUpdate = z.object({
   name: Name.optional(), adminPassword: Password.optional(), firewallRanges: FirewallRanges.optional(), expiresAt: IsoDate.optional(),
   allowAllTraffic: z.boolean().optional(), updateWindow: UpdateWindow.optional(), tlsMinVersion: TlsMinVersion.optional(),
@@ -95,13 +115,20 @@ export const workspaceRoutes = [
   }),
   defineRoute({
     method: "POST", path: "/v1/workspaceGroups", operationId: "createWorkspaceGroup", tag: "Workspace groups", auditType: "WorkspaceGroupCreate",
-    summary: "Creates a workspace group: a security boundary with its own firewall, certificate and admin password.", access: "workspaceGroups:write",
+    // Step-up only when the group starts with a customer-managed key (the settings PATCH asks it for).
+    stepUp: (b) => b !== null && typeof b === "object" && ["kmsKey", "dataBucketKMSKeyID"].some((k) => Object.hasOwn(b, k)),
+    summary: "Creates a workspace group: a security boundary with its own firewall, certificate and admin password, and optionally a customer-managed key.", access: "workspaceGroups:write",
     body: GroupCreate, response: z.object({ workspaceGroupID: Id, adminPassword: z.string().optional() }),
     handler: async ({ body, principal, services, audit }) => {
-      const { dataBucketKMSKeyID: _a, backupBucketKMSKeyID: _b, smartDR: _c, highAvailabilityTwoZones: _d, ...input } = body;
-      const r = await services.workspaces.createGroup(principal!.orgId, input);
+      const { kmsKey: _k, dataBucketKMSKeyID: _a, backupBucketKMSKeyID: _b, smartDR: _c, highAvailabilityTwoZones: _d, ...input } = body;
+      const spec = kmsSpec(body) ?? undefined;
+      audit.attributes = {
+        name: body.name, firewallRanges: body.firewallRanges ?? "default", allowAllTraffic: body.allowAllTraffic ?? false, tlsMinVersion: body.tlsMinVersion ?? "1.2", auditLevel: body.auditLevel ?? "ADMIN-ONLY",
+        kmsKey: spec === undefined ? null : kmsAudit(spec),
+      };
+      const { dataKey, ...r } = await services.workspaces.createGroup(principal!.orgId, { ...input, kmsKey: spec });
       audit.resource = { type: "WorkspaceGroup", id: r.workspaceGroupID };
-      audit.attributes = { name: body.name, firewallRanges: body.firewallRanges ?? "default", allowAllTraffic: body.allowAllTraffic ?? false, tlsMinVersion: body.tlsMinVersion ?? "1.2", auditLevel: body.auditLevel ?? "ADMIN-ONLY", adminPasswordGenerated: r.adminPassword !== undefined };
+      audit.attributes = { ...audit.attributes, adminPasswordGenerated: r.adminPassword !== undefined, ...(dataKey ? { dataKeyID: dataKey.keyID, wrappedBy: dataKey.wrappedBy, keyVersion: dataKey.keyVersion } : {}) };
       return r;
     },
   }),
@@ -119,14 +146,14 @@ export const workspaceRoutes = [
   defineRoute({
     method: "PATCH", path: "/v1/workspaceGroups/{workspaceGroupID}", operationId: "updateWorkspaceGroup", tag: "Workspace groups", auditType: "WorkspaceGroupUpdate",
     // Step-up only for the network and TLS settings (a rename is not sensitive).
-    stepUp: (b) => b !== null && typeof b === "object" && ["firewallRanges", "allowAllTraffic", "tlsMinVersion", "auditLevel", "kmsKey", "dataBucketKMSKeyID"].some((k) => Object.hasOwn(b, k)),
+    stepUp: (b) => b !== null && typeof b === "object" && GROUP_STEP_UP_FIELDS.some((k) => Object.hasOwn(b, k)),
     summary: "Changes a group's name, firewall, TLS minimum, admin password, expiry, update window or customer-managed key.", access: "workspaceGroups:write", resource: groupResource,
     params: GroupParams, body: GroupUpdate, response: z.object({ workspaceGroupID: Id }),
     handler: async ({ params, body, principal, services, audit }) => {
       audit.resource = { type: "WorkspaceGroup", id: params.workspaceGroupID };
-      if (body.kmsKey !== undefined || body.dataBucketKMSKeyID !== undefined) {
-        const spec = body.kmsKey !== undefined ? body.kmsKey : body.dataBucketKMSKeyID === null ? null : { provider: "aws-kms" as const, keyID: body.dataBucketKMSKeyID! };
-        audit.attributes = { change: { kmsKey: spec === null ? null : { provider: spec.provider, keyID: spec.keyID, ...("region" in spec && spec.region ? { region: spec.region } : {}), ...("pin" in spec ? { pin: "(set)" } : {}) } } };
+      const spec = kmsSpec(body);
+      if (spec !== undefined) {
+        audit.attributes = { change: { kmsKey: kmsAudit(spec) } };
         const w = await services.workspaces.setGroupKmsKey(principal!.orgId, params.workspaceGroupID, spec);
         audit.attributes = { ...audit.attributes, dataKeyID: w.keyID, wrappedBy: w.wrappedBy, keyVersion: w.keyVersion };
         return { workspaceGroupID: params.workspaceGroupID };
