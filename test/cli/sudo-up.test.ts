@@ -10,7 +10,7 @@ import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { alive, postmasterPid, waitHealthy } from "../support/up.js";
 
 const ROOT = process.cwd();
@@ -31,9 +31,17 @@ test("a user with sudo runs ./bin/parhelion up: it runs as root through sudo, Po
   execFileSync("useradd", ["--create-home", "--home-dir", home, "--shell", "/bin/bash", name]);
   chmodSync(home, 0o700); // as adduser makes them on Debian 12: the service user must be let through
   let child: ReturnType<typeof spawn> | undefined;
+  const granted: string[] = [];
   let out = "";
   try {
     writeFileSync(sudoers, `${name} ALL=(ALL:ALL) NOPASSWD: ALL\n`, { mode: 0o440 });
+    // The user must reach this checkout (CI may keep it below a 0700 directory): passage, removed at the end.
+    for (let d = ROOT, prev = ""; d !== prev; prev = d, d = dirname(d)) {
+      if (spawnSync("runuser", ["-u", name, "--", "test", "-x", d]).status !== 0) {
+        execFileSync("setfacl", ["-m", `u:${name}:x`, d]);
+        granted.push(d);
+      }
+    }
     // The suite runs from this build: bin/parhelion's bootstrap must not try to rebuild it as the user.
     const stamp = join(ROOT, "dist", ".build-stamp");
     if (existsSync(stamp)) utimesSync(stamp, new Date(), new Date());
@@ -89,6 +97,7 @@ test("a user with sudo runs ./bin/parhelion up: it runs as root through sudo, Po
       }
       await new Promise((r) => setTimeout(r, 5000));
     }
+    for (const d of granted) spawnSync("setfacl", ["-x", `u:${name}`, d]);
     rmSync(sudoers, { force: true });
     spawnSync("userdel", ["--remove", name]);
     rmSync(base, { recursive: true, force: true });
