@@ -5,7 +5,8 @@
  * client side it runs toward the upstream PostgreSQL, which can log in with a recovered ClientKey instead
  * of the password (PgBouncer's trick). Failures are ERR_GW_AUTH_FAILED, malformed messages ERR_GW_PROTOCOL.
  */
-import { createHash, createHmac, pbkdf2Sync, pbkdf2, randomBytes, timingSafeEqual } from "node:crypto";
+import { hash, pbkdf2Sync, pbkdf2, randomBytes, timingSafeEqual } from "node:crypto";
+import { hmacSha256 } from "../../lib/hmac.js";
 import { ParhelionError } from "../../lib/errors.js";
 import { protocolError } from "./wire.js";
 
@@ -20,8 +21,8 @@ export interface ScramVerifier {
   serverKey: Buffer;
 }
 
-const hmac = (key: Buffer, data: string | Buffer): Buffer => createHmac("sha256", key).update(data).digest();
-const sha256 = (data: Buffer): Buffer => createHash("sha256").update(data).digest();
+const hmac = hmacSha256;
+const sha256 = (data: Buffer): Buffer => hash("sha256", data, "buffer");
 
 // RFC 3454 tables used by SASLprep (RFC 4013).
 const NON_ASCII_SPACE = /[\u00A0\u1680\u2000-\u200B\u202F\u205F\u3000]/g; // C.1.2, mapped to SPACE
@@ -376,8 +377,8 @@ export function tlsServerEndPoint(certDer: Buffer): Buffer | null {
   if (!alg || alg.tag !== 0x30 || alg.end > cert.end) return null;
   const oid = der(certDer, alg.start);
   if (!oid || oid.tag !== 0x06 || oid.end > alg.end || oid.end === oid.start) return null;
-  const hash = END_POINT_HASH[oidString(certDer.subarray(oid.start, oid.end))];
-  return hash === undefined ? null : createHash(hash).update(certDer).digest();
+  const algorithm = END_POINT_HASH[oidString(certDer.subarray(oid.start, oid.end))];
+  return algorithm === undefined ? null : hash(algorithm, certDer, "buffer");
 }
 
 // ---- Client side (toward the upstream PostgreSQL) ----

@@ -1,7 +1,7 @@
 import { test, describe, before } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createHash, createHmac, pbkdf2Sync, X509Certificate } from "node:crypto";
+import { createHash, createHmac, pbkdf2Sync, randomBytes, X509Certificate } from "node:crypto";
 import { createRequire } from "node:module";
 import {
   SCRAM_SHA_256,
@@ -16,6 +16,7 @@ import {
 } from "../../../src/gateway/protocol/scram.js";
 import { createCA } from "../../../src/tls/pki.js";
 import { throwsWith } from "./helpers.js";
+import { hmacSha256 } from "../../../src/lib/hmac.js";
 
 /** The pg client's own SCRAM implementation (untyped CommonJS). */
 interface PgSession {
@@ -401,4 +402,17 @@ describe("tlsServerEndPoint (RFC 5929 §4.1)", () => {
       assert.equal(tlsServerEndPoint(der), null);
     }
   });
+});
+
+test("hmacSha256 is HMAC-SHA-256: the same bytes as createHmac for keys shorter than, equal to and longer than a block, and RFC 4231's vectors", () => {
+  for (const keyLen of [0, 1, 32, 63, 64, 65, 200]) {
+    for (const dataLen of [0, 1, 55, 56, 64, 1000]) {
+      const key = randomBytes(keyLen);
+      const data = randomBytes(dataLen);
+      assert.deepEqual(hmacSha256(key, data), createHmac("sha256", key).update(data).digest(), `key ${keyLen}, data ${dataLen}`);
+    }
+  }
+  // RFC 4231 test cases 1 and 2.
+  assert.equal(hmacSha256(Buffer.alloc(20, 0x0b), "Hi There").toString("hex"), "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+  assert.equal(hmacSha256(Buffer.from("Jefe"), "what do ya want for nothing?").toString("hex"), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 });
