@@ -134,7 +134,7 @@ async function waitForActive(): Promise<void> {
   }
 }
 
-test("the customer turning the key's decryption off in the HSM stops the group within kmsCheckSeconds; turning it on brings it back with its rows", async () => {
+test("the customer turning the key's decryption off in the HSM stops the group within kmsCheckSeconds; turning it on brings it back with its rows", async (t) => {
   await query("INSERT INTO hsm_probe SELECT 'row ' || i FROM generate_series(1, 500) i");
   const t0 = Date.now();
   assert.deepEqual(hsmAdmin(tok, { op: "set", label: KEY, decrypt: false }), { ok: true, decrypt: false });
@@ -142,6 +142,7 @@ test("the customer turning the key's decryption off in the HSM stops the group w
   const stoppedMs = Date.now() - t0;
   // kmsCheckSeconds is 1: the next check finds it, then the servers stop; allow for a loaded machine.
   assert.ok(stoppedMs < 15_000, `FAILED only after ${stoppedMs} ms`);
+  t.diagnostic(`CKA_DECRYPT off -> workspace FAILED seen by the API after ${stoppedMs} ms (kmsCheckSeconds 1)`);
   assert.ok(failed.stateReason.startsWith("ERR_KEY_UNAVAILABLE: "), failed.stateReason);
   assert.ok(failed.stateReason.includes(KEY_ID), `the reason names the key: ${failed.stateReason}`);
   assert.equal(tp.platform.engine.isRunning(ws.workspaceId), false);
@@ -180,7 +181,9 @@ test("the customer turning the key's decryption off in the HSM stops the group w
   assert.equal(away.body.code, "ERR_KEY_UNAVAILABLE");
 
   assert.deepEqual(hsmAdmin(tok, { op: "set", label: KEY, decrypt: true }), { ok: true, decrypt: true });
+  const t1 = Date.now();
   await waitForActive();
+  t.diagnostic(`CKA_DECRYPT on -> workspace ACTIVE after ${Date.now() - t1} ms`);
   const rows = await query("SELECT v FROM hsm_probe");
   assert.equal(rows.length, 501);
   assert.ok(rows.some((r) => r.v === "before the customer key") && rows.some((r) => r.v === "row 500"));
