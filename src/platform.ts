@@ -34,6 +34,7 @@ import { InflightTracker, type Services } from "./api/context.js";
 import { Keyring, attachKeyring, createKeyProvider, encryptLegacySecrets } from "./kms/index.js";
 import { CustomerKeys } from "./kms/cmek.js";
 import { KeyMonitor } from "./workspaces/keyMonitor.js";
+import { GroupRekeys } from "./workspaces/rekey.js";
 import { openStoreVolume, refuseEncryptedStore } from "./volumes/store.js";
 import { checkVolumeSupport, createGroupStorage, type GroupStorage, type VolumeEncryption } from "./volumes/groups.js";
 import { assertReachable, resolveServiceAccount } from "./engine/postgres.js";
@@ -54,6 +55,8 @@ export interface Platform {
   storage: GroupStorage;
   workspaces: WorkspaceService;
   reconciler: Reconciler;
+  /** Re-keys of workspace groups' data keys (the volume rewritten under a new key). */
+  rekeys: GroupRekeys;
   gateway: Gateway;
   /** Signs short-lived database credentials. */
   credentials: PlatformCredentials;
@@ -289,6 +292,17 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       onStateChange: (id) => router.invalidate({ workspaceID: id }),
     });
     stack.push({ name: "key-monitor", stop: () => keyMonitor.stop() });
+    // Re-keys of groups' data keys: the group held away from the reconciler while its volume is rewritten. A stop
+    // leaves a running one as a crash would; recover() (below, before the reconciler starts) rolls it back or finishes it.
+    const rekeys = new GroupRekeys({
+      db, keyring, engine, storage, reconciler, audit, logger: logger.child({ component: "rekey" }),
+      onStopping: (id) => {
+        gw.disconnectWorkspace(id);
+        dataApi.drop(id);
+      },
+      onStateChange: (id) => router.invalidate({ workspaceID: id }),
+    });
+    stack.push({ name: "rekeys", stop: () => rekeys.stop() });
     workspaces.on("change", (e) => {
       router.invalidate(e);
       if (e.workspaceGroupID) tokens.invalidate(e.workspaceGroupID);
@@ -305,6 +319,7 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       await gw.close();
       await dataApi.close();
     } });
+    await rekeys.recover();
     reconciler.start();
     keyMonitor.start();
     if (volumeEncryption === "none" && (await db.selectFrom("workspace_groups").select("id").where("state", "<>", "TERMINATED").limit(1).executeTakeFirst())) engine.prepare();
@@ -313,13 +328,13 @@ export async function startPlatform(opts: StartOptions): Promise<Platform> {
       db, audit, apiKeys,
       throttle: new LoginThrottle({ threshold: cfg.lockoutThreshold, lockoutSeconds: cfg.lockoutSeconds, clock }),
       orgs: new OrganizationDirectory(db, clock),
-      workspaces, databases: new DatabaseAdmin(workspaces, engine), credentials, tokens, keyring, auditSinks,
+      workspaces, databases: new DatabaseAdmin(workspaces, engine), credentials, tokens, keyring, auditSinks, rekeys,
     } satisfies Omit<Services, "clock" | "logger" | "inflight" | "settings">);
     // Readers (`parhelion login`, tests) see the old file or the new one, never a half-written one.
     writeFileAtomic(join(cfg.dataDir, "runtime.json"), JSON.stringify({ apiUrl, caFile: tls.caFile ?? ca.caFile, gatewayPort, pid: process.pid, version: VERSION, volumeEncryption }, null, 2) + "\n", 0o644);
     ready = true;
     logger.info({ apiUrl, caFile: tls.caFile, gatewayPort, volumeEncryption }, "parhelion is ready");
-    return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, gatewayPort, engine, storage, workspaces, reconciler, gateway: gw, credentials, ownerKeyFile, stop: stopAll };
+    return { apiUrl, apiPort: port, caFile: tls.caFile, db, audit, store, app, gatewayPort, engine, storage, workspaces, reconciler, rekeys, gateway: gw, credentials, ownerKeyFile, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

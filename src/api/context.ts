@@ -8,6 +8,7 @@ import type { Clock } from "../identity/types.js";
 import type { WorkspaceService } from "../workspaces/service.js";
 import type { DatabaseAdmin } from "../workspaces/databases.js";
 import type { Keyring } from "../kms/index.js";
+import type { GroupRekeys } from "../workspaces/rekey.js";
 
 /** What route handlers may use. Each is an interface from its own context. */
 export interface Services {
@@ -25,6 +26,8 @@ export interface Services {
   tokens: TokenVerifier;
   /** The key hierarchy: status for `parhelion key status` (never key material). */
   keyring: Pick<Keyring, "status">;
+  /** Re-keys of workspace groups' data keys (POST /v1/workspaceGroups/{id}/keys/rekey). */
+  rekeys: Pick<GroupRekeys, "start" | "latest">;
   /** Audit sinks and the stream pipeline behind them. */
   auditSinks: AuditSinks;
   /** Counts requests in flight so shutdown can wait for their audit records. */

@@ -49,7 +49,7 @@ export interface KeyInfo {
   workspaceGroupID: string | null;
   wrappedBy: string;
   provider: string | null;
-  state: "active" | "retired";
+  state: "active" | "retired" | "pending";
   createdAt: string;
 }
 
@@ -225,6 +225,61 @@ export class Keyring {
     } catch {
       return { ok: false, keyId: row.wrapped_by };
     }
+  }
+
+  /**
+   * Re-keying (src/workspaces/rekey.ts): makes a new data key for the group, stored `pending` (no active-key
+   * lookup answers it) and wrapped the way the group's active key is wrapped now: by the organization's KEK, or by
+   * the group's customer key (same context binding). Inserted through `trx`, with the operation that records it.
+   */
+  async createPendingGroupKey(orgId: string, groupId: string, trx: Transaction<Database>): Promise<string> {
+    const active = await this.groupKeyRow(orgId, groupId);
+    const key = randomBytes(32);
+    try {
+      const id = `dek-${randomUUID()}`;
+      const row: KeyRow = { id, kind: "group-data", org_id: orgId, group_id: groupId, wrapped_by: "", provider: null, wrapped: Buffer.alloc(0), wrap: "kek", wrap_version: 1 };
+      if (active.wrap === "kek") {
+        const kek = await this.activeKey("org-kek", orgId, null);
+        row.wrapped_by = kek.id;
+        row.wrapped = seal(kek.key, kek.id, dataKeyPurpose(row), key);
+      } else {
+        const p = await this.requireCustomer().providerFor(groupId, active.wrapped_by);
+        const d = p.describe();
+        if (d.provider !== active.wrap || d.keyId !== active.wrapped_by) throw keyUnavailable();
+        row.wrap = active.wrap;
+        row.wrapped_by = d.keyId;
+        row.wrapped = await p.wrap(key, customerContext(row));
+      }
+      await trx.insertInto("kms_keys").values({ ...row, state: "pending" }).execute();
+      return id;
+    } catch (err) {
+      throw isParhelionError(err) ? err : keyUnavailable(err);
+    } finally {
+      key.fill(0);
+    }
+  }
+
+  /** The volume key (as groupVolumeKey) derived from one of the group's data keys by id (a pending one during a re-key). The caller zeroes it. */
+  async groupVolumeKeyOf(groupId: string, keyId: string): Promise<Buffer> {
+    const k = await this.keyById(keyId);
+    if (k.row.kind !== "group-data" || k.row.group_id?.toLowerCase() !== groupId.toLowerCase()) throw keyUnavailable();
+    return Buffer.from(hkdfSync("sha512", k.key, Buffer.alloc(0), `parhelion volume v1 ${groupId.toLowerCase()}`, VOLUME_KEY_BYTES));
+  }
+
+  /** The switch of a re-key, in the caller's transaction: the old data key retired, the pending one active (compare-and-set on both). */
+  async activateGroupKey(groupId: string, oldId: string, newId: string, trx: Transaction<Database>): Promise<void> {
+    const retired = await trx.updateTable("kms_keys").set({ state: "retired", retired_at: sql`now()` } as never)
+      .where("id", "=", oldId).where("group_id", "=", groupId).where("kind", "=", "group-data").where("state", "=", "active").executeTakeFirst();
+    const activated = await trx.updateTable("kms_keys").set({ state: "active", wrapped_at: sql`now()` } as never)
+      .where("id", "=", newId).where("group_id", "=", groupId).where("kind", "=", "group-data").where("state", "=", "pending").executeTakeFirst();
+    if (Number(retired.numUpdatedRows) !== 1 || Number(activated.numUpdatedRows) !== 1) throw new ParhelionError("ERR_CONFLICT", "the workspace group's data keys changed during the re-key");
+    this.evictGroup(groupId);
+  }
+
+  /** A rolled-back re-key: its pending data key (which never protected any data) is deleted. */
+  async discardPendingGroupKeys(groupId: string): Promise<void> {
+    await this.db.deleteFrom("kms_keys").where("group_id", "=", groupId).where("kind", "=", "group-data").where("state", "=", "pending").execute();
+    this.evictGroup(groupId);
   }
 
   /** Forgets (zeroing) the unwrapped data keys of a group: after its key was revoked. */

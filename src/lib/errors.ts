@@ -45,6 +45,7 @@ export const ERROR_CATALOG = {
   ERR_VOLUME: { status: 500, sqlstate: "58030", title: "An encrypted volume operation (image, filesystem, mount or encryption key) failed; the logs say why." },
   ERR_VOLUME_KEY_MISMATCH: { status: 500, sqlstate: "58030", title: "The key given does not unlock the workspace group's encrypted volume." },
   ERR_VOLUME_BUSY: { status: 409, sqlstate: "55006", title: "Files on the encrypted volume are still in use; stop the workspace servers using it and retry." },
+  ERR_REKEY_REFUSED: { status: 409, sqlstate: "55000", title: "The workspace group's data key cannot be re-keyed now: a re-key is running, its key is unavailable, it has no data key yet, or workspace data is not on encrypted volumes (the problem's reason says which)." },
   ERR_SQL: { status: 400, sqlstate: "42000", title: "The database rejected the statement; the message and SQLSTATE are PostgreSQL's." },
   ERR_KMS_KEY_UNUSABLE: { status: 400, sqlstate: "22023", title: "The customer-managed key cannot be used: it does not exist, is disabled, is not a symmetric encryption key, or parhelion may not use it." },
   ERR_KEY_UNAVAILABLE: { status: 503, sqlstate: "58000", title: "Encrypted data could not be decrypted: its key is unavailable or disabled, or the data was altered." },

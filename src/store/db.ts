@@ -16,6 +16,7 @@ import * as m0009 from "./migrations/0009_audit_level.js";
 import * as m0010 from "./migrations/0010_user_audit_levels.js";
 import * as m0011 from "./migrations/0011_audit_sinks.js";
 import * as m0012 from "./migrations/0012_cmek.js";
+import * as m0013 from "./migrations/0013_group_rekey.js";
 
 export type { Db, Database } from "./schema.js";
 
@@ -36,6 +37,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "0010_user_audit_levels": m0010,
   "0011_audit_sinks": m0011,
   "0012_cmek": m0012,
+  "0013_group_rekey": m0013,
 };
 
 class StaticProvider implements MigrationProvider {

@@ -331,7 +331,8 @@ export interface KmsKeysTable {
   wrapped_by: string; // the root key's id (org-kek) or the org KEK's id (data keys)
   provider: string | null; // org-kek: the root key provider that wrapped it
   wrapped: Buffer;
-  state: ColumnType<"active" | "retired", "active" | "retired" | undefined, "active" | "retired">;
+  /** pending: a group data key made by a re-key that has not switched yet (never an active-key lookup's answer). */
+  state: ColumnType<"active" | "retired" | "pending", "active" | "retired" | "pending" | undefined, "active" | "retired" | "pending">;
   created_at: GeneratedTimestamp;
   retired_at: Timestamp | null;
   /** What wraps it: the organization's KEK (an envelope), or the group's customer-managed key (wrapped_by is its id). */
@@ -355,6 +356,29 @@ export interface GroupKmsKeysTable {
   checked_at: Timestamp | null;
   created_at: GeneratedTimestamp;
   updated_at: GeneratedTimestamp;
+}
+
+export type RekeyPhase = "STOPPING" | "COPYING" | "SWITCHING" | "CLEANUP" | "DONE" | "FAILED";
+
+/** A re-key of a workspace group's data key (src/workspaces/rekey.ts): its phase is recorded before each step. */
+export interface GroupRekeysTable {
+  id: string;
+  group_id: string;
+  org_id: string;
+  phase: RekeyPhase;
+  old_key_id: string;
+  new_key_id: string | null;
+  /** fscrypt key identifiers (not secret: one-way functions of the volume keys). */
+  old_identifier: string | null;
+  new_identifier: string | null;
+  bytes_total: ColumnType<string, number | string | undefined, number | string>;
+  bytes_copied: ColumnType<string, number | string | undefined, number | string>;
+  workspace_ids: ColumnType<string[], string | undefined, string>;
+  error: string | null;
+  requested_by: string;
+  started_at: GeneratedTimestamp;
+  updated_at: GeneratedTimestamp;
+  finished_at: Timestamp | null;
 }
 
 export interface Database {
@@ -385,6 +409,7 @@ export interface Database {
   mfa_challenges: MfaChallengesTable;
   kms_keys: KmsKeysTable;
   group_kms_keys: GroupKmsKeysTable;
+  group_rekeys: GroupRekeysTable;
 }
 
 export type Db = Kysely<Database>;

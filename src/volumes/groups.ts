@@ -45,7 +45,12 @@ export interface GroupStorage {
   onDisk(): Promise<string[]>;
   /** Locks and unmounts every mounted volume of this data directory (platform stop, after the servers). */
   closeAll(): Promise<void>;
+  /** The group's volume for a re-key of its data key (src/workspaces/rekey.ts); undefined with encryption none. */
+  rekeyVolume(groupId: string): RekeyVolume | undefined;
 }
+
+/** What a re-key does on a group's volume (EncryptedVolume's re-key steps). */
+export type RekeyVolume = Pick<EncryptedVolume, "mountOnly" | "beginRekey" | "copyRekey" | "switchRekey" | "finishRekey" | "abortRekey" | "imageBytes">;
 
 export interface GroupStorageOptions {
   encryption: VolumeEncryption;
@@ -191,6 +196,10 @@ class EncryptedGroupStorage implements GroupStorage {
     return listVolumes(this.o.dataDir);
   }
 
+  rekeyVolume(groupId: string): RekeyVolume {
+    return this.volume(groupId);
+  }
+
   async closeAll(): Promise<void> {
     this.unlocked.clear();
     for (const id of await this.onDisk()) {
@@ -249,4 +258,8 @@ class PlainGroupStorage implements GroupStorage {
   }
 
   async closeAll(): Promise<void> {}
+
+  rekeyVolume(): undefined {
+    return undefined;
+  }
 }

@@ -1,4 +1,4 @@
-import { chmod, chown, mkdir, open, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
+import { chmod, chown, mkdir, open, readdir, rename, rm, rmdir, stat, statfs } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { realpathSync } from "node:fs";
 import { ParhelionError } from "../lib/errors.js";
@@ -8,12 +8,19 @@ import { run, runChecked } from "./exec.js";
 import { Fscrypt, VOLUME_KEY_BYTES, type KeyStatus } from "./fscrypt.js";
 import { loopBackingFile, loopDevicesFor, mountAt, readMounts } from "./mounts.js";
 import { xtsAesSupport } from "./cpu.js";
+import { copyTree, measureTree, type TreeSize } from "./copytree.js";
 
 /** The smallest image parhelion makes (ext4 with a journal needs some room; PostgreSQL needs ~40 MB). */
 export const MIN_VOLUME_BYTES = 64 * 1024 * 1024;
 
 /** The encrypted directory at the top of every volume's filesystem; everything PostgreSQL writes goes below it. */
 export const ENCRYPTED_DIR = "data";
+
+/** A re-key's new encrypted directory (the new key's policy) while the data is copied into it. */
+export const REKEY_DIR = ".data.rekey";
+
+/** The old encrypted directory between a re-key's switch and its removal. */
+export const REKEYED_OLD_DIR = ".data.old";
 
 /** Mount options: no device files, no set-uid programs, nothing executable from the volume. */
 export const MOUNT_OPTIONS = "nodev,nosuid,noexec";
@@ -216,6 +223,114 @@ export class EncryptedVolume {
     });
   }
 
+  // ------------------------------------------------------------------------------------------ re-keying
+  // The volume's data copied under a new key on the same filesystem (src/workspaces/rekey.ts drives the phases and
+  // records each in the metadata store first). Only renames happen in the unencrypted mount root; contents move
+  // from one encrypted directory to the other through memory. Every step is idempotent.
+
+  /** Mounts the image if it is not mounted, without adding any key (a re-key's recovery renames and removes only). */
+  mountOnly(): Promise<void> {
+    return this.serial(async () => {
+      if (await this.currentMount()) return;
+      if (!(await exists(this.image))) throw this.fail(`the image ${this.image} does not exist`);
+      await this.mount();
+    });
+  }
+
+  /**
+   * Adds newKey to the mounted, unlocked volume and makes the re-key's directory (emptied first) with its policy.
+   * Answers the identifiers of the current key and the new one (not secret), what there is to copy and the free space.
+   */
+  beginRekey(newKey: Uint8Array): Promise<{ oldIdentifier: string; newIdentifier: string; size: TreeSize; freeBytes: number }> {
+    return this.serial(async () => {
+      this.checkKey(newKey);
+      if (!(await this.currentMount()) || !(await exists(this.path))) throw this.fail("re-keying needs the volume mounted with its encrypted directory");
+      const s = await this.fscrypt.status(this.path);
+      if (s.policy !== "v2" || !s.identifier) throw this.fail(`${this.path} has no v2 encryption policy`);
+      if (s.key !== "present") throw this.fail("re-keying needs the volume unlocked with its current key");
+      const staging = join(this.mountPoint, REKEY_DIR);
+      await rm(staging, { recursive: true, force: true });
+      const id = await this.fscrypt.addKey(this.mountPoint, newKey);
+      if (id === s.identifier) throw this.fail("the new key is the volume's current key");
+      try {
+        await mkdir(staging, { mode: 0o700 });
+        await this.fscrypt.setPolicy(staging, id);
+        await chown(staging, 0, 0);
+        await chmod(staging, 0o711);
+        await fsyncFile(this.mountPoint);
+      } catch (err) {
+        // Nothing is under the new key yet: take it back out of the kernel.
+        await rm(staging, { recursive: true, force: true }).catch(() => undefined);
+        await this.fscrypt.removeKey(this.mountPoint, id).catch(() => undefined);
+        throw err;
+      }
+      const size = await measureTree(this.path);
+      const fs = await statfs(this.mountPoint);
+      this.opts.logger.info({ groupId: this.groupId, identifier: id, bytes: size.bytes, files: size.files }, "re-key: new encrypted directory made");
+      return { oldIdentifier: s.identifier, newIdentifier: id, size, freeBytes: fs.bavail * fs.bsize };
+    });
+  }
+
+  /** Copies the encrypted directory into the re-key's directory (contents through memory only), fsyncing everything. */
+  copyRekey(o: { progress: (bytes: number) => void; signal?: AbortSignal | undefined }): Promise<number> {
+    return copyTree(this.path, join(this.mountPoint, REKEY_DIR), {
+      ...o, skipped: (p) => this.opts.logger.warn({ groupId: this.groupId, path: p }, "re-key: not a file, directory or symbolic link; not copied"),
+    });
+  }
+
+  /**
+   * The switch: `data` becomes `.data.old` and the re-key's directory becomes `data` (two renames in the mount
+   * root, then an fsync of it). Idempotent: a switch interrupted between the renames is finished.
+   */
+  switchRekey(): Promise<void> {
+    return this.serial(async () => {
+      if (!(await this.currentMount())) throw this.fail("the switch of a re-key needs the volume mounted");
+      const staging = join(this.mountPoint, REKEY_DIR);
+      const old = join(this.mountPoint, REKEYED_OLD_DIR);
+      if (!(await exists(staging))) {
+        if (await exists(this.path)) return; // switched already
+        throw this.fail(`neither ${this.path} nor ${staging} exists`);
+      }
+      if (await exists(this.path)) {
+        if (await exists(old)) throw this.fail(`${old} and ${this.path} both exist beside ${staging}; refusing to guess`);
+        await rename(this.path, old);
+      }
+      await rename(staging, this.path);
+      await fsyncFile(this.mountPoint);
+      this.opts.logger.info({ groupId: this.groupId }, "re-key: switched to the new encrypted directory");
+    });
+  }
+
+  /** After the switch: the old key out of the kernel, the old directory removed (no key needed to unlink). */
+  finishRekey(oldIdentifier: string | null): Promise<void> {
+    return this.serial(async () => {
+      if (!(await this.currentMount())) throw this.fail("finishing a re-key needs the volume mounted");
+      const s = await this.fscrypt.status(this.path);
+      if (oldIdentifier !== null && oldIdentifier !== s.identifier) await this.fscrypt.removeKey(this.mountPoint, oldIdentifier);
+      await rm(join(this.mountPoint, REKEYED_OLD_DIR), { recursive: true, force: true });
+      await fsyncFile(this.mountPoint);
+      this.opts.logger.info({ groupId: this.groupId }, "re-key: old key removed and old directory deleted");
+    });
+  }
+
+  /** Before the switch: the re-key's directory removed and its key out of the kernel; `data` is left as it was. */
+  abortRekey(newIdentifier: string | null): Promise<void> {
+    return this.serial(async () => {
+      if (!(await this.currentMount())) throw this.fail("rolling back a re-key needs the volume mounted");
+      const staging = join(this.mountPoint, REKEY_DIR);
+      if (!(await exists(this.path))) throw this.fail(`${this.path} is missing: this re-key is past its switch and cannot be rolled back`);
+      const current = (await this.fscrypt.status(this.path)).identifier;
+      let id = newIdentifier;
+      if (await exists(staging)) {
+        id = (await this.fscrypt.status(staging)).identifier ?? id;
+        await rm(staging, { recursive: true, force: true });
+        await fsyncFile(this.mountPoint);
+      }
+      if (id !== null && id !== current) await this.fscrypt.removeKey(this.mountPoint, id);
+      this.opts.logger.info({ groupId: this.groupId }, "re-key rolled back: the volume keeps its key");
+    });
+  }
+
   // ------------------------------------------------------------------------------------------ internals
 
   private checkKey(key: Uint8Array): void {
@@ -312,6 +427,10 @@ export class EncryptedVolume {
   private async unlockMounted(key: Uint8Array): Promise<void> {
     const staging = join(this.mountPoint, `.${ENCRYPTED_DIR}.new`);
     if (!(await exists(this.path))) {
+      if ((await exists(join(this.mountPoint, REKEY_DIR))) || (await exists(join(this.mountPoint, REKEYED_OLD_DIR)))) {
+        // A re-key stopped between its two renames: never an empty directory in place of the data.
+        throw this.fail(`${this.path} is missing while a re-key's directories exist: the re-key's recovery must finish first`);
+      }
       // A new volume (or one whose creation was interrupted before the rename below): nothing is stored yet.
       await rm(staging, { recursive: true, force: true });
       const id = await this.fscrypt.addKey(this.mountPoint, key);

@@ -84,6 +84,8 @@ export class Reconciler {
   private readonly intervalMs: number;
   /** Passes and exclusive sections (key revocation) run one at a time, in order. */
   private serial: Promise<unknown> = Promise.resolve();
+  /** Groups whose workspaces and volume passes leave alone (a re-key is rewriting the volume). */
+  private readonly held = new Set<string>();
 
   constructor(private readonly o: ReconcilerOptions) {
     this.intervalMs = o.intervalMs ?? 5000;
@@ -114,6 +116,25 @@ export class Reconciler {
     const p = this.serial.then(fn);
     this.serial = p.catch(() => undefined);
     return p;
+  }
+
+  /**
+   * Keeps every pass away from a group (its workspaces are neither started nor stopped, its volume is not swept)
+   * until release: a re-key of its data key holds it while the volume is rewritten. Call under exclusive().
+   */
+  hold(groupId: string): void {
+    this.held.add(groupId.toLowerCase());
+  }
+
+  /** Ends a hold; the next pass acts on the group's workspaces again. */
+  release(groupId: string): void {
+    this.held.delete(groupId.toLowerCase());
+    this.kick();
+  }
+
+  /** Whether a group is held (a re-key is running on it). */
+  isHeld(groupId: string): boolean {
+    return this.held.has(groupId.toLowerCase());
   }
 
   /** Forgets the retry backoff of a group's workspaces (its key is usable again) and asks for a pass. */
@@ -181,6 +202,7 @@ export class Reconciler {
     const now = this.o.clock().getTime();
     for (const row of rows) {
       if (this.stopped) return;
+      if (this.held.has(row.group_id.toLowerCase())) continue;
       const f = this.failures.get(row.id);
       if (f && f.retryAt > now) continue;
       try {
@@ -313,7 +335,7 @@ export class Reconciler {
     const onVolumes: Array<{ id: string; root: string }> = [];
     for (const gid of await this.o.storage.onDisk()) {
       const root = this.o.storage.root(gid);
-      if (root === undefined || !this.o.storage.isOpen(gid)) continue;
+      if (root === undefined || !this.o.storage.isOpen(gid) || this.held.has(gid)) continue;
       for (const id of this.o.engine.listOnDisk(root)) onVolumes.push({ id, root });
     }
     const ids = [...new Set([...onDisk, ...onVolumes.map((v) => v.id)])];
@@ -345,7 +367,7 @@ export class Reconciler {
     for (const gid of onDisk) {
       if (this.stopped) return;
       const state = groups.get(gid);
-      if ((state !== undefined && state !== "TERMINATED") || busy.has(gid)) continue;
+      if ((state !== undefined && state !== "TERMINATED") || busy.has(gid) || this.held.has(gid)) continue;
       try {
         const root = this.o.storage.root(gid);
         if (root !== undefined) await this.o.engine.releaseStorage(root);

@@ -59,6 +59,7 @@ const EXPECTED: Record<string, readonly OrgRole[] | "public"> = {
   "DELETE /v1/workspaceGroups/{workspaceGroupID}": WS_WRITERS,
   "GET /v1/workspaceGroups/{workspaceGroupID}/keys": WS_READERS,
   "POST /v1/workspaceGroups/{workspaceGroupID}/keys/rotate": WS_WRITERS,
+  "POST /v1/workspaceGroups/{workspaceGroupID}/keys/rekey": WS_WRITERS,
   "GET /v1/workspaceGroups/{workspaceGroupID}/accessControls": READERS,
   "PATCH /v1/workspaceGroups/{workspaceGroupID}/accessControls": WRITERS,
   "POST /v1/workspaces": WS_WRITERS,

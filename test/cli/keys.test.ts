@@ -42,3 +42,31 @@ test("workspace-group set-kms: --platform re-wraps under the platform key; a key
   assert.notEqual(usage.code, 0);
   assert.match(usage.stderr, /--provider and --key-id, or --platform/);
 });
+
+test("key rekey --group waits and prints its progress; --no-wait answers at once and a second one is refused; key status --group shows it", async () => {
+  const before = JSON.parse((await cli(["key", "status", "--group", ws.groupId, "--output", "json"])).stdout);
+  const r = await cli(["key", "rekey", "--group", ws.groupId, "--output", "table"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /COPYING [\d.]+ MiB \/ [\d.]+ MiB \(\d+%\)/, "progress lines");
+  assert.match(r.stdout, new RegExp(`re-keyed: data key dek-[0-9a-f-]+ active, ${before.dataKey.keyID} retired`));
+  const s = await cli(["key", "status", "--group", ws.groupId, "--output", "table"]);
+  assert.equal(s.code, 0, s.stderr);
+  assert.match(s.stdout, /DONE DONE [\d.]+ MiB \/ [\d.]+ MiB \(100%\)/);
+
+  const nw = await cli(["key", "rekey", "--group", ws.groupId, "--no-wait", "--output", "json"]);
+  assert.equal(nw.code, 0, nw.stderr);
+  const op = JSON.parse(nw.stdout);
+  assert.equal(op.state, "RUNNING");
+  const again = await cli(["key", "rekey", "--group", ws.groupId]);
+  assert.equal(again.code, 6, again.stderr);
+  assert.match(again.stderr, /ERR_REKEY_REFUSED/);
+  for (const until = Date.now() + 50_000; ;) {
+    const st = JSON.parse((await cli(["key", "status", "--group", ws.groupId, "--output", "json"])).stdout);
+    if (st.rekey.operationID === op.operationID && st.rekey.state !== "RUNNING") {
+      assert.equal(st.rekey.state, "DONE", st.rekey.error);
+      break;
+    }
+    assert.ok(Date.now() < until, "the re-key did not finish");
+    await new Promise((res) => setTimeout(res, 250));
+  }
+});

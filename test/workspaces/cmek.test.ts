@@ -189,12 +189,41 @@ test("disabling the customer's key stops the group's workspaces within 60 s; ena
   const away = await tp.call("PATCH", `/v1/workspaceGroups/${ws.groupId}`, { body: { kmsKey: null } });
   assert.equal(away.status, 503, away.text);
   assert.equal(away.body.code, "ERR_KEY_UNAVAILABLE");
+  // Nor can the data key be re-keyed: refused before anything stops or changes.
+  const rekey = await tp.call("POST", `/v1/workspaceGroups/${ws.groupId}/keys/rekey`, { body: {} });
+  assert.equal(rekey.status, 409, rekey.text);
+  assert.equal(rekey.body.code, "ERR_REKEY_REFUSED");
+  assert.equal(rekey.body.reason, "KEY_UNAVAILABLE");
 
   await sdk.send(new EnableKeyCommand({ KeyId: arn }));
   await waitForActive();
   assert.deepEqual((await query("SELECT v FROM cmek_probe ORDER BY v")).map((r) => r.v), ["before the customer key", "written before revocation"]);
   assert.equal((await auditOf("WorkspaceGroupKeyRestored", 1)).length, 1);
   assert.equal((await tp.call("GET", `/v1/workspaceGroups/${ws.groupId}`)).body.kmsKey.status, "ENABLED");
+});
+
+test("rekey under a customer key: the new data key is wrapped by the same customer key, the old one retired, the data kept", async () => {
+  const before = await dataKey();
+  assert.equal(before.wrap, "aws-kms");
+  const r = await tp.call("POST", `/v1/workspaceGroups/${ws.groupId}/keys/rekey`, { body: {} });
+  assert.equal(r.status, 202, r.text);
+  for (const until = Date.now() + 50_000; ;) {
+    const k = await tp.call("GET", `/v1/workspaceGroups/${ws.groupId}/keys`);
+    if (k.body.rekey.state !== "RUNNING") {
+      assert.equal(k.body.rekey.state, "DONE", k.body.rekey.error);
+      break;
+    }
+    assert.ok(Date.now() < until, "the re-key did not finish");
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  const after = await dataKey();
+  assert.notEqual(after.id, before.id);
+  assert.equal(after.wrap, "aws-kms");
+  assert.equal(after.wrapped_by, before.wrapped_by, "wrapped by the same customer key");
+  assert.ok(kms.requests.some((q) => q.target === "Encrypt" && (q.body["EncryptionContext"] as any)?.keyId === after.id), "wrapped by KMS, bound to the new key's id");
+  assert.equal((await tp.platform.db.selectFrom("kms_keys").select("state").where("id", "=", before.id).executeTakeFirstOrThrow()).state, "retired");
+  await waitForActive();
+  assert.equal((await query("SELECT count(*)::int AS n FROM cmek_probe"))[0].n, 2);
 });
 
 test("kmsKey null moves the group back to the platform key, online", async () => {

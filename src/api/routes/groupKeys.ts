@@ -12,7 +12,17 @@ const KeyWrap = z.object({
   wrappedAt: z.string(),
 });
 
-/** A workspace group's data key: what wraps it, its customer key's status, and rotation. Never key material. */
+const Rekey = z.object({
+  operationID: Id, workspaceGroupID: Id,
+  phase: z.enum(["STOPPING", "COPYING", "SWITCHING", "CLEANUP", "DONE", "FAILED"]).describe("The step running (or the last one): the group's workspaces are offline from STOPPING until DONE."),
+  state: z.enum(["RUNNING", "DONE", "FAILED"]).describe("FAILED: rolled back; the group keeps its old data key and no data was lost (error says why)."),
+  oldKeyID: z.string(), newKeyID: z.string().nullable(),
+  bytesCopied: z.number().int(), bytesTotal: z.number().int().describe("Bytes of the workspaces' files to copy under the new key (0 until COPYING has measured them)."),
+  workspaceIDs: z.array(Id).describe("The workspaces stopped for the re-key."),
+  startedAt: z.string(), updatedAt: z.string(), finishedAt: z.string().optional(), error: z.string().optional(),
+});
+
+/** A workspace group's data key: what wraps it, its customer key's status, rotation and re-keying. Never key material. */
 export const groupKeyRoutes = [
   defineRoute({
     method: "GET", path: "/v1/workspaceGroups/{workspaceGroupID}/keys", operationId: "getWorkspaceGroupKeys", tag: "Keys",
@@ -20,8 +30,12 @@ export const groupKeyRoutes = [
     response: z.object({
       workspaceGroupID: Id, dataKey: KeyWrap.nullable().describe("null until the group's first workspace made its data key."),
       kmsKey: z.object({ provider: z.enum(["aws-kms", "pkcs11"]), keyID: z.string(), status: z.enum(["ENABLED", "UNAVAILABLE"]), statusDetail: z.string().optional(), checkedAt: z.string().optional() }).nullable(),
+      rekey: Rekey.nullable().describe("The group's latest re-key of its data key (running or finished), with its progress; null if it never had one."),
     }),
-    handler: async ({ params, principal, services }) => services.workspaces.groupKeyStatus(principal!.orgId, params.workspaceGroupID),
+    handler: async ({ params, principal, services }) => ({
+      ...(await services.workspaces.groupKeyStatus(principal!.orgId, params.workspaceGroupID)),
+      rekey: await services.rekeys.latest(principal!.orgId, params.workspaceGroupID),
+    }),
   }),
   defineRoute({
     method: "POST", path: "/v1/workspaceGroups/{workspaceGroupID}/keys/rotate", operationId: "rotateWorkspaceGroupKey", tag: "Keys", auditType: "WorkspaceGroupKeyRotate", stepUp: true,
@@ -32,6 +46,19 @@ export const groupKeyRoutes = [
       const w = await services.workspaces.rotateGroupKey(principal!.orgId, params.workspaceGroupID);
       audit.attributes = { dataKeyID: w.keyID, provider: w.provider, wrappedBy: w.wrappedBy, keyVersion: w.keyVersion };
       return w;
+    },
+  }),
+  defineRoute({
+    method: "POST", path: "/v1/workspaceGroups/{workspaceGroupID}/keys/rekey", operationId: "rekeyWorkspaceGroupKey", tag: "Keys", auditType: "WorkspaceGroupRekey", stepUp: true, status: 202,
+    summary: "Replaces the group's data key with a new one and rewrites its encrypted volume under the new volume key, offline: the group's workspaces stop, their data is copied, they start again. Answers 202 with the operation; GET .../keys shows its progress.",
+    access: "workspaceGroups:write", resource: groupResource, params: GroupParams, response: Rekey,
+    handler: async ({ params, principal, services, audit }) => {
+      audit.resource = { type: "WorkspaceGroup", id: params.workspaceGroupID };
+      const p = principal!;
+      const by = p.kind === "apiKey" ? `apiKey:${p.apiKeyId ?? ""}` : `user:${p.userId ?? ""}`;
+      const op = await services.rekeys.start(p.orgId, params.workspaceGroupID, by);
+      audit.attributes = { operationID: op.operationID, oldKeyID: op.oldKeyID };
+      return op;
     },
   }),
 ];
