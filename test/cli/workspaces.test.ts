@@ -93,3 +93,17 @@ test("workspace-group create, workspace create --wait, sql and connect --print, 
   r = await cli(["-o", "json", "workspace-group", "delete", groupId]);
   assert.equal(r.code, 0, r.stderr);
 });
+
+test("workspace-group create --kms-provider/--kms-key-id: a key the installation cannot use creates no group; half the flags is a usage error", async () => {
+  const pin = passwordFile(env.dir.path, "hsm.pin", "1234");
+  const r = await cli(["workspace-group", "create", "kms-born", "--kms-provider", "pkcs11", "--kms-key-id", "tok/label", "--kms-pin-file", pin]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /ERR_FIELD_NOT_SUPPORTED|ERR_KMS_KEY_UNUSABLE/);
+  assert.ok(!r.stderr.includes("1234"), "the PIN is not echoed");
+  const list = await cli(["-o", "json", "workspace-group", "list"]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.ok(!(JSON.parse(list.stdout) as Array<{ name: string }>).some((g) => g.name === "kms-born"), "no group was left");
+  const usage = await cli(["workspace-group", "create", "kms-half", "--kms-key-id", "alias/x"]);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /--kms-provider and --kms-key-id together/);
+});

@@ -69,6 +69,14 @@ async function loginFor(ctx: Ctx, workspaceID: string, opts: { user?: string; pa
 }
 
 /** `workspace-group ...`, `workspace ...`, `connect`, `sql`. */
+/** The API's `kmsKey` object from the CLI's flags (the PIN read from its file, never from the command line). */
+function customerKey(provider: string, keyID: string, region: string | undefined, pinFile: string | undefined): Record<string, unknown> {
+  const key: Record<string, unknown> = { provider, keyID };
+  if (region !== undefined) key["region"] = region;
+  if (pinFile !== undefined) key["pin"] = password({ passwordFile: pinFile });
+  return key;
+}
+
 export function registerWorkspaces(program: Command): void {
   const wg = program.command("workspace-group").alias("wg").description("Workspace groups: firewall, TLS minimum and admin password of a set of workspaces");
 
@@ -80,7 +88,11 @@ export function registerWorkspaces(program: Command): void {
     .option("--tls-min-version <v>", "1.2 or 1.3")
     .option("--audit-level <level>", "statement audit: OFF, LOGINS-ONLY, ADMIN-ONLY (default), WRITES-ONLY, ALL-QUERIES, ALL-QUERIES-PLAINTEXT, ALL-RESULTS (and -INCLUDING-PARSE-FAILS)")
     .option("--admin-password-file <file>", "set the admin password from a file instead of generating one")
-    .action(apiAction(async ({ client, format }, name: string, opts: { region?: string; firewall?: string; allowAllTraffic?: boolean; tlsMinVersion?: string; auditLevel?: string; adminPasswordFile?: string }) => {
+    .option("--kms-provider <provider>", "wrap the group's data key under a customer-managed key from birth: aws-kms or pkcs11 (with --kms-key-id)")
+    .option("--kms-key-id <id>", "aws-kms: key id, ARN or alias; pkcs11: <token label>/<key label>")
+    .option("--kms-region <region>", "aws-kms: the key's region when --kms-key-id is not an ARN")
+    .option("--kms-pin-file <file>", "pkcs11: file holding the token's user PIN")
+    .action(apiAction(async ({ client, format }, name: string, opts: { region?: string; firewall?: string; allowAllTraffic?: boolean; tlsMinVersion?: string; auditLevel?: string; adminPasswordFile?: string; kmsProvider?: string; kmsKeyId?: string; kmsRegion?: string; kmsPinFile?: string }) => {
       const regionID = opts.region ?? (await client.get<Array<{ regionID: string }>>("/v1/regions"))[0]?.regionID;
       const body: Record<string, unknown> = { name, regionID };
       if (opts.firewall !== undefined) body["firewallRanges"] = ranges(opts.firewall);
@@ -88,6 +100,10 @@ export function registerWorkspaces(program: Command): void {
       if (opts.tlsMinVersion !== undefined) body["tlsMinVersion"] = opts.tlsMinVersion;
       if (opts.auditLevel !== undefined) body["auditLevel"] = opts.auditLevel;
       if (opts.adminPasswordFile !== undefined) body["adminPassword"] = password({ passwordFile: opts.adminPasswordFile });
+      if (opts.kmsProvider !== undefined || opts.kmsKeyId !== undefined || opts.kmsRegion !== undefined || opts.kmsPinFile !== undefined) {
+        if (opts.kmsProvider === undefined || opts.kmsKeyId === undefined) throw usageError("give --kms-provider and --kms-key-id together");
+        body["kmsKey"] = customerKey(opts.kmsProvider, opts.kmsKeyId, opts.kmsRegion, opts.kmsPinFile);
+      }
       const { body: r } = await client.call<{ workspaceGroupID: string; adminPassword?: string }>("POST", "/v1/workspaceGroups", { body });
       emit(format, r, () => {
         process.stdout.write(`created workspace group ${r.workspaceGroupID}\n`);
@@ -146,9 +162,7 @@ export function registerWorkspaces(program: Command): void {
         kmsKey = null;
       } else {
         if (opts.provider === undefined || opts.keyId === undefined) throw usageError("give --provider and --key-id, or --platform");
-        kmsKey = { provider: opts.provider, keyID: opts.keyId };
-        if (opts.region !== undefined) kmsKey["region"] = opts.region;
-        if (opts.pinFile !== undefined) kmsKey["pin"] = password({ passwordFile: opts.pinFile });
+        kmsKey = customerKey(opts.provider, opts.keyId, opts.region, opts.pinFile);
       }
       const id = await resolveGroupId(client, ref);
       await client.call<{ workspaceGroupID: string }>("PATCH", `/v1/workspaceGroups/${id}`, { body: { kmsKey } });
