@@ -104,6 +104,8 @@ interface Options {
   skipCreate: boolean;
   serve: boolean;
   cpuProf: string | undefined;
+  /** Extra node flags for parhelion (e.g. --trace-gc), split on spaces. */
+  nodeArgs: string[];
   json: string | undefined;
 }
 
@@ -129,6 +131,7 @@ const USAGE = `usage: node dist/bench/gateway.js [options]
       --skip-create         one workspace only (the create time is still reported, from one sample)
       --serve               set everything up, print each path's pgbench environment and pids, wait for Ctrl-C
       --cpu-prof DIR        run parhelion with node --cpu-prof into DIR and summarise it at the end
+      --node-args "ARGS"    extra node flags for parhelion, e.g. "--trace-gc" (with --serve: its output is in the log)
       --json FILE           also write every figure as JSON
 `;
 
@@ -140,7 +143,7 @@ function usage(): never {
 function parseOptions(argv: string[]): Options {
   const o: Options = {
     duration: 30, clients: 16, jobs: 2, warmup: 10, scale: 10, size: "S-1", connectDuration: 15, connectClients: 8, reps: 5, rate: 2000, rateDuration: 15, idle: 5,
-    rounds: 1, paths: [...DEFAULT_PATHS], modes: [...ALL_MODES], skipCreate: false, serve: false, cpuProf: undefined, json: undefined,
+    rounds: 1, paths: [...DEFAULT_PATHS], modes: [...ALL_MODES], skipCreate: false, serve: false, cpuProf: undefined, nodeArgs: [], json: undefined,
   };
   const given = new Set<string>();
   let quick = false;
@@ -210,6 +213,7 @@ function parseOptions(argv: string[]): Options {
       case "--skip-create": o.skipCreate = true; break;
       case "--serve": o.serve = true; break;
       case "--cpu-prof": o.cpuProf = resolve(str()); break;
+      case "--node-args": o.nodeArgs = str().split(" ").filter((x) => x !== ""); break;
       case "--json": o.json = resolve(str()); break;
       case "-h": case "--help": usage(); break;
       default:
@@ -587,7 +591,7 @@ async function run(o: Options): Promise<boolean> {
   // parhelion up.
   const dataDir = tempDir("parhelion-bench-gw-");
   chmodSync(dataDir, 0o711);
-  const nodeArgs = o.cpuProf ? ["--cpu-prof", "--cpu-prof-dir", o.cpuProf, "--cpu-prof-interval", "250"] : [];
+  const nodeArgs = [...o.nodeArgs, ...(o.cpuProf ? ["--cpu-prof", "--cpu-prof-dir", o.cpuProf, "--cpu-prof-interval", "250"] : [])];
   const p = await startParhelion({ root, dataDir, nodeArgs, extraArgs: ["--workspace-fsync", "true"] });
   say(`parhelion up is ready (pid ${p.pid}, API ${p.apiUrl}, gateway port ${p.gatewayPort})`);
 
