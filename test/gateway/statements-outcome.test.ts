@@ -106,7 +106,7 @@ test("records carry the outcome: rows, SQLSTATE and duration for INSERT, UPDATE 
     { text: "select a from oc_t where a > $1", values: [0] },
     "select pg_sleep(0.2)",
   ]);
-  const rs = await records(/oc_t|pg_sleep/, 8);
+  const rs = await records(/oc_t|pg_sleep/, 9); // the eight statements and the table's create
   const mine = rs.filter((r) => !/^create/.test(r.attributes.statement));
   assert.deepEqual(attrs(mine), [
     { outcome: "completed", rows: 2, sqlstate: undefined, result: "SUCCESS" },
