@@ -23,11 +23,22 @@ as_root() {
   fi
 }
 
-ensure_debian_packages() {
-  local missing=()
-  for p in "${DEB_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+# The packages among "$@" that are not installed, one a line.
+missing_packages() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
   done
+}
+
+apt_install() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_debian_packages() {
+  local missing
+  mapfile -t missing < <(missing_packages "${DEB_PACKAGES[@]}")
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing Debian packages: ${missing[*]}"
   # Never let the distribution create and start its own 'main' cluster on port 5432.
@@ -35,20 +46,16 @@ ensure_debian_packages() {
   if ! grep -qs '^create_main_cluster *= *false' /etc/postgresql-common/createcluster.conf; then
     echo 'create_main_cluster = false' | as_root tee -a /etc/postgresql-common/createcluster.conf >/dev/null
   fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 }
 
 # What only the test suite needs (bin/test).
 ensure_test_packages() {
-  local missing=()
-  for p in "${TEST_DEB_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
+  local missing
+  mapfile -t missing < <(missing_packages "${TEST_DEB_PACKAGES[@]}")
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing Debian packages for the tests: ${missing[*]}"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 }
 
 # A stray distribution cluster listening on TCP 5432 is not part of parhelion: stop it if one runs.

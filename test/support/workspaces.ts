@@ -53,6 +53,34 @@ export function gatewayClient(tp: TestPlatform, ws: TestWorkspace, o: { user?: s
 }
 
 /** Runs psql with a conninfo string; resolves with exit code, stdout and stderr. */
+/** The rows of one statement run through the gateway in a session of its own (as the workspace admin unless `o` says). */
+export async function gatewayRows(tp: TestPlatform, ws: TestWorkspace, sqlText: string, o: Parameters<typeof gatewayClient>[2] = {}): Promise<any[]> {
+  const c = gatewayClient(tp, ws, o);
+  await c.connect();
+  try {
+    return (await c.query(sqlText)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * The error a new session gets once the gateway refuses with SQLSTATE `code` (its route cache can take ~2 s to see a
+ * state change), or null when it did not within `timeoutMs`.
+ */
+export async function gatewayRefusal(tp: TestPlatform, ws: TestWorkspace, code: string, timeoutMs = 10_000): Promise<{ code?: string; message: string } | null> {
+  for (const until = Date.now() + timeoutMs; Date.now() < until;) {
+    const c = gatewayClient(tp, ws);
+    const e = await c.connect().then(async () => {
+      await c.end();
+      return null;
+    }, (err: { code?: string; message: string }) => err);
+    if (e?.code === code) return e;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return null;
+}
+
 export function psql(conninfo: string, args: string[], env: Record<string, string> = {}, opts: { onSpawn?: (pid: number) => void } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn("psql", ["-X", "-v", "ON_ERROR_STOP=1", ...args, conninfo], { env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", ...env }, stdio: ["ignore", "pipe", "pipe"] });

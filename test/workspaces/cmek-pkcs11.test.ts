@@ -2,7 +2,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
-import { createTestWorkspace, gatewayClient, waitForState, type TestWorkspace } from "../support/workspaces.js";
+import { createTestWorkspace, gatewayClient, gatewayRefusal, gatewayRows, waitForState, type TestWorkspace } from "../support/workspaces.js";
 import { SOFTHSM_MODULE, createTestToken } from "../support/softhsm.js";
 import { hsmAdmin } from "../support/hsm-admin.js";
 
@@ -28,15 +28,7 @@ after(async () => {
   tok.cleanup();
 });
 
-async function query(sqlText: string): Promise<any[]> {
-  const c = gatewayClient(tp, ws);
-  await c.connect();
-  try {
-    return (await c.query(sqlText)).rows;
-  } finally {
-    await c.end();
-  }
-}
+const query = (sqlText: string): Promise<any[]> => gatewayRows(tp, ws, sqlText);
 
 async function dataKey(groupId = ws.groupId): Promise<{ id: string; wrap: string; wrapped_by: string; wrap_version: number }> {
   return tp.platform.db.selectFrom("kms_keys").select(["id", "wrap", "wrapped_by", "wrap_version"]).where("kind", "=", "group-data").where("group_id", "=", groupId).where("state", "=", "active").executeTakeFirstOrThrow();
@@ -151,19 +143,7 @@ test("the customer turning the key's decryption off in the HSM stops the group w
   assert.equal(g.body.kmsKey.status, "UNAVAILABLE");
   assert.equal(g.body.kmsKey.statusDetail, "CKR_KEY_FUNCTION_NOT_PERMITTED", "the HSM's reason");
   // The gateway tells a client why, naming the key (once its 2 s route cache has seen FAILED).
-  let told: { code?: string; message: string } | null = null;
-  for (const until = Date.now() + 10_000; Date.now() < until;) {
-    const c = gatewayClient(tp, ws);
-    const e = await c.connect().then(async () => {
-      await c.end();
-      return null;
-    }, (err: { code?: string; message: string }) => err);
-    if (e?.code === "58000") {
-      told = e;
-      break;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  const told = await gatewayRefusal(tp, ws, "58000");
   assert.ok(told, "the gateway answers SQLSTATE 58000");
   assert.ok(told.message.includes(KEY_ID), told.message);
   const revoked = await auditOf("WorkspaceGroupKeyRevoked", 1);

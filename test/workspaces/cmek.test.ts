@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DisableKeyCommand, EnableKeyCommand, KMSClient } from "@aws-sdk/client-kms";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
-import { createTestWorkspace, gatewayClient, waitForState, type TestWorkspace } from "../support/workspaces.js";
+import { createTestWorkspace, gatewayClient, gatewayRefusal, gatewayRows, waitForState, type TestWorkspace } from "../support/workspaces.js";
 import { createTestToken } from "../support/softhsm.js";
 import { startTestKms, type TestKms } from "../support/kms-server.js";
 
@@ -41,15 +41,7 @@ after(async () => {
   tok.cleanup();
 });
 
-async function query(sqlText: string): Promise<any[]> {
-  const c = gatewayClient(tp, ws);
-  await c.connect();
-  try {
-    return (await c.query(sqlText)).rows;
-  } finally {
-    await c.end();
-  }
-}
+const query = (sqlText: string): Promise<any[]> => gatewayRows(tp, ws, sqlText);
 
 async function dataKey(): Promise<{ id: string; wrap: string; wrapped_by: string; wrap_version: number }> {
   return tp.platform.db.selectFrom("kms_keys").select(["id", "wrap", "wrapped_by", "wrap_version"]).where("kind", "=", "group-data").where("group_id", "=", ws.groupId).where("state", "=", "active").executeTakeFirstOrThrow();
@@ -164,19 +156,7 @@ test("disabling the customer's key stops the group's workspaces within 60 s; ena
   assert.match(failed.stateReason, /^ERR_KEY_UNAVAILABLE: /);
   assert.ok(failed.stateReason.includes(arn), "the reason names the key");
   // A client is told why, with the key's name (once the gateway's 2 s route cache has seen FAILED).
-  let told: { code?: string; message: string } | null = null;
-  for (const until = Date.now() + 10_000; Date.now() < until;) {
-    const c = gatewayClient(tp, ws);
-    const e = await c.connect().then(async () => {
-      await c.end();
-      return null;
-    }, (err: { code?: string; message: string }) => err);
-    if (e?.code === "58000") {
-      told = e;
-      break;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  const told = await gatewayRefusal(tp, ws, "58000");
   assert.ok(told, "the gateway answers ERR_KEY_UNAVAILABLE (58000)");
   assert.ok(told.message.includes(arn), told.message);
   assert.equal(tp.platform.engine.isRunning(ws.workspaceId), false);

@@ -10,7 +10,7 @@ import { createGroupStorage } from "../../src/volumes/groups.js";
 import { Fscrypt } from "../../src/volumes/fscrypt.js";
 import { GroupRekeys } from "../../src/workspaces/rekey.js";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
-import { createTestWorkspace, gatewayClient, waitForState, type TestWorkspace } from "../support/workspaces.js";
+import { createTestWorkspace, gatewayRows, waitForState, type TestWorkspace } from "../support/workspaces.js";
 import { cleanupRoot } from "../volumes/helpers.js";
 
 // Re-keying a group's data key end to end: a real platform with an fscrypt volume, a workspace written through
@@ -32,15 +32,7 @@ after(async () => {
   }
 });
 
-async function query(sqlText: string): Promise<any[]> {
-  const c = gatewayClient(tp, ws);
-  await c.connect();
-  try {
-    return (await c.query(sqlText)).rows;
-  } finally {
-    await c.end();
-  }
-}
+const query = (sqlText: string): Promise<any[]> => gatewayRows(tp, ws, sqlText);
 
 /** Every row's content in one digest: equal digests, equal data. */
 async function digest(): Promise<{ n: number; sum: string }> {
