@@ -28,6 +28,7 @@ import type { AddressInfo } from "node:net";
 import { alive, childPort, cleanupAll, onCleanup, runBench, sleep, stopChild, tempDir } from "./support/run.js";
 import { memoryKb } from "./support/proc.js";
 import { f0, f1, f2, table } from "./support/format.js";
+import { plainStoreDataDir, volumeStoreDataDir } from "../src/volumes/store.js";
 
 // ---------------------------------------------------------------------------------------------- targets
 
@@ -120,8 +121,8 @@ function cpuSeconds(pids: number[]): number {
 
 /** The store's PostgreSQL data directory: on its encrypted volume (the default), or on plain disk (volumeEncryption none). */
 function storeDataDir(dataDir: string): string {
-  const onVolume = join(dataDir, "volumes", "store", "data", "store", "pgdata");
-  return existsSync(onVolume) ? onVolume : join(dataDir, "store", "pgdata");
+  const onVolume = volumeStoreDataDir(dataDir);
+  return existsSync(onVolume) ? onVolume : plainStoreDataDir(dataDir);
 }
 
 /**

@@ -13,6 +13,7 @@ import { findPgBin, peerIdentMap, runInitdb, type ServiceAccount } from "../../s
 import { SYSTEM_ROLE, adminSetupSql } from "../../src/engine/sql.js";
 import { alive, onCleanup, runCommand, say, sleep, stopChild } from "./run.js";
 import { pidsNamed, processesIn } from "./proc.js";
+import { plainStoreDataDir, volumeStoreDataDir } from "../../src/volumes/store.js";
 
 // ---------------------------------------------------------------------------------------------- parhelion up
 
@@ -49,7 +50,7 @@ export async function startParhelion(o: { root: string; dataDir: string; nodeArg
   child.stderr!.on("data", keep);
   // The store on its encrypted volume (the default), or on plain disk (volumeEncryption none).
   const plain = (o.extraArgs ?? []).join(" ").includes("--volume-encryption none");
-  const storePgdata = plain ? join(o.dataDir, "store", "pgdata") : join(o.dataDir, "volumes", "store", "data", "store", "pgdata");
+  const storePgdata = plain ? plainStoreDataDir(o.dataDir) : volumeStoreDataDir(o.dataDir);
   onCleanup("parhelion up", async () => {
     const wsRoot = join(o.dataDir, "workspaces");
     const pgdatas = [storePgdata];

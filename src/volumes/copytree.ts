@@ -33,7 +33,8 @@ export async function measureTree(dir: string): Promise<TreeSize> {
   return out;
 }
 
-async function fsyncPath(path: string): Promise<void> {
+/** fsyncs a file or directory (a directory: so the names in it survive a power loss). */
+export async function fsyncPath(path: string): Promise<void> {
   const fh = await open(path, "r");
   try {
     await fh.sync();

@@ -12,7 +12,8 @@ import type { KeyProvider, WrapContext } from "../kms/provider.js";
 import { ParhelionError } from "../lib/errors.js";
 import type { Logger } from "../log/logger.js";
 import { VOLUME_KEY_BYTES } from "./fscrypt.js";
-import { EncryptedVolume, STORE_VOLUME_ID } from "./volume.js";
+import { ENCRYPTED_DIR, EncryptedVolume, STORE_VOLUME_ID } from "./volume.js";
+import { fsyncPath } from "./copytree.js";
 
 /** The store's image size: sparse, so disk is used only as the store writes (ext4 cannot grow it online in a container without CAP_SYS_RESOURCE). */
 export const STORE_VOLUME_BYTES = 32 * 1024 * 1024 * 1024;
@@ -41,6 +42,11 @@ export interface StoreVolume {
 /** The store's data directory in the plaintext layout (volumeEncryption none, or an install made before the store's volume). */
 export function plainStoreDataDir(dataDir: string): string {
   return join(dataDir, "store", "pgdata");
+}
+
+/** The store's data directory on its encrypted volume (the default layout): `<dataDir>/volumes/store/data/store/pgdata`. */
+export function volumeStoreDataDir(dataDir: string): string {
+  return join(dataDir, "volumes", STORE_VOLUME_ID, ENCRYPTED_DIR, "store", "pgdata");
 }
 
 export function storeKeyFile(dataDir: string): string {
@@ -117,10 +123,5 @@ async function writeDurably(file: string, data: Buffer): Promise<void> {
   }
   await chmod(tmp, 0o600);
   await rename(tmp, file);
-  const d = await open(dir, "r");
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
+  await fsyncPath(dir);
 }

@@ -8,7 +8,7 @@ import { run, runChecked } from "./exec.js";
 import { Fscrypt, VOLUME_KEY_BYTES, type KeyStatus } from "./fscrypt.js";
 import { loopBackingFile, loopDevicesFor, mountAt, readMounts } from "./mounts.js";
 import { xtsAesSupport } from "./cpu.js";
-import { copyTree, measureTree, type TreeSize } from "./copytree.js";
+import { copyTree, fsyncPath, measureTree, type TreeSize } from "./copytree.js";
 
 /** The smallest image parhelion makes (ext4 with a journal needs some room; PostgreSQL needs ~40 MB). */
 export const MIN_VOLUME_BYTES = 64 * 1024 * 1024;
@@ -257,7 +257,7 @@ export class EncryptedVolume {
         await this.fscrypt.setPolicy(staging, id);
         await chown(staging, 0, 0);
         await chmod(staging, 0o711);
-        await fsyncFile(this.mountPoint);
+        await fsyncPath(this.mountPoint);
       } catch (err) {
         // Nothing is under the new key yet: take it back out of the kernel.
         await rm(staging, { recursive: true, force: true }).catch(() => undefined);
@@ -296,7 +296,7 @@ export class EncryptedVolume {
         await rename(this.path, old);
       }
       await rename(staging, this.path);
-      await fsyncFile(this.mountPoint);
+      await fsyncPath(this.mountPoint);
       this.opts.logger.info({ groupId: this.groupId }, "re-key: switched to the new encrypted directory");
     });
   }
@@ -308,7 +308,7 @@ export class EncryptedVolume {
       const s = await this.fscrypt.status(this.path);
       if (oldIdentifier !== null && oldIdentifier !== s.identifier) await this.fscrypt.removeKey(this.mountPoint, oldIdentifier);
       await rm(join(this.mountPoint, REKEYED_OLD_DIR), { recursive: true, force: true });
-      await fsyncFile(this.mountPoint);
+      await fsyncPath(this.mountPoint);
       this.opts.logger.info({ groupId: this.groupId }, "re-key: old key removed and old directory deleted");
     });
   }
@@ -324,7 +324,7 @@ export class EncryptedVolume {
       if (await exists(staging)) {
         id = (await this.fscrypt.status(staging)).identifier ?? id;
         await rm(staging, { recursive: true, force: true });
-        await fsyncFile(this.mountPoint);
+        await fsyncPath(this.mountPoint);
       }
       if (id !== null && id !== current) await this.fscrypt.removeKey(this.mountPoint, id);
       this.opts.logger.info({ groupId: this.groupId }, "re-key rolled back: the volume keeps its key");
@@ -382,9 +382,9 @@ export class EncryptedVolume {
     // lazy_journal_init: the image is a fresh sparse file, so the journal's blocks already read as zeros; writing
     // them out would cost 32-512 MiB of disk per image before any data (measured: a 16 GiB image then takes 4 MiB).
     await runChecked("mkfs.ext4", ["-q", "-F", "-O", "encrypt", "-m", "0", "-E", "lazy_journal_init=1", "-L", `ph-${this.groupId.slice(0, 8)}`, tmp], "making the volume's filesystem");
-    await fsyncFile(tmp);
+    await fsyncPath(tmp);
     await rename(tmp, this.image);
-    await fsyncFile(this.volumesDir);
+    await fsyncPath(this.volumesDir);
     this.opts.logger.info({ groupId: this.groupId, sizeBytes }, "encrypted volume image created");
   }
 
@@ -439,7 +439,7 @@ export class EncryptedVolume {
       await chown(staging, 0, 0);
       await chmod(staging, 0o711);
       await rename(staging, this.path);
-      await fsyncFile(this.mountPoint);
+      await fsyncPath(this.mountPoint);
       this.opts.logger.info({ groupId: this.groupId, identifier: id }, "encrypted volume unlocked (new encrypted directory)");
       return;
     }
@@ -500,15 +500,6 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** fsyncs a file or directory, so a rename survives a power loss. */
-async function fsyncFile(path: string): Promise<void> {
-  const fh = await open(path, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 /** The group ids that have a volume image under `<dataDir>/volumes` (the metadata store's volume is not a group's: never listed). */
 export async function listVolumes(dataDir: string): Promise<string[]> {

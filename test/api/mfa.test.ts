@@ -195,6 +195,10 @@ test("step-up: creating an API key and changing a group's firewall need a factor
   assert.equal((await as(tp, s, "PATCH", groupPath, { auditLevel: "OFF" })).body.code, "ERR_STEP_UP_REQUIRED");
   assert.equal((await as(tp, s, "PUT", `${groupPath}/jwtAuth`, { jwksEndpoint: "https://idp.example.test/jwks.json", issuer: "https://idp.example.test", audience: "db" })).body.code, "ERR_STEP_UP_REQUIRED");
   assert.equal((await as(tp, s, "DELETE", `${groupPath}/jwtAuth`)).body.code, "ERR_STEP_UP_REQUIRED");
+  // Key changes: setting a customer-managed key, rotating the data key's wrapping, re-keying the volume.
+  assert.equal((await as(tp, s, "PATCH", groupPath, { kmsKey: { provider: "aws-kms", keyID: "alias/customer" } })).body.code, "ERR_STEP_UP_REQUIRED");
+  assert.equal((await as(tp, s, "POST", `${groupPath}/keys/rotate`, {})).body.code, "ERR_STEP_UP_REQUIRED");
+  assert.equal((await as(tp, s, "POST", `${groupPath}/keys/rekey`, {})).body.code, "ERR_STEP_UP_REQUIRED");
   // So is starting a group with a customer-managed key (as setting one is); a group without one is not.
   assert.equal((await as(tp, s, "POST", "/v1/workspaceGroups", { name: "mfa-cmek-group", regionID, dataBucketKMSKeyID: "alias/customer" })).body.code, "ERR_STEP_UP_REQUIRED");
   assert.equal((await as(tp, s, "POST", "/v1/workspaceGroups", { name: "mfa-cmek-group-2", regionID, kmsKey: { provider: "aws-kms", keyID: "alias/customer" } })).body.code, "ERR_STEP_UP_REQUIRED");

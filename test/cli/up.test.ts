@@ -7,7 +7,7 @@ import { describeConfig } from "../../src/config/load.js";
 import { SECRET_KEYS, flagName } from "../../src/config/schema.js";
 import { findPgBin, postgresProcessesIn } from "../../src/store/embedded.js";
 import { CLI, cliEnv, runCli, tempDir } from "./helpers.js";
-import { storePgdata } from "../support/up.js";
+import { volumeStoreDataDir } from "../../src/volumes/store.js";
 
 test("up --help offers a flag for every configuration key, with its env var, and none for a secret", async () => {
   const r = await runCli(["up", "--help"], { env: {} });
@@ -52,7 +52,7 @@ test("up starts in a temp dir on port 0, writes runtime.json, accepts a login an
   child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
   child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on("exit", (code, signal) => r({ code, signal })));
-  const pgdata = storePgdata(dir.path);
+  const pgdata = volumeStoreDataDir(dir.path);
   try {
     const deadline = Date.now() + 90_000;
     let m: RegExpExecArray | null = null;

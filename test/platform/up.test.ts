@@ -8,10 +8,11 @@ import { request } from "undici";
 import { startUp, waitHealthy, alive } from "../support/up.js";
 import { cleanupRoot } from "../volumes/helpers.js";
 import { mountAt } from "../../src/volumes/index.js";
+import { volumeStoreDataDir } from "../../src/volumes/store.js";
 
 /** The metadata store's postmaster pid from its lock file, on the store's encrypted volume (volumeEncryption fscrypt, the default). */
 function postmasterPid(dataDir: string): number | null {
-  const f = join(dataDir, "volumes", "store", "data", "store", "pgdata", "postmaster.pid");
+  const f = join(volumeStoreDataDir(dataDir), "postmaster.pid");
   if (!existsSync(f)) return null;
   return Number(readFileSync(f, "utf8").split("\n")[0]);
 }

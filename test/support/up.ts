@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Agent, request } from "undici";
+import { volumeStoreDataDir } from "../../src/volumes/store.js";
 
 const MAIN = join(process.cwd(), "dist/src/cli/main.js");
 
@@ -40,14 +41,9 @@ export async function waitHealthy(dataDir: string, since: number, output: () => 
   throw new Error(`parhelion up did not become healthy:\n${output()}`);
 }
 
-/** The embedded metadata store's data directory: on its encrypted volume (volumeEncryption fscrypt, the default). */
-export function storePgdata(dataDir: string): string {
-  return join(dataDir, "volumes", "store", "data", "store", "pgdata");
-}
-
 /** The metadata store's postmaster pid from its lock file. */
 export function postmasterPid(dataDir: string): number | null {
-  const f = join(storePgdata(dataDir), "postmaster.pid");
+  const f = join(volumeStoreDataDir(dataDir), "postmaster.pid");
   if (!existsSync(f)) return null;
   return Number(readFileSync(f, "utf8").split("\n")[0]);
 }

@@ -7,6 +7,7 @@ import { join, relative } from "node:path";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
 import { conninfo, createTestWorkspace, gatewayClient, psql } from "../support/workspaces.js";
 import { execFileAsync } from "../volumes/helpers.js";
+import { volumeStoreDataDir } from "../../src/volumes/store.js";
 
 /** Every regular file under dir (symbolic links are not followed; sockets and other special files have no bytes to scan). */
 function regularFiles(dir: string): string[] {
@@ -70,7 +71,7 @@ test("a canary written through the gateway (plain column, TOASTed text, indexed 
     assert.ok(inside.hits.some((h) => h.startsWith("pg_wal/")), `and in its WAL: ${inside.hits.join(", ")}`);
 
     // The same control for the store: its data directory on the mounted, unlocked volume holds the group's name.
-    const storeData = join(tp.dataDir, "volumes", "store", "data", "store", "pgdata");
+    const storeData = volumeStoreDataDir(tp.dataDir);
     assert.equal(tp.platform.store?.dataDir, storeData);
     await tp.platform.db.executeQuery(sql`CHECKPOINT`.compile(tp.platform.db));
     const storeInside = await scan(storeData, storeCanary);

@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request, type Agent } from "undici";
 import pg from "pg";
-import { startUp, waitHealthy, alive, storePgdata } from "../support/up.js";
+import { startUp, waitHealthy, alive } from "../support/up.js";
+import { volumeStoreDataDir } from "../../src/volumes/store.js";
 import { postgresProcessesIn } from "../../src/engine/postgres.js";
 import { mountAt } from "../../src/volumes/index.js";
 import { cleanupRoot } from "../volumes/helpers.js";
@@ -178,7 +179,7 @@ test("kill -9 of parhelion at any step of create/suspend/resume/delete: every wo
     for (const d of existsSync(join(dataDir, "workspaces")) ? readdirSync(join(dataDir, "workspaces")) : []) {
       for (const p of groupId ? postgresProcessesIn(pgdataOf(dataDir, groupId, d), POSTGRES) : []) if (alive(p.pid)) process.kill(p.pid, "SIGKILL");
     }
-    for (const p of postgresProcessesIn(storePgdata(dataDir), POSTGRES)) if (alive(p.pid)) process.kill(p.pid, "SIGKILL");
+    for (const p of postgresProcessesIn(volumeStoreDataDir(dataDir), POSTGRES)) if (alive(p.pid)) process.kill(p.pid, "SIGKILL");
     await new Promise((r) => setTimeout(r, 200));
     await cleanupRoot(dataDir);
   }
