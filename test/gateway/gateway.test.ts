@@ -177,8 +177,12 @@ test("session events reach the audit log: connect, login success and failure, di
   await c.connect();
   await c.query("select repeat('x', 1000)");
   await c.end();
-  await new Promise((r) => setTimeout(r, 300));
-  const logs = await tp.call("GET", "/v1/auditLogs?source=Gateway&limit=200");
+  // The records land a moment after the client hears: read until the disconnect (the last of them) is there.
+  let logs = await tp.call("GET", "/v1/auditLogs?source=Gateway&limit=200");
+  for (let i = 0; i < 100 && !logs.body.auditLogs.some((l: any) => l.type === "DatabaseDisconnect" && l.attributes.bytesOut > 1000); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    logs = await tp.call("GET", "/v1/auditLogs?source=Gateway&limit=200");
+  }
   const types = new Set(logs.body.auditLogs.map((l: any) => l.type));
   for (const t of ["DatabaseConnect", "DatabaseLoginSuccess", "DatabaseLoginFailure", "DatabaseDisconnect"]) assert.ok(types.has(t), `missing ${t}`);
   const disc = logs.body.auditLogs.find((l: any) => l.type === "DatabaseDisconnect" && l.attributes.bytesOut > 1000);
