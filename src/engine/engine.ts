@@ -40,15 +40,16 @@ interface Workspace {
   auditChange: Promise<unknown>;
   /** The csvlog follower while the server runs. */
   tailer: CsvlogTailer | undefined;
-  /** The directory holding `<id>/pgdata` (the engine's own, or a group's encrypted volume). */
+  /** The directory holding `<id>/pgdata` and the server's logs beside it (the engine's own, or a group's encrypted volume). */
   storage: string;
 }
 
 /**
  * Logging every workspace server runs with, on the command line (nothing inside the server can change it):
- * the logging collector writes the usual text log to `<id>/postgres.log` and a CSV copy to `<id>/postgres.csv`
- * (0600, outside the data directory), which the engine follows for pgaudit's records. No size or age rotation:
- * the engine rotates the CSV file itself once it has read it (csvlog.ts). `verbose` puts the C source location
+ * the logging collector writes the usual text log to `<storage>/<id>/postgres.log` and a CSV copy to
+ * `<storage>/<id>/postgres.csv` (0600, beside the data directory, not in it: on the group's encrypted volume,
+ * as the logs hold statement text and key values), which the engine follows for pgaudit's records. No size or
+ * age rotation: the engine rotates the CSV file itself once it has read it (csvlog.ts). `verbose` puts the C source location
  * in every record: that is how pgaudit's own lines are told from `RAISE LOG 'AUDIT: ...'`. pgaudit: one line
  * per statement (no per-relation lines), never parameter values, nothing to the client, at level LOG.
  */
@@ -72,7 +73,7 @@ function checkId(id: unknown): string {
   return id.toLowerCase();
 }
 
-/** The workspace engine: one supervised PostgreSQL server per workspace under `<dir>/<id>`. */
+/** The workspace engine: one supervised PostgreSQL server per workspace, its socket under `<dir>/<id>/run`, its data and logs under `<storage>/<id>`. */
 export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEngine {
   private readonly dir: string;
   private readonly account: ServiceAccount;
@@ -137,6 +138,11 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     return join(storage, id, "pgdata");
   }
 
+  /** Where a workspace server's logs (postgres.log, postgres.csv and the follower's postgres.csv.pos) live: beside its pgdata. */
+  private logDir(id: string, storage: string): string {
+    return join(storage, id);
+  }
+
   /** Runs fn after every earlier operation on the same workspace has settled. */
   private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.locks.get(id) ?? Promise.resolve();
@@ -193,6 +199,7 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
     const server = new PostgresServer({
       dir: this.wsDir(id),
       dataDir: this.pgdata(id, ws.storage),
+      logDir: this.logDir(id, ws.storage),
       account: this.account,
       logger: this.logger.child({ workspace: id }),
       name: `workspace ${id}`,
@@ -204,7 +211,7 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
       fixedSettings: {
         shared_preload_libraries: PRELOAD_LIBRARIES.join(","),
         "parhelion_guard.extensions": this.extensions.join(","),
-        ...loggingSettings(this.wsDir(id)),
+        ...loggingSettings(this.logDir(id, ws.storage)),
       },
       afterStart: () => this.setup(id, ws),
       provision: async (dataDir) => (await this.spareFor(ws.storage)?.take(dataDir)) ?? false,
@@ -248,6 +255,11 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
       let ws = this.workspaces.get(id);
       if (ws && ws.storage !== storage) {
         if (ws.server?.running) throw new ParhelionError("ERR_ENGINE", `workspace ${id} runs from ${ws.storage}, not ${storage}; stop it first`);
+        // Its logs are on the old storage too: the follower of those ends after the server that wrote them.
+        if (ws.server) await ws.server.stop();
+        ws.server = undefined;
+        ws.tailer?.stop();
+        ws.tailer = undefined;
         ws.storage = storage;
       }
       if (ws?.server?.running) {
@@ -431,9 +443,10 @@ export class PostgresWorkspaceEngine extends EventEmitter implements WorkspaceEn
   /** Follows the workspace server's csvlog while the engine knows the workspace: pgaudit's nested statements go to the listeners. */
   private follow(id: string, ws: Workspace): void {
     if (ws.tailer) return;
+    const dir = this.logDir(id, ws.storage);
     ws.tailer = new CsvlogTailer({
-      file: join(this.wsDir(id), "postgres.csv"),
-      companions: [join(this.wsDir(id), "postgres.log")],
+      file: join(dir, "postgres.csv"),
+      companions: [join(dir, "postgres.log")],
       rotateBytes: this.opts.logRotateBytes ?? 16 * 1024 * 1024,
       logger: this.logger.child({ workspace: id }),
       rotate: () => this.connectSystem(id, "postgres", async (c) => void (await c.query("SELECT pg_rotate_logfile()"))),

@@ -213,13 +213,18 @@ export async function runInitdb(o: InitdbOptions): Promise<void> {
 export type Settings = Record<string, string | number>;
 
 export interface PostgresServerOptions {
-  /** Root of this server: run/ (the socket), postgres.log and, unless `dataDir` says otherwise, pgdata/ live beneath it. */
+  /** Root of this server: run/ (the socket) and, unless `dataDir` and `logDir` say otherwise, pgdata/ and postgres.log live beneath it. */
   dir: string;
   /**
    * The data directory when it is not `<dir>/pgdata` (a workspace's on its group's encrypted volume). Its parent
    * is made 0700 for the service account; initdb's scratch directory is its sibling, on the same filesystem.
    */
   dataDir?: string;
+  /**
+   * Where the postmaster's stderr file `postgres.log` is written when not in `dir` (beside a data directory on an
+   * encrypted volume: the log holds statement text and key values). Made 0700 for the service account; the file is 0600.
+   */
+  logDir?: string;
   /** The OS account the server runs as (never root). */
   account: ServiceAccount;
   logger: Logger;
@@ -270,6 +275,7 @@ const LAUNCH_SCRIPT = [
 export class PostgresServer extends EventEmitter {
   readonly dataDir: string;
   readonly socketDir: string;
+  readonly logDir: string;
   readonly logFile: string;
   readonly account: ServiceAccount;
   readonly bin: string;
@@ -283,7 +289,8 @@ export class PostgresServer extends EventEmitter {
     super();
     this.dataDir = opts.dataDir ?? join(opts.dir, "pgdata");
     this.socketDir = join(opts.dir, "run");
-    this.logFile = join(opts.dir, "postgres.log");
+    this.logDir = opts.logDir ?? opts.dir;
+    this.logFile = join(this.logDir, "postgres.log");
     this.account = opts.account;
     this.bin = opts.bin ?? findPgBin(opts.errorCode);
   }
@@ -314,12 +321,14 @@ export class PostgresServer extends EventEmitter {
   /**
    * Creates the cluster once. initdb runs into a scratch directory that is renamed into place only when
    * complete (or the provision hook moves a whole one into place), so a data directory with PG_VERSION
-   * is always a whole one; anything else (an interrupted initdb) is discarded and made again.
+   * is always a whole one; anything else (an interrupted initdb) is discarded and made again. The server's
+   * directory, the data directory's parent and the log directory are made 0700 for the service account first.
    */
   private async initdb(): Promise<void> {
     ownDir(this.opts.dir, 0o700, this.account);
     const parent = dirname(this.dataDir);
     if (parent !== this.opts.dir) ownDir(parent, 0o700, this.account);
+    if (this.logDir !== this.opts.dir && this.logDir !== parent) ownDir(this.logDir, 0o700, this.account);
     if (existsSync(join(this.dataDir, "PG_VERSION"))) return;
     const scratch = `${this.dataDir}.initdb`;
     if (existsSync(this.dataDir)) {

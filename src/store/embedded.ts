@@ -1,4 +1,5 @@
 import { EventEmitter } from "node:events";
+import { dirname } from "node:path";
 import pg from "pg";
 import { PostgresServer, findPgBin as findBin, peerIdentMap, resolveServiceAccount, type ProcInfo, type ServiceAccount } from "../engine/postgres.js";
 import type { Logger } from "../log/logger.js";
@@ -11,9 +12,12 @@ export function findPgBin(): string {
 }
 
 export interface EmbeddedPostgresOptions {
-  /** Root of this store: run/ (socket), the log and, unless `dataDir` says otherwise, pgdata/ live beneath it. */
+  /** Root of this store: run/ (socket) and, unless `dataDir` says otherwise, pgdata/ and the log live beneath it. */
   dir: string;
-  /** The data directory when it lives elsewhere (the store's encrypted volume); default `<dir>/pgdata`. */
+  /**
+   * The data directory when it lives elsewhere (the store's encrypted volume); default `<dir>/pgdata`. The log
+   * (`postgres.log`, which holds statement text and key values) is then written beside it, on the same volume.
+   */
   dataDir?: string;
   serviceUser: string;
   logger: Logger;
@@ -47,7 +51,7 @@ export class EmbeddedPostgres extends EventEmitter {
     const account = resolveServiceAccount(opts.serviceUser);
     this.server = new PostgresServer({
       dir: opts.dir,
-      ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}),
+      ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir, logDir: dirname(opts.dataDir) } : {}),
       account,
       logger: opts.logger,
       name: "metadata store",

@@ -1,13 +1,13 @@
 /**
- * The embedded metadata store's own encrypted volume (issue 4): its PostgreSQL data directory (tables, WAL)
- * on an EncryptedVolume at `<dataDir>/volumes/store.img`, keyed by a random 64-byte key kept only wrapped by
+ * The embedded metadata store's own encrypted volume (issue 4): its PostgreSQL data directory (tables, WAL) and
+ * its log on an EncryptedVolume at `<dataDir>/volumes/store.img`, keyed by a random 64-byte key kept only wrapped by
  * the root key provider in `<dataDir>/keys/store-volume.key`. The store starts before the keyring (which
  * reads kms_keys from it), so this key hangs directly off the root key, not off an organization's KEK.
  */
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, open, readFile, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { KeyProvider, WrapContext } from "../kms/provider.js";
 import { ParhelionError } from "../lib/errors.js";
 import type { Logger } from "../log/logger.js";
@@ -47,6 +47,11 @@ export function plainStoreDataDir(dataDir: string): string {
 /** The store's data directory on its encrypted volume (the default layout): `<dataDir>/volumes/store/data/store/pgdata`. */
 export function volumeStoreDataDir(dataDir: string): string {
   return join(dataDir, "volumes", STORE_VOLUME_ID, ENCRYPTED_DIR, "store", "pgdata");
+}
+
+/** The store's server log beside its data directory on the volume: `<dataDir>/volumes/store/data/store/postgres.log`. */
+export function volumeStoreLogFile(dataDir: string): string {
+  return join(dirname(volumeStoreDataDir(dataDir)), "postgres.log");
 }
 
 export function storeKeyFile(dataDir: string): string {

@@ -8,7 +8,7 @@ import { request } from "undici";
 import { startUp, waitHealthy, alive } from "../support/up.js";
 import { cleanupRoot } from "../volumes/helpers.js";
 import { mountAt } from "../../src/volumes/index.js";
-import { volumeStoreDataDir } from "../../src/volumes/store.js";
+import { volumeStoreDataDir, volumeStoreLogFile } from "../../src/volumes/store.js";
 
 /** The metadata store's postmaster pid from its lock file, on the store's encrypted volume (volumeEncryption fscrypt, the default). */
 function postmasterPid(dataDir: string): number | null {
@@ -58,6 +58,8 @@ test("parhelion up survives a kill -9 of itself: the next start reaps the orphan
     const body = (await teams.body.json()) as Array<{ name: string }>;
     assert.deepEqual(body.map((t) => t.name), ["survivor"]);
     await b.agent.close();
+    // The store's log is beside its data directory on its volume: read while the volume is mounted (a clean stop unmounts it).
+    const storeLog = readFileSync(volumeStoreLogFile(dataDir), "utf8");
 
     const stopped = Date.now();
     const newPg = postmasterPid(dataDir);
@@ -68,10 +70,11 @@ test("parhelion up survives a kill -9 of itself: the next start reaps the orphan
     assert.ok(newPg && !alive(newPg), "the store stopped with parhelion");
     assert.equal(await mountAt(join(dataDir, "volumes", "store")), undefined, "a clean stop unmounts the store's volume");
     assert.ok(existsSync(join(dataDir, "volumes", "store.img")), "and keeps its image");
+    assert.equal(existsSync(join(dataDir, "store", "postgres.log")), false, "the store's log is not on plain disk");
     const afterStop = second.output().slice(second.output().indexOf('"msg":"stopping"'));
     assert.ok(afterStop.length > 0);
     assert.doesNotMatch(afterStop, /"level":(40|50|60)/, "a clean stop logs no warning or error");
-    for (const [name, text] of [["first run output", first.output()], ["second run output", second.output()], ["store log", readFileSync(join(dataDir, "store", "postgres.log"), "utf8")]] as const) {
+    for (const [name, text] of [["first run output", first.output()], ["second run output", second.output()], ["store log", storeLog]] as const) {
       assert.ok(!text.includes(key), `the owner key appears in the ${name}`);
       assert.ok(!text.includes(key.split("_").slice(2).join("_")), `the owner key's secret appears in the ${name}`);
     }

@@ -3,11 +3,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync, lstatSync, readdirSync } from "node:fs";
 import { sql } from "kysely";
-import { join, relative } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
 import { conninfo, createTestWorkspace, gatewayClient, psql } from "../support/workspaces.js";
 import { execFileAsync } from "../volumes/helpers.js";
-import { volumeStoreDataDir } from "../../src/volumes/store.js";
+import { volumeStoreDataDir, volumeStoreLogFile } from "../../src/volumes/store.js";
 
 /** Every regular file under dir (symbolic links are not followed; sockets and other special files have no bytes to scan). */
 function regularFiles(dir: string): string[] {
@@ -18,6 +18,15 @@ function regularFiles(dir: string): string[] {
     else if (e.isFile()) out.push(p);
   }
   return out;
+}
+
+/** The scan of root once needle is in a file whose name passes want (the logging collector writes a moment after the statement), or after 10 s. */
+async function scanUntil(root: string, needle: string, want: (hit: string) => boolean): Promise<{ hits: string[]; files: number; bytes: number }> {
+  for (const deadline = Date.now() + 10_000; ; ) {
+    const s = await scan(root, needle);
+    if (s.hits.some(want) || Date.now() > deadline) return s;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /**
@@ -36,7 +45,7 @@ async function scan(root: string, needle: string): Promise<{ hits: string[]; fil
   return { hits, files: files.length, bytes };
 }
 
-test("a canary written through the gateway (plain column, TOASTed text, indexed column, a transaction only in WAL) appears in no byte of the data dir once parhelion stops; a group name in the metadata store appears in no byte of the store's volume image or directory", async () => {
+test("a canary written through the gateway (plain column, TOASTed text, indexed column, a transaction only in WAL, a failing statement in the server's logs) appears in no byte of the data dir once parhelion stops; a group name in the metadata store (and a failing statement in its log) appears in no byte of the store's volume image or directory", async () => {
   const canary = `canary-${randomBytes(16).toString("hex")}`;
   let tp: TestPlatform | undefined = await startTestPlatform();
   try {
@@ -61,6 +70,9 @@ test("a canary written through the gateway (plain column, TOASTed text, indexed 
     const r = await psql(conninfo(ws), ["-c", `BEGIN; INSERT INTO t (id, plain) VALUES (4, 'wal ${canary}'); COMMIT;`], { PGPASSWORD: "canary-test-admin-password-1" });
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await c.query("SELECT count(*)::int AS n FROM t WHERE plain LIKE $1 OR long LIKE $1 OR indexed = $2", [`%${canary}%`, canary])).rows[0].n, 4);
+    // A failing statement: the server logs its text (log_min_error_statement = error) and the DETAIL "Key (id)=(1)
+    // already exists", in postgres.log and postgres.csv, beside the data directory on the group's volume.
+    await assert.rejects(c.query(`INSERT INTO t (id, plain) VALUES (1, '${canary}')`), (err: { code?: string }) => err.code === "23505");
     await c.end();
 
     // The control: while the volume is mounted and unlocked, the canary is in the data directory's files (the
@@ -69,18 +81,25 @@ test("a canary written through the gateway (plain column, TOASTed text, indexed 
     const inside = await scan(pgdata, canary);
     assert.ok(inside.hits.some((h) => h.startsWith("base/")), `the canary is in the workspace's table files while unlocked: ${inside.hits.join(", ")}`);
     assert.ok(inside.hits.some((h) => h.startsWith("pg_wal/")), `and in its WAL: ${inside.hits.join(", ")}`);
+    const logs = await scanUntil(dirname(pgdata), canary, (h) => h === "postgres.csv");
+    for (const f of ["postgres.log", "postgres.csv"]) assert.ok(logs.hits.includes(f), `the failing statement is in the workspace's ${f} on the volume while unlocked: ${logs.hits.join(", ")}`);
 
     // The same control for the store: its data directory on the mounted, unlocked volume holds the group's name.
     const storeData = volumeStoreDataDir(tp.dataDir);
     assert.equal(tp.platform.store?.dataDir, storeData);
     await tp.platform.db.executeQuery(sql`CHECKPOINT`.compile(tp.platform.db));
+    // A failing statement naming the store's canary: the store logs its text, beside its data directory on its volume.
+    await assert.rejects(tp.platform.db.executeQuery(sql.raw(`SELECT 1/0 AS "${storeCanary}"`).compile(tp.platform.db)), (err: { code?: string }) => err.code === "22012");
     const storeInside = await scan(storeData, storeCanary);
     assert.ok(storeInside.hits.some((h) => h.startsWith("base/")), `the group's name is in the store's table files while unlocked: ${storeInside.hits.join(", ")}`);
     assert.ok(storeInside.hits.some((h) => h.startsWith("pg_wal/")), `and in its WAL: ${storeInside.hits.join(", ")}`);
+    assert.equal(tp.platform.store?.logFile, volumeStoreLogFile(tp.dataDir));
+    const storeLog = await scanUntil(dirname(storeData), storeCanary, (h) => h === "postgres.log");
+    assert.ok(storeLog.hits.includes("postgres.log"), `the failing statement is in the store's log on its volume while unlocked: ${storeLog.hits.join(", ")}`);
 
     await tp.platform.stop();
     const dataDir = tp.dataDir;
-    // The store's files on disk once stopped: its volume's image, and what stays outside it (socket directory, log).
+    // The store's files on disk once stopped: its volume's image, and what stays outside it (the socket directory).
     assert.ok(existsSync(join(dataDir, "volumes", "store.img")), "the store's volume image exists");
     for (const root of [join(dataDir, "volumes"), join(dataDir, "store")]) {
       const s = await scan(root, storeCanary);

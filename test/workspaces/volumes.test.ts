@@ -42,7 +42,7 @@ describe("workspace data on the group's encrypted volume (volumeEncryption fscry
     assert.equal(JSON.parse(readFileSync(join(tp.dataDir, "runtime.json"), "utf8")).volumeEncryption, "fscrypt");
   });
 
-  test("a workspace's data directory is on its group's mounted, encrypted volume, sized by its storage share; its socket and logs are not", async () => {
+  test("a workspace's data directory and its server's logs are on its group's mounted, encrypted volume, sized by its storage share; its socket is not", async () => {
     const ws = await createTestWorkspace(tp, { group: { adminPassword: "volume-test-admin-password-1" } });
     const mountPoint = join(tp.dataDir, "volumes", ws.groupId);
     const m = await mountAt(mountPoint);
@@ -60,7 +60,13 @@ describe("workspace data on the group's encrypted volume (volumeEncryption fscry
     assert.ok(existsSync(join(pgdata, "PG_VERSION")) && existsSync(join(pgdata, "pg_wal")), "data and WAL on the volume");
     assert.equal(existsSync(join(tp.dataDir, "workspaces", ws.workspaceId, "pgdata")), false, "nothing in plaintext beside it");
     assert.ok(existsSync(join(tp.dataDir, "workspaces", ws.workspaceId, "run")), "the socket directory stays outside (path length)");
-    assert.ok(existsSync(join(tp.dataDir, "workspaces", ws.workspaceId, "postgres.log")));
+    for (const f of ["postgres.log", "postgres.csv"]) {
+      const log = join(mountPoint, "data", ws.workspaceId, f);
+      assert.ok(existsSync(log), `${f} is beside the data directory on the volume (it holds statement text)`);
+      assert.deepEqual([statSync(log).mode & 0o777, statSync(log).uid], [0o600, account().uid], `${f} is the service account's, 0600`);
+      assert.equal(existsSync(join(tp.dataDir, "workspaces", ws.workspaceId, f)), false, `no ${f} outside the volume`);
+    }
+    assert.equal(statSync(join(mountPoint, "data", ws.workspaceId)).mode & 0o777, 0o700, "the directory holding them is 0700");
     const c = gatewayClient(tp, ws);
     await c.connect();
     assert.equal((await c.query("SELECT current_setting('data_directory') AS d")).rows[0].d, pgdata);
