@@ -92,6 +92,11 @@ export interface RouteSpec<P extends z.ZodType = z.ZodType, Q extends z.ZodType 
    * included, whatever `auditReads` says.
    */
   signIn?: boolean;
+  /**
+   * A read an auditor must always find in the log (an export of the audit log itself): audited on success too,
+   * whatever `auditReads` says.
+   */
+  alwaysAudited?: boolean;
   /** Whether a successful answer must not be cached (all /v1 answers are no-store anyway). */
   handler: (ctx: RouteContext<z.output<P>, z.output<Q>, z.output<B>>) => Promise<unknown>;
 }
@@ -289,8 +294,8 @@ async function handle(spec: RouteSpec, services: Services, req: FastifyRequest, 
     status = error.status;
   }
   // Every request that presented (or needed) a credential, and every mutation, is recorded — except
-  // successful reads when the operator chose auditReads=failures.
-  const quietRead = !mutating && !spec.signIn && failure === undefined && services.settings.auditReads === "failures";
+  // successful reads when the operator chose auditReads=failures (exports of the audit log are recorded always).
+  const quietRead = !mutating && !spec.signIn && !spec.alwaysAudited && failure === undefined && services.settings.auditReads === "failures";
   if ((spec.access !== "public" || mutating || spec.signIn) && !quietRead) {
     const actor: AuditEvent["actor"] = note.actor ?? (principal
       ? { type: principal.kind === "apiKey" ? "apiKey" : "user", id: principal.kind === "apiKey" ? principal.apiKeyId : principal.userId, email: principal.email }

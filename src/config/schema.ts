@@ -26,7 +26,7 @@ export const ConfigSchema = z
     ownerEmail: z.email().default("owner@parhelion.local").describe("Email of the owner user created on first start."),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info").describe("Log level."),
     logFormat: z.enum(["auto", "json", "pretty"]).default("auto").describe("auto: pretty on a TTY, JSON otherwise."),
-    auditReads: z.enum(["all", "failures"]).default("all").describe("Audit every authenticated read (all), or only failed and denied reads (failures). Mutations and sign-in attempts are always audited."),
+    auditReads: z.enum(["all", "failures"]).default("all").describe("Audit every authenticated read (all), or only failed and denied reads (failures). Mutations, sign-in attempts and exports of the audit log are always audited."),
     bodyLimitBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024).describe("Largest accepted request body."),
     sessionTtlSeconds: z.coerce.number().int().min(60).max(30 * 86400).default(12 * 3600).describe("Console session lifetime."),
     invitationTtlSeconds: z.coerce.number().int().min(300).max(30 * 86400).default(7 * 86400).describe("Invitation lifetime."),

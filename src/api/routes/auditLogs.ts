@@ -57,6 +57,7 @@ export const auditRoutes = [
     method: "GET", path: "/v1/auditLogs/export", operationId: "exportAuditLogs", tag: "Audit",
     summary: "Every matching audit record as of the request, oldest first, as NDJSON (one record per line, with its chain hashes).", access: "auditLogs:read",
     produces: "application/x-ndjson",
+    alwaysAudited: true,
     query: z.object({
       ...Filters,
       limit: z.coerce.number().int().min(1).max(1_000_000_000).optional().describe("Stop after this many records (default: no cap)."),

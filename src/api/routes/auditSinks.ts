@@ -80,7 +80,7 @@ export const auditSinkRoutes = [
   defineRoute({
     method: "GET", path: "/v1/auditSinks/{auditSinkID}/export", operationId: "exportAuditSink", tag: "Audit",
     summary: "The sink's stream as it is on local disk, decrypted, one JSON line each (a file sink: every file retained; a remote sink: its undelivered spool). Check it with `parhelion audit verify`.",
-    access: "auditSinks:read", params: SinkParams, produces: "application/x-ndjson",
+    access: "auditSinks:read", params: SinkParams, produces: "application/x-ndjson", alwaysAudited: true,
     response: z.object({ v: z.number(), stream: z.string(), seq: z.number(), kind: z.enum(["record", "checkpoint"]), at: z.string(), prev: z.string(), hash: z.string() }).loose(),
     handler: async ({ services, principal, params }) => {
       const lines = await services.auditSinks.lines(principal!.orgId, params.auditSinkID);
