@@ -1,15 +1,34 @@
+import { createHash } from "node:crypto";
 import { closeSync, existsSync, fstatSync, openSync, readSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import type { Logger } from "../log/logger.js";
 import { CsvRecords } from "../audit/pgaudit.js";
 
 /** Bytes read per poll at most (a backlog is read over several polls, so one server never holds the loop). */
 const READ_BYTES = 1024 * 1024;
+/** Bytes at the start of a file whose hash identifies it when its inode changed (a copy: a group's re-key). */
+const PRINT_BYTES = 4096;
 
 interface Current {
   fd: number;
   ino: number;
   path: string;
   offset: number;
+  /** SHA-256 (hex) of the file's first `printBytes` bytes, once it has any. */
+  print: string | null;
+  printBytes: number;
+}
+
+/** Hex SHA-256 of the first `n` bytes of an open file, or null when it has fewer. */
+function fingerprint(fd: number, n: number): string | null {
+  if (n <= 0) return null;
+  const b = Buffer.allocUnsafe(n);
+  let got = 0;
+  while (got < n) {
+    const k = readSync(fd, b, got, n - got, got);
+    if (k <= 0) return null;
+    got += k;
+  }
+  return createHash("sha256").update(b).digest("hex");
 }
 
 /**
@@ -19,8 +38,10 @@ interface Current {
  *
  * - it reads from an open descriptor, so a server restart (the new collector appends to the same file) or a
  *   rotation (below) loses nothing; a record cut at the end of what is written waits for the rest;
- * - the position (inode, offset) is saved to `<file>.pos` after each read that consumed records (written to a
- *   temporary file and renamed), so a new parhelion resumes where the last one stopped;
+ * - the position (inode, offset, and a hash of the file's first 4 KiB) is saved to `<file>.pos` after each read
+ *   that consumed records (written to a temporary file and renamed), so a new parhelion resumes where the last one
+ *   stopped — in the same file, or in a copy of it (a group's re-key copies its volume's files: new inodes, same
+ *   bytes), never in another file;
  * - past `rotateBytes` consumed, the file is renamed to `<file>.1` (and each companion, the collector's text
  *   log, to `<name>.1`, replacing the previous one) and `rotate()` asks the collector to reopen
  *   (`pg_rotate_logfile()`); `<file>.1` is read to its end and removed once the collector writes the new
@@ -153,15 +174,21 @@ export class CsvlogTailer {
     } catch {
       return false; // not written yet
     }
-    const ino = fstatSync(fd).ino;
+    const { ino, size } = fstatSync(fd);
     let offset = 0;
     try {
-      const pos = JSON.parse(readFileSync(this.posFile, "utf8")) as { ino?: unknown; offset?: unknown };
-      if (pos.ino === ino && typeof pos.offset === "number" && pos.offset >= 0) offset = pos.offset;
+      const pos = JSON.parse(readFileSync(this.posFile, "utf8")) as { ino?: unknown; offset?: unknown; print?: unknown; printBytes?: unknown };
+      const at = typeof pos.offset === "number" && Number.isSafeInteger(pos.offset) && pos.offset >= 0 ? pos.offset : null;
+      if (at !== null && pos.ino === ino) offset = at;
+      else if (at !== null && typeof pos.print === "string" && typeof pos.printBytes === "number" && pos.printBytes > 0 && pos.printBytes <= PRINT_BYTES &&
+        size >= Math.max(at, pos.printBytes) && fingerprint(fd, pos.printBytes) === pos.print) {
+        offset = at; // the same bytes under a new inode: a copy of the file
+        this.o.logger.info({ file: path, offset }, "following a copy of the server's csvlog from the saved position");
+      }
     } catch {
       // no saved position: from the start
     }
-    this.current = { fd, ino, path, offset };
+    this.current = { fd, ino, path, offset, print: null, printBytes: 0 };
     return true;
   }
 
@@ -184,8 +211,14 @@ export class CsvlogTailer {
   private savePosition(): void {
     const cur = this.current;
     if (!cur) return;
+    if (cur.printBytes < PRINT_BYTES && cur.offset > cur.printBytes) {
+      // Hashed again until it covers its 4 KiB: a few times per file.
+      const n = Math.min(PRINT_BYTES, cur.offset);
+      cur.print = fingerprint(cur.fd, n);
+      cur.printBytes = cur.print === null ? 0 : n;
+    }
     const tmp = `${this.posFile}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ ino: cur.ino, offset: cur.offset - this.csv.tailBytes }), { mode: 0o600 });
+    writeFileSync(tmp, JSON.stringify({ ino: cur.ino, offset: cur.offset - this.csv.tailBytes, ...(cur.print !== null ? { print: cur.print, printBytes: cur.printBytes } : {}) }), { mode: 0o600 });
     renameSync(tmp, this.posFile);
   }
 

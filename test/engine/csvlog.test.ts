@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CsvlogTailer, utf8Prefix } from "../../src/engine/csvlog.js";
@@ -69,6 +69,48 @@ test("a new tailer (parhelion restarted) resumes after the last whole record: no
     b.poll();
     b.stop();
     assert.deepEqual(x.got, ["1|one", "2|two", "3|three"]);
+  } finally {
+    x.done();
+  }
+});
+
+test("a copy of the file under a new inode (a group's re-key) resumes at the saved position; another file with a stale position is read from its start", () => {
+  const x = setup();
+  try {
+    const a = x.make();
+    a.start();
+    // More than the 4 KiB the position's hash covers, then a little more after it.
+    for (let i = 1; i <= 200; i++) x.write(`${i},${"x".repeat(30)}\n`);
+    a.poll();
+    a.stop();
+    assert.equal(x.got.length, 200);
+    const pos = JSON.parse(readFileSync(`${x.file}.pos`, "utf8"));
+    assert.equal(pos.printBytes, 4096);
+    // The re-key's copy: the same bytes, a new inode, then the server appends.
+    const bytes = readFileSync(x.file);
+    const before = statSync(x.file).ino;
+    rmSync(x.file);
+    writeFileSync(`${x.file}.copy`, bytes, { mode: 0o600 });
+    renameSync(`${x.file}.copy`, x.file);
+    assert.notEqual(statSync(x.file).ino, before, "a new inode");
+    x.reopen();
+    x.write("201,after\n");
+    const b = x.make();
+    b.start();
+    b.poll();
+    b.stop();
+    assert.deepEqual(x.got.slice(200), ["201|after"], "nothing read twice, nothing lost");
+    // A different file at the path (its first bytes differ) with the old position saved: read from its start.
+    // It is longer than the saved offset, so only the hash tells it from a copy.
+    rmSync(x.file);
+    writeFileSync(x.file, Array.from({ length: 300 }, (_, i) => `${i},${"y".repeat(30)}\n`).join(""), { mode: 0o600 });
+    x.reopen();
+    const c = x.make();
+    c.start();
+    c.poll();
+    c.stop();
+    assert.equal(x.got.length, 201 + 300);
+    assert.equal(x.got[201], `0|${"y".repeat(30)}`);
   } finally {
     x.done();
   }
