@@ -1,5 +1,5 @@
 import { spawn, spawnSync, execFile, execFileSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chownSync, chmodSync, openSync, closeSync, fsyncSync, rmSync, readdirSync, readlinkSync, realpathSync, renameSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync, chownSync, chmodSync, openSync, closeSync, fsyncSync, fstatSync, readSync, rmSync, readdirSync, readlinkSync, realpathSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { EventEmitter } from "node:events";
@@ -282,6 +282,8 @@ export class PostgresServer extends EventEmitter {
   private child: ChildProcess | undefined;
   private stopping = false;
   private restarts = 0;
+  /** Where the log stood when the current server was spawned: what follows is this start's. */
+  private logStart = 0;
   private restartTimer: NodeJS.Timeout | undefined;
   private starting: Promise<void> | undefined;
 
@@ -423,6 +425,7 @@ export class PostgresServer extends EventEmitter {
     const fd = openSync(this.logFile, "a", 0o600);
     chmodSync(this.logFile, 0o600);
     this.own(this.logFile);
+    this.logStart = fstatSync(fd).size;
     const postgres = join(this.bin, "postgres");
     const args = ["-D", this.dataDir];
     for (const [k, v] of Object.entries(this.commandLineSettings())) args.push("-c", `${k}=${v}`);
@@ -485,7 +488,8 @@ export class PostgresServer extends EventEmitter {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) {
-        throw this.fail(`${this.opts.name} server failed to start; see ${this.logFile}`);
+        this.logThisStart();
+        throw this.fail(`${this.opts.name} server failed to start; its log of this start is in parhelion's log, and in ${this.logFile}`);
       }
       if (this.stopping) throw new ParhelionError("ERR_NOT_READY", `${this.opts.name} is stopping`);
       const c = new pg.Client({ host: this.socketDir, user: this.opts.superuser, database: "postgres", connectionTimeoutMillis: 2000 });
@@ -499,7 +503,39 @@ export class PostgresServer extends EventEmitter {
         await sleep(25);
       }
     }
-    throw this.fail(`${this.opts.name} did not become ready within ${timeoutMs} ms; see ${this.logFile}`);
+    this.logThisStart();
+    throw this.fail(`${this.opts.name} did not become ready within ${timeoutMs} ms; its log of this start is in parhelion's log, and in ${this.logFile}`);
+  }
+
+  /**
+   * A start that failed: what the server wrote since it was spawned (its last 40 lines, 8 KiB at most) goes to
+   * parhelion's log, for the operator. The file itself may be on an encrypted volume that a failed start of the
+   * platform unmounts again; the lines of a start are the server's own (settings, ports, recovery), not the
+   * statements and values earlier runs logged, which stay in the file.
+   */
+  private logThisStart(): void {
+    let text = "";
+    try {
+      const fd = openSync(this.logFile, "r");
+      try {
+        const end = fstatSync(fd).size;
+        const from = Math.max(this.logStart, end - 8192);
+        const buf = Buffer.alloc(Math.max(0, end - from));
+        let got = 0;
+        while (got < buf.length) {
+          const n = readSync(fd, buf, got, buf.length - got, from + got);
+          if (n <= 0) break;
+          got += n;
+        }
+        text = buf.toString("utf8", 0, got);
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      return; // no log to read: the error names the file
+    }
+    const lines = text.split("\n").filter((l) => l.length > 0).slice(-40);
+    if (lines.length > 0) this.opts.logger.error({ serverLog: lines, file: this.logFile }, `${this.opts.name} server's log of this start`);
   }
 
   /** Ends a postmaster: fast shutdown, immediate after timeoutMs, SIGKILL 1.5 s later. */

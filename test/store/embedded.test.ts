@@ -198,6 +198,31 @@ describe("EmbeddedPostgres", { concurrency: 3 }, () => {
     }
   });
 
+  test("a start that fails puts that start's server log in parhelion's log (the file may sit on a volume the failed start unmounts), not what earlier runs logged", async () => {
+    const root = tempRoot();
+    const lines: string[] = [];
+    const logger = createLogger({ level: "info", destination: { write: (l: string) => (lines.push(l), true) } as never });
+    const first = newStore(root);
+    let broken: EmbeddedPostgres | undefined;
+    try {
+      await first.start();
+      await first.stop();
+      // Something an earlier run logged: it stays in the file, and out of parhelion's log.
+      const earlier = `earlier-run-${Date.now()}`;
+      writeFileSync(join(root, "store", "postgres.log"), `${earlier}\n`, { flag: "a" });
+      broken = new EmbeddedPostgres({ dir: join(root, "store"), serviceUser: SERVICE_USER, logger, settings: { ...FAST, shared_buffers: "'not-a-size'" } });
+      await assert.rejects(broken.start(), (err: Error) => /failed to start; its log of this start is in parhelion's log, and in .*postgres\.log/.test(err.message));
+      const records = lines.map((l) => JSON.parse(l) as { msg: string; serverLog?: string[] }).filter((r) => r.serverLog !== undefined);
+      assert.equal(records.length, 1, lines.join("\n"));
+      const text = records[0]!.serverLog!.join("\n");
+      assert.match(text, /shared_buffers/, "the server's own words about this start");
+      assert.ok(!text.includes(earlier), "nothing from before this start");
+      assert.ok(readFileSync(join(root, "store", "postgres.log"), "utf8").includes(earlier), "the file keeps everything");
+    } finally {
+      await cleanup(root, first, ...(broken ? [broken] : []));
+    }
+  });
+
   test("re-initialises a data directory left without PG_VERSION by an interrupted initdb", async () => {
     const root = tempRoot();
     const store = newStore(root);

@@ -101,8 +101,14 @@ describe("workspace data on the group's encrypted volume (volumeEncryption fscry
       if (code !== "58000") await new Promise((r) => setTimeout(r, 250));
     }
     assert.equal(code, "58000", "the refusal names the key's unavailability");
-    const logs = (await tp.call("GET", `/v1/auditLogs?source=System&limit=100`)).body.auditLogs as any[];
-    assert.ok(logs.some((l) => l.type === "WorkspaceFailed" && String(l.reason).includes("ERR_KEY_UNAVAILABLE")), "audited");
+    // The reconciler records the failure just after it sets the state the gateway reads: wait for the record.
+    let audited = false;
+    for (const deadline = Date.now() + 10_000; !audited && Date.now() < deadline;) {
+      const logs = (await tp.call("GET", `/v1/auditLogs?source=System&limit=100`)).body.auditLogs as any[];
+      audited = logs.some((l) => l.type === "WorkspaceFailed" && String(l.reason).includes("ERR_KEY_UNAVAILABLE"));
+      if (!audited) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(audited, "audited");
 
     // The key usable again (here: the unopenable key retired; a new one is made on first use).
     await tp.platform.db.updateTable("kms_keys").set({ state: "retired" }).where("id", "=", keyId).execute();
