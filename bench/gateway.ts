@@ -787,6 +787,7 @@ async function run(o: Options): Promise<boolean> {
 
   // ------------------------------------------------------------------------------------------ report
   const best = (path: PathKey, mode: Mode): RunRow | undefined => rows.filter((r) => r.path === path && r.mode === mode).sort((a, b) => b.tps - a.tps)[0];
+  const ratio = (a: RunRow | undefined, b: RunRow | undefined) => (a && b ? a.tps / b.tps : NaN);
   const ms = (s: number) => (Number.isFinite(s) ? f3(s * 1000) : "—");
   out.push(`workspace: size ${o.size} (${shown}), pgbench scale ${o.scale}; direct-TLS server: the same settings (${Object.keys(copied).length} copied), same modules (${preload})`);
   out.push(`pgbench: ${PGBENCH}, -c ${o.clients} -j ${o.jobs} -T ${o.duration} after a ${o.warmup} s warm-up per path${o.rounds > 1 ? `, best of ${o.rounds} alternating rounds` : ""}; new sessions -C -S -c ${o.connectClients} -T ${o.connectDuration}`);
@@ -836,6 +837,26 @@ async function run(o: Options): Promise<boolean> {
     }),
   ));
 
+  // The machine's spread between rounds can exceed the difference between paths: every ratio round by round,
+  // each path against the reference paths measured in the same round.
+  if (o.rounds > 1) {
+    for (const mode of (["select", "tpcb", "connect"] as const).filter((m) => o.modes.includes(m))) {
+      const paths = mode === "connect" ? connectPaths : o.paths;
+      const refs = (["tls", "pgbouncer", "gwoff"] as const).filter((x) => paths.includes(x));
+      const at = (path: PathKey, round: number) => rows.find((r) => r.path === path && r.mode === mode && r.round === round);
+      const rounds = Array.from({ length: o.rounds }, (_, i) => i);
+      out.push("", `${mode === "connect" ? "New sessions" : mode === "select" ? "Select-only" : "TPC-B-like"}, round by round (${mode === "connect" ? "sessions/s" : "TPS"}; ratios to the reference measured in the same round)`);
+      out.push(table(
+        ["path", ...rounds.map((i) => `round ${i + 1}`), ...refs.map((x) => `vs ${e.paths[x].label.split(" (")[0]}`)],
+        paths.map((path) => [
+          e.paths[path].label,
+          ...rounds.map((i) => f0(at(path, i)?.tps ?? NaN)),
+          ...refs.map((x) => rounds.map((i) => f2(ratio(at(path, i), at(x, i)))).join(" / ")),
+        ]),
+      ));
+    }
+  }
+
   out.push("", `Create-to-first-query (POST /v1/workspaces → first \`select 1\` through the gateway, a pg client retrying every 25 ms), size ${o.size}`);
   out.push(table(
     ["workspace", "first query ms", "POST answered ms", "API says ACTIVE ms", "attempts", "spare data dir ready", "errors while waiting"],
@@ -852,7 +873,6 @@ async function run(o: Options): Promise<boolean> {
   // Targets.
   const checks: Array<{ name: string; value: number; target: string; pass: boolean; shown: string }> = [];
   const info: string[][] = [];
-  const ratio = (a: RunRow | undefined, b: RunRow | undefined) => (a && b ? a.tps / b.tps : NaN);
   const gwSel = best("gateway", "select");
   if (gwSel && best("tls", "select")) {
     const v = ratio(gwSel, best("tls", "select"));
