@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { closeSync, existsSync, fstatSync, openSync, readSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import type { Logger } from "../log/logger.js";
 import { CsvRecords } from "../audit/pgaudit.js";
@@ -28,7 +28,7 @@ function fingerprint(fd: number, n: number): string | null {
     if (k <= 0) return null;
     got += k;
   }
-  return createHash("sha256").update(b).digest("hex");
+  return hash("sha256", b, "hex");
 }
 
 /**

@@ -1,6 +1,7 @@
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes, timingSafeEqual } from "node:crypto";
 import * as graphene from "graphene-pk11";
 import { ParhelionError } from "../lib/errors.js";
+import { hmacSha256 } from "../lib/hmac.js";
 import { keyUnavailable } from "./errors.js";
 import { contextBytes, probe, type KeyProvider, type ProviderDescription, type ProviderHealth, type WrapContext } from "./provider.js";
 
@@ -27,7 +28,7 @@ const WRAP_VERSION = 1;
 // C_Login answers CKR_USER_ALREADY_LOGGED_IN without checking the PIN it was given, and this is what checks it.
 const modules = new Map<string, { mod: graphene.Module; refs: number; logins: Map<string, Buffer> }>();
 const pinKey = randomBytes(32);
-const pinTag = (pin: string): Buffer => createHmac("sha256", pinKey).update(pin, "utf8").digest();
+const pinTag = (pin: string): Buffer => hmacSha256(pinKey, pin);
 
 function acquire(path: string): { mod: graphene.Module; logins: Map<string, Buffer> } {
   const m = modules.get(path);
