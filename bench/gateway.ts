@@ -265,6 +265,8 @@ interface Env {
     /** Runs before each pgbench run on the path (and may change env); `after` once it is over. */
     before?: () => Promise<void>;
     after?: () => Promise<void>;
+    /** Lines in the organization's audit streams so far (the ALL-QUERIES path: every statement must become one). */
+    auditLines?: () => Promise<number>;
   }>;
 }
 
@@ -334,6 +336,8 @@ interface RunRow {
   progress: number[];
   /** New-sessions runs: server sessions (backends) started per client session. */
   backendsPerSession?: number;
+  /** Paths with `auditLines`: lines the measured run added to the audit streams (statement and session records, checkpoints). */
+  auditLines?: number;
 }
 
 async function serverSessions(e: Env, path: PathKey): Promise<number> {
@@ -380,6 +384,7 @@ async function measure(e: Env, path: PathKey, mode: Mode, o: { clients: number; 
   if (mode === "tpcb") await resetTpcb(e, path);
   say(`${def.label}: ${what}: measuring ${o.duration} s, -c ${o.clients} -j ${o.jobs}`);
   const sessions0 = mode === "connect" ? await serverSessions(e, path) : NaN;
+  const lines0 = await def.auditLines?.();
   const load0 = loadavg()[0]!;
   const a = snapshot(e);
   let r: PgbenchResult;
@@ -397,10 +402,16 @@ async function measure(e: Env, path: PathKey, mode: Mode, o: { clients: number; 
     backendsPerSession = (sessions1 - sessions0 - 1) / Math.max(1, r.transactions); // -1: the counting session itself
   }
   const cpu = cpuUse(e, path, a, b, r.transactions);
-  say(`${def.label}: ${what}: ${f0(r.tps)} tps, ${f3(r.latencyMs)} ms, progress ${r.progress.map(f0).join(" ")}; other processes ${f0(cpu.otherPct)} % of the machine`);
+  let auditLines: number | undefined;
+  if (lines0 !== undefined) {
+    await sleep(500); // statement records linger 20 ms before their frame is written
+    auditLines = (await def.auditLines!()) - lines0;
+  }
+  say(`${def.label}: ${what}: ${f0(r.tps)} tps, ${f3(r.latencyMs)} ms, progress ${r.progress.map(f0).join(" ")}; other processes ${f0(cpu.otherPct)} % of the machine` +
+    (auditLines === undefined ? "" : `; ${f0(auditLines)} audit lines for ${f0(r.transactions)} transactions`));
   return {
     path, mode, round: o.round, tps: r.tps, latencyMs: r.latencyMs, connectionMs: r.connectionMs, transactions: r.transactions, failed: r.failed,
-    cpu, load: [load0, load1], progress: r.progress, ...(backendsPerSession === undefined ? {} : { backendsPerSession }),
+    cpu, load: [load0, load1], progress: r.progress, ...(backendsPerSession === undefined ? {} : { backendsPerSession }), ...(auditLines === undefined ? {} : { auditLines }),
   };
 }
 
@@ -708,6 +719,14 @@ async function run(o: Options): Promise<boolean> {
     if (r.status !== 200) throw new Error(`PATCH auditLevel answered ${r.status}: ${r.text}`);
     await sleep(2100);
   };
+  /** The heads of the organization's audit streams, summed. */
+  const auditLines = async (): Promise<number> => {
+    const r = await p.call("GET", "/v1/auditSinks");
+    if (r.status !== 200) throw new Error(`GET /v1/auditSinks answered ${r.status}: ${r.text}`);
+    const sinks = r.body as Array<{ status: { streamHead: { seq: number } } | null }>;
+    if (!Array.isArray(sinks) || sinks.length === 0) throw new Error("the organization has no audit sink: statement records would go to the store");
+    return sinks.reduce((n, x) => n + (x.status?.streamHead.seq ?? 0), 0);
+  };
   const e: Env = {
     p, wsPgdata, wsSocketDir, tls, bouncer, relayPid: relay?.pid, crelayPid: crelay?.pid, home,
     paths: {
@@ -732,7 +751,7 @@ async function run(o: Options): Promise<boolean> {
       },
       // The group's statement audit level for the run (the gateway path above runs at the default, ADMIN-ONLY).
       gwoff: { label: "parhelion gateway, audit OFF", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" }, server: "workspace", proxy: "parhelion", before: () => auditLevel("OFF"), after: () => auditLevel("ADMIN-ONLY") },
-      gwall: { label: "parhelion gateway, audit ALL-QUERIES", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" }, server: "workspace", proxy: "parhelion", before: () => auditLevel("ALL-QUERIES"), after: () => auditLevel("ADMIN-ONLY") },
+      gwall: { label: "parhelion gateway, audit ALL-QUERIES", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" }, server: "workspace", proxy: "parhelion", before: () => auditLevel("ALL-QUERIES"), after: () => auditLevel("ADMIN-ONLY"), auditLines },
       // parhelion's own short-lived credential (EdDSA), minted for the owner API key before each run.
       gwcred: {
         label: "parhelion gateway, platform credential (EdDSA)", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" },
@@ -898,6 +917,15 @@ async function run(o: Options): Promise<boolean> {
     const v = ratio(best("gwall", "select"), best("gwoff", "select"));
     checks.push({ name: "gateway audit ALL-QUERIES / OFF, select-only TPS", value: v, target: `≥ ${TARGET_ALL_QUERIES_VS_OFF}`, pass: v >= TARGET_ALL_QUERIES_VS_OFF, shown: f2(v) });
   }
+  const allRuns = rows.filter((r) => r.path === "gwall" && r.mode === "select" && r.auditLines !== undefined);
+  if (allRuns.length > 0) {
+    // Every statement of a measured run must have become a line of the organization's stream (sessions and checkpoints add a few more).
+    const worst = Math.min(...allRuns.map((r) => r.auditLines! / Math.max(1, r.transactions)));
+    checks.push({ name: "gateway audit ALL-QUERIES: stream lines per transaction, worst round", value: worst, target: "≥ 1", pass: worst >= 1, shown: f3(worst) });
+  }
+  const offRounds = new Map(rows.filter((r) => r.path === "gwoff" && r.mode === "select").map((r) => [r.round, r.tps]));
+  const allRatios = rows.filter((r) => r.path === "gwall" && r.mode === "select" && offRounds.has(r.round)).map((r) => r.tps / offRounds.get(r.round)!);
+  if (allRatios.length > 1) info.push(["gateway audit ALL-QUERIES / OFF, median of the rounds' ratios", f2(median(allRatios)), "(the target is on the best rounds)", allRatios.map(f2).join(" / ")]);
   if (gwSel && best("gwoff", "select")) info.push(["gateway audit ADMIN-ONLY (default) / OFF, select-only TPS", f2(ratio(gwSel, best("gwoff", "select"))), "(no target)", ""]);
   if (best("gwcred", "connect") && best("pgbouncer", "connect")) info.push(["gateway with a platform credential / PgBouncer, new sessions/s", f2(ratio(best("gwcred", "connect"), best("pgbouncer", "connect"))), "(no target)", ""]);
   checks.push({ name: "create-to-first-query, median ms", value: createMedian, target: `< ${TARGET_CREATE_MS}`, pass: createMedian < TARGET_CREATE_MS, shown: f0(createMedian) });

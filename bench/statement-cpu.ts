@@ -57,7 +57,7 @@ const queries = Array.from({ length: 1000 }, () => serialize.query(`SELECT abala
 
 async function run(name: string, audit: boolean, classifier: StatementClassifier, pipeline: AuditPipeline, orgId: string): Promise<number> {
   const encoder = new StatementRecordEncoder({ orgId, workspaceId: randomUUID(), groupId: randomUUID(), database: "postgres", user: "admin", peer: "127.0.0.1", sessionId: randomUUID() });
-  const tracker = audit ? new SessionStatements({ level: "ALL-QUERIES", classifier, record: (r) => pipeline.publishEncoded(encoder.encode(r)) }) : null;
+  const tracker = audit ? new SessionStatements({ level: "ALL-QUERIES", classifier, record: (r) => pipeline.publishDeferred(encoder.defer(r)) }) : null;
   const fe = tracker ? new StatementFrontendScanner({}, tracker) : new FrontendScanner({});
   const be = new BackendScanner(tracker ? { observer: tracker.observer } : {});
   const turn = () => new Promise<void>((r) => (RATE > 0 ? setTimeout(r, 1) : setImmediate(r)));

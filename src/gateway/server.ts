@@ -11,7 +11,7 @@ import { ScramServer, parseScramVerifier, deriveScramKeysAsync } from "./protoco
 import { TokenRejected, looksLikeJwt, type TokenVerifier, type VerifiedToken } from "./tokens.js";
 import { BackendSessions, PgauditDemand, SessionStatements, StatementFrontendScanner, type SessionWindow, type StatementRecord } from "./statements.js";
 import { recordsStatements, type StatementClassifier } from "../audit/sql/classify.js";
-import type { EncodedRecord } from "../audit/stream/pipeline.js";
+import type { DeferredRecord } from "../audit/stream/pipeline.js";
 import { StatementRecordEncoder, statementEvent, type StatementSession } from "./statementRecord.js";
 import { decideNested, pgauditClassesFor, type NestedStatement } from "../audit/pgaudit.js";
 import { peekClientHello } from "./protocol/clienthello.js";
@@ -55,7 +55,7 @@ export interface GatewayOptions {
    * Where an organization's statement records go without the store (its streams, audit/stream/pipeline.ts), serialized
    * by the gateway itself; absent, or not for that organization: through `audit.record` like every record.
    */
-  statementStream?: { streamsStatements(orgId: string): boolean; publishEncoded(r: EncodedRecord): void };
+  statementStream?: { streamsStatements(orgId: string): boolean; publishDeferred(r: DeferredRecord): void };
   /**
    * Audit failMode closed: true while a required (failMode closed) audit sink covering the organization or group cannot record. New
    * sessions are refused and a session's next message ends it (ERR_AUDIT_UNAVAILABLE). Absent: never.
@@ -250,7 +250,7 @@ export class Gateway {
    */
   private auditStatement(session: StatementSession, encoder: StatementRecordEncoder | null, r: StatementRecord): void {
     const stream = this.o.statementStream;
-    if (encoder !== null && stream?.streamsStatements(session.orgId)) stream.publishEncoded(encoder.encode(r));
+    if (encoder !== null && stream?.streamsStatements(session.orgId)) stream.publishDeferred(encoder.defer(r));
     else void this.o.audit.record(statementEvent(session, r)).catch(() => undefined);
   }
 

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { ChainFields } from "../audit/chain.js";
 import type { AuditEvent } from "../audit/types.js";
 import type { Classification } from "../audit/sql/classify.js";
-import { isoAt, streamRecordJson, type EncodedRecord } from "../audit/stream/pipeline.js";
+import { isoAt, streamRecordJson, type DeferredRecord, type EncodedRecord } from "../audit/stream/pipeline.js";
 import type { StatementRecord, StatementResult } from "./statements.js";
 
 /** What a session's statement records share: who, where, which session. */
@@ -98,7 +98,8 @@ const MARK = { id: "\u0001i", at: "\u0001a", result: "\u0001r", reason: "\u0001e
  * adds only what is its own. A test holds the two paths to the same bytes.
  */
 export class StatementRecordEncoder {
-  private readonly scope: ChainFields;
+  /** The fields that place the session's records in sinks' scopes. */
+  readonly scope: ChainFields;
   /** The template's pieces around id, createdAt, result and reason, up to the attributes' value. */
   private readonly p0: string;
   private readonly p1: string;
@@ -136,6 +137,14 @@ export class StatementRecordEncoder {
     this.scope = { ...template, id: "", createdAt: "", result: "", reason: "", attributes: { workspaceGroupID: s.groupId } };
   }
 
+  /**
+   * The record of one statement that ended now, serialized when the pipeline writes it: the gateway calls this
+   * between the server's answer and forwarding it, so only the time is taken here.
+   */
+  defer(r: StatementRecord, now = Date.now()): DeferredRecord {
+    return new DeferredStatementRecord(this, r, now);
+  }
+
   /** The record of one statement, ended at `now` (ms since the epoch). */
   encode(r: StatementRecord, now = Date.now()): EncodedRecord {
     const { result, reason } = statementVerdict(r);
@@ -151,5 +160,21 @@ export class StatementRecordEncoder {
       scope: this.scope,
       json: `${this.p0}"${randomUUID()}"${this.p1}"${isoAt(now)}"${this.p2}"${result}"${this.p3}${q(reason)}${this.p4}${a}},"seq":null}`,
     };
+  }
+}
+
+class DeferredStatementRecord implements DeferredRecord {
+  constructor(
+    private readonly encoder: StatementRecordEncoder,
+    private readonly r: StatementRecord,
+    private readonly at: number,
+  ) {}
+
+  get scope(): ChainFields {
+    return this.encoder.scope;
+  }
+
+  json(): string {
+    return this.encoder.encode(this.r, this.at).json;
   }
 }

@@ -179,11 +179,22 @@ export interface EncodedRecord {
   json: string;
 }
 
+/**
+ * A record its producer serializes only when a sink first writes it (`json()`, called once, in the batch of the
+ * next flush): the gateway's statement records, whose serialization would otherwise sit between the server's
+ * answer and its forwarding to the client. `json()` answers what `streamRecordJson` makes of the record.
+ */
+export interface DeferredRecord {
+  readonly scope: ChainFields;
+  json(): string;
+}
+
 /** A record on its way to the streams: serialized once, whatever the number of sinks. `direct`: not in the store. */
 interface Prepared {
   f: ChainFields;
   json: string | null;
   direct: boolean;
+  deferred?: DeferredRecord;
 }
 
 /** JSON.stringify(streamRecord(f)), written out: the same text without building the view object per record. */
@@ -196,7 +207,7 @@ export function streamRecordJson(f: ChainFields): string {
 }
 
 function jsonOf(p: Prepared): string {
-  return (p.json ??= streamRecordJson(p.f));
+  return (p.json ??= p.deferred !== undefined ? p.deferred.json() : streamRecordJson(p.f));
 }
 
 /** Whether a record belongs to a sink's scope: its organization's (and the install's, org-less, records); a group sink only its group's. */
@@ -724,11 +735,12 @@ export class AuditPipeline {
   }
 
   /**
-   * A statement record its producer serialized itself (src/gateway/statementRecord.ts: the gateway's hot path), with
-   * the fields that place it in sinks' scopes. The caller has checked `streamsStatements` for its organization.
+   * A statement record its producer serializes itself (src/gateway/statementRecord.ts: the gateway's hot path) when
+   * the batch is written, up to `directLingerMs` later, with the fields that place it in sinks' scopes. The caller
+   * has checked `streamsStatements` for its organization.
    */
-  publishEncoded(r: EncodedRecord): void {
-    this.queueDirect({ f: r.scope, json: r.json, direct: true });
+  publishDeferred(r: DeferredRecord): void {
+    this.queueDirect({ f: r.scope, json: null, direct: true, deferred: r });
   }
 
   private queueDirect(p: Prepared): void {
