@@ -24,14 +24,15 @@ export interface ClassifiedStatement {
 }
 
 /** What the parser made of one query string (one or more statements). */
+/** Read-only: the classifier hands the same object out for every text of a shape. */
 export interface Classification {
-  statements: ClassifiedStatement[];
+  readonly statements: readonly ClassifiedStatement[];
   /** The parser's message when it rejected the text; the statements are then empty. */
-  parseError: string | null;
+  readonly parseError: string | null;
   /** A statement carries a secret (a role's PASSWORD, a user mapping's or subscription's connection options): never logged in clear. */
-  secret: boolean;
+  readonly secret: boolean;
   /** The text with its constants replaced by $n (see shape.ts): what is logged below the PLAINTEXT levels. */
-  shape: string;
+  readonly shape: string;
 }
 
 /** What to record for a query string at a level. */
@@ -160,7 +161,8 @@ const MAX_CACHED_SHAPE = 16 * 1024;
  * execution. Never throws for any input.
  */
 export class StatementClassifier {
-  private readonly cache = new Map<string, Omit<Classification, "shape">>();
+  /** By shape; a hit is handed out as it is (callers copy a classification to change it). */
+  private readonly cache = new Map<string, Classification>();
   private cachedBytes = 0;
   /** Counters for metrics: texts classified from the cache, and parses. */
   readonly stats = { hits: 0, parses: 0 };
@@ -183,10 +185,10 @@ export class StatementClassifier {
     const hit = this.cache.get(shape);
     if (hit) {
       this.stats.hits++;
-      return { ...hit, shape };
+      return hit;
     }
     this.stats.parses++;
-    const c = this.parse(text);
+    const c: Classification = { ...this.parse(text), shape };
     if (shape.length <= MAX_CACHED_SHAPE) {
       if (this.cache.size >= this.maxEntries || this.cachedBytes + shape.length > this.maxBytes) {
         this.cache.clear();
@@ -195,7 +197,7 @@ export class StatementClassifier {
       this.cache.set(shape, c);
       this.cachedBytes += shape.length;
     }
-    return { ...c, shape };
+    return c;
   }
 
   private parse(text: string): Omit<Classification, "shape"> {

@@ -190,13 +190,14 @@ function walk(s: string, out: (kind: Kind, start: number, end: number) => void):
 
 /** The text's shape: constants replaced by $n, numbered after the text's own parameters. */
 export function shapeOf(s: string): Shape {
-  let n = highestParam(s);
+  // A text without "$" has no parameters: most texts, spared a second pass.
+  let n = s.includes("$") ? highestParam(s) : 0;
   const first = n;
-  const parts: string[] = [];
+  let text = "";
   walk(s, (kind, a, b) => {
-    if (kind === "const") parts.push(`$${++n}`);
-    else if (kind === "comment") parts.push(" ");
-    else parts.push(s.slice(a, b));
+    if (kind === "const") text += `$${++n}`;
+    else if (kind === "comment") text += " ";
+    else text += s.slice(a, b);
   });
-  return { text: parts.join(""), constants: n - first };
+  return { text, constants: n - first };
 }
