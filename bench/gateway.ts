@@ -53,7 +53,7 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { SignJWT, exportJWK, generateKeyPair, type JWK } from "jose";
 import { cleanupAll, freePort, runBench, runCommand, say, sleep, tempDir } from "./support/run.js";
-import { machineBusy, processCpu, reapedChildrenCpu, serverCpu, serverMemory, type ProcessMemory } from "./support/proc.js";
+import { machineCpu, processCpu, reapedChildrenCpu, serverCpu, serverMemory, type ProcessMemory } from "./support/proc.js";
 import { PGBENCH, pgbench, type PgbenchResult } from "./support/pgbench.js";
 import { ensurePgBouncer, startParhelion, startPgBouncer, startTlsPostgres, withSystemClient, type ParhelionProcess, type PgBouncerProcess, type TlsPostgres } from "./support/servers.js";
 import { f0, f1, f2, f3, median, table } from "./support/format.js";
@@ -240,6 +240,7 @@ function parseOptions(argv: string[]): Options {
 interface Snapshot {
   t: number;
   machine: number;
+  steal: number;
   self: number;
   reaped: number;
   parhelion: number;
@@ -270,10 +271,15 @@ interface Env {
   }>;
 }
 
+function machineSnapshot(): { machine: number; steal: number } {
+  const m = machineCpu();
+  return { machine: m.busy, steal: m.steal };
+}
+
 function snapshot(e: Env): Snapshot {
   return {
     t: performance.now(),
-    machine: machineBusy(),
+    ...machineSnapshot(),
     self: processCpu(process.pid),
     reaped: reapedChildrenCpu(),
     parhelion: processCpu(e.p.pid),
@@ -295,8 +301,10 @@ interface CpuUse {
   client: number;
   /** proxy + store + server + client. */
   total: number;
-  /** Share of the machine's CPU capacity used by processes that are not part of the benchmark. */
+  /** Share of the machine's CPU capacity used by processes that are not part of the benchmark (kernel threads, interrupts and steal included). */
   otherPct: number;
+  /** Of that, the hypervisor's steal (time this VM's vCPUs wanted and did not get). */
+  stealPct: number;
   /** Share used by everything. */
   busyPct: number;
 }
@@ -316,6 +324,7 @@ function cpuUse(e: Env, path: PathKey, a: Snapshot, b: Snapshot, transactions: n
     seconds, proxy, store, server, client,
     total: [proxy, store, server, client].filter(Number.isFinite).reduce((x, y) => x + y, 0),
     otherPct: (Math.max(0, d("machine") - ours) / capacity) * 100,
+    stealPct: (d("steal") / capacity) * 100,
     busyPct: (d("machine") / capacity) * 100,
   };
 }
@@ -407,7 +416,7 @@ async function measure(e: Env, path: PathKey, mode: Mode, o: { clients: number; 
     await sleep(500); // statement records linger 20 ms before their frame is written
     auditLines = (await def.auditLines!()) - lines0;
   }
-  say(`${def.label}: ${what}: ${f0(r.tps)} tps, ${f3(r.latencyMs)} ms, progress ${r.progress.map(f0).join(" ")}; other processes ${f0(cpu.otherPct)} % of the machine` +
+  say(`${def.label}: ${what}: ${f0(r.tps)} tps, ${f3(r.latencyMs)} ms, progress ${r.progress.map(f0).join(" ")}; other processes ${f0(cpu.otherPct)} % of the machine (steal ${f0(cpu.stealPct)} %)` +
     (auditLines === undefined ? "" : `; ${f0(auditLines)} audit lines for ${f0(r.transactions)} transactions`));
   return {
     path, mode, round: o.round, tps: r.tps, latencyMs: r.latencyMs, connectionMs: r.connectionMs, transactions: r.transactions, failed: r.failed,

@@ -50,12 +50,17 @@ export function reapedChildrenCpu(): number {
   return procStat(process.pid)?.childrenCpu ?? 0;
 }
 
-/** Busy (non-idle, non-iowait) CPU seconds of the whole machine, and the number of CPUs. */
-export function machineBusy(): number {
+/** The machine's CPU seconds from /proc/stat: busy (non-idle, non-iowait, steal included), and of that the hypervisor's steal. */
+export function machineCpu(): { busy: number; steal: number } {
   const line = readFileSync("/proc/stat", "utf8").split("\n")[0]!; // "cpu  user nice system idle iowait irq softirq steal ..."
   const v = line.trim().split(/\s+/).slice(1).map(Number);
   const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = v;
-  return (user + nice + system + irq + softirq + steal) / TICKS_PER_SECOND;
+  return { busy: (user + nice + system + irq + softirq + steal) / TICKS_PER_SECOND, steal: steal / TICKS_PER_SECOND };
+}
+
+/** Busy (non-idle, non-iowait) CPU seconds of the whole machine, steal included. */
+export function machineBusy(): number {
+  return machineCpu().busy;
 }
 
 /** Pss and Rss of one process in kB (smaps_rollup). */
