@@ -63,3 +63,16 @@ test("each encoded record has its own id and the time it was encoded", () => {
   assert.equal(b.createdAt, "2026-01-02T03:04:05.006Z");
   assert.equal(a.attributes.statement, "SELECT $1");
 });
+
+test("a deferred record is serialized when asked, with the time the statement ended and the encoder's bytes", () => {
+  const s = session();
+  const enc = new StatementRecordEncoder(s);
+  const r = record("ALL-QUERIES", "SELECT abalance FROM pgbench_accounts WHERE aid = 7");
+  const ended = Date.UTC(2026, 10, 28, 13, 0, 0, 1);
+  const d = enc.defer(r, ended);
+  assert.equal(d.scope, enc.scope, "placed in sinks' scopes as the session's records");
+  const json = d.json(); // later than `ended`: the pipeline serializes at its next flush
+  const parsed = JSON.parse(json) as { auditID: string; createdAt: string };
+  assert.equal(parsed.createdAt, "2026-11-28T13:00:00.001Z", "the time the statement ended, not the time of serialization");
+  assert.equal(json, general(s, r, ended, parsed.auditID));
+});

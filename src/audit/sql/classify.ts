@@ -23,8 +23,7 @@ export interface ClassifiedStatement {
   class: StatementClass;
 }
 
-/** What the parser made of one query string (one or more statements). */
-/** Read-only: the classifier hands the same object out for every text of a shape. */
+/** What the parser made of one query string (one or more statements); read-only: the classifier hands the same object out for every text of a shape. */
 export interface Classification {
   readonly statements: readonly ClassifiedStatement[];
   /** The parser's message when it rejected the text; the statements are then empty. */
