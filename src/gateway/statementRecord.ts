@@ -27,7 +27,7 @@ interface Described {
   json: string;
 }
 
-// Keyed by the statements array: the classifier's cache hands out copies of a classification that share it.
+// Keyed by the statements array: the classifier hands out one classification per shape, and a Parse keeps a copy (its shape cut) that shares the array.
 const described = new WeakMap<object, Described>();
 
 export function describeClassification(c: Classification): Described {
