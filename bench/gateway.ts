@@ -271,15 +271,12 @@ interface Env {
   }>;
 }
 
-function machineSnapshot(): { machine: number; steal: number } {
-  const m = machineCpu();
-  return { machine: m.busy, steal: m.steal };
-}
-
 function snapshot(e: Env): Snapshot {
+  const machine = machineCpu();
   return {
     t: performance.now(),
-    ...machineSnapshot(),
+    machine: machine.busy,
+    steal: machine.steal,
     self: processCpu(process.pid),
     reaped: reapedChildrenCpu(),
     parhelion: processCpu(e.p.pid),

@@ -2,6 +2,7 @@ import { hash } from "node:crypto";
 import { closeSync, existsSync, fstatSync, openSync, readSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import type { Logger } from "../log/logger.js";
 import { CsvRecords } from "../audit/pgaudit.js";
+import { readAt } from "../lib/files.js";
 
 /** Bytes read per poll at most (a backlog is read over several polls, so one server never holds the loop). */
 const READ_BYTES = 1024 * 1024;
@@ -21,14 +22,8 @@ interface Current {
 /** Hex SHA-256 of the first `n` bytes of an open file, or null when it has fewer. */
 function fingerprint(fd: number, n: number): string | null {
   if (n <= 0) return null;
-  const b = Buffer.allocUnsafe(n);
-  let got = 0;
-  while (got < n) {
-    const k = readSync(fd, b, got, n - got, got);
-    if (k <= 0) return null;
-    got += k;
-  }
-  return hash("sha256", b, "hex");
+  const b = readAt(fd, 0, n);
+  return b.length < n ? null : hash("sha256", b, "hex");
 }
 
 /**

@@ -1,10 +1,11 @@
 import { spawn, spawnSync, execFile, execFileSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chownSync, chmodSync, openSync, closeSync, fsyncSync, fstatSync, readSync, rmSync, readdirSync, readlinkSync, realpathSync, renameSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync, chownSync, chmodSync, openSync, closeSync, fsyncSync, fstatSync, rmSync, readdirSync, readlinkSync, realpathSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { EventEmitter } from "node:events";
 import pg from "pg";
 import { ParhelionError, type ErrorCode } from "../lib/errors.js";
+import { readAt } from "../lib/files.js";
 import type { Logger } from "../log/logger.js";
 
 const execFileAsync = promisify(execFile);
@@ -520,14 +521,7 @@ export class PostgresServer extends EventEmitter {
       try {
         const end = fstatSync(fd).size;
         const from = Math.max(this.logStart, end - 8192);
-        const buf = Buffer.alloc(Math.max(0, end - from));
-        let got = 0;
-        while (got < buf.length) {
-          const n = readSync(fd, buf, got, buf.length - got, from + got);
-          if (n <= 0) break;
-          got += n;
-        }
-        text = buf.toString("utf8", 0, got);
+        text = readAt(fd, from, end - from).toString("utf8");
       } finally {
         closeSync(fd);
       }

@@ -1,7 +1,8 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from "node:crypto";
-import { closeSync, constants, fchmodSync, fstatSync, fsyncSync, linkSync, mkdirSync, openSync, readSync, rmSync, statSync, chmodSync, writeSync } from "node:fs";
+import { closeSync, constants, fchmodSync, fstatSync, fsyncSync, linkSync, mkdirSync, openSync, rmSync, statSync, chmodSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { ParhelionError } from "../lib/errors.js";
+import { readAt } from "../lib/files.js";
 import { keyUnavailable } from "./errors.js";
 import { contextBytes, probe, type KeyProvider, type ProviderDescription, type ProviderHealth, type WrapContext } from "./provider.js";
 
@@ -57,14 +58,8 @@ function readRootKey(file: string): Buffer {
     if ((st.mode & 0o077) !== 0) throw new ParhelionError("ERR_CONFIG", `the root key file ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}: it must be readable by its owner only (chmod 600)`);
     if (typeof process.getuid === "function" && st.uid !== process.getuid()) throw new ParhelionError("ERR_CONFIG", `the root key file ${file} belongs to another user`);
     if (st.size !== ROOT_KEY_BYTES) throw new ParhelionError("ERR_CONFIG", `the root key file ${file} is ${st.size} bytes: a root key is exactly ${ROOT_KEY_BYTES}`);
-    const key = Buffer.alloc(ROOT_KEY_BYTES);
-    let off = 0;
-    while (off < ROOT_KEY_BYTES) {
-      const n = readSync(fd, key, off, ROOT_KEY_BYTES - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    if (off !== ROOT_KEY_BYTES) throw new ParhelionError("ERR_CONFIG", `the root key file ${file} changed while it was read`);
+    const key = readAt(fd, 0, ROOT_KEY_BYTES);
+    if (key.length !== ROOT_KEY_BYTES) throw new ParhelionError("ERR_CONFIG", `the root key file ${file} changed while it was read`);
     return key;
   } finally {
     closeSync(fd);

@@ -8,14 +8,8 @@ import { startTestPlatform, type TestPlatform } from "../support/platform.js";
 import { startWebhookServer } from "../support/webhook-server.js";
 import { createTestWorkspace, gatewayClient } from "../support/workspaces.js";
 import { verifyStream } from "../../src/audit/stream/format.js";
+import { until } from "../support/wait.js";
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function keys(tp: TestPlatform): Promise<Map<string, string>> {
   const r = await tp.call("GET", "/v1/auditSigningKeys");

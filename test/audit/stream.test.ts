@@ -10,6 +10,7 @@ import { AuditPipeline, DEFAULT_STREAM_SETTINGS, streamRecord, streamRecordJson,
 import { DeliveryError, type SinkTransport, type StreamBatch } from "../../src/audit/stream/transport.js";
 import type { ChainFields } from "../../src/audit/chain.js";
 import type { AuditEvent } from "../../src/audit/types.js";
+import { until } from "../support/wait.js";
 import { captureLogger, ORG_A, ORG_B, silentLogger } from "./helpers.js";
 
 const GROUP = "33333333-3333-4333-8333-333333333333";
@@ -221,13 +222,6 @@ function sink(over: Partial<SinkDefinition> = {}): SinkDefinition {
   };
 }
 
-async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 test("pipeline: every record reaches a sink that was down, in order, once the sink returns; a restart catches up from the store", async () => {
   const dir = mkdtempSync(join(tmpdir(), "ph-pipe-"));

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { startTestPlatform, type TestPlatform } from "../support/platform.js";
 import { createTestWorkspace, gatewayClient } from "../support/workspaces.js";
+import { until as waitUntil } from "../support/wait.js";
 import { loadConfig } from "../../src/config/load.js";
 import { WORKSPACE_SIZES } from "../../src/engine/sizes.js";
 import { checkVolumeSupport } from "../../src/volumes/groups.js";
@@ -102,13 +103,10 @@ describe("workspace data on the group's encrypted volume (volumeEncryption fscry
     }
     assert.equal(code, "58000", "the refusal names the key's unavailability");
     // The reconciler records the failure just after it sets the state the gateway reads: wait for the record.
-    let audited = false;
-    for (const deadline = Date.now() + 10_000; !audited && Date.now() < deadline;) {
+    await waitUntil("the WorkspaceFailed record naming ERR_KEY_UNAVAILABLE (audited)", async () => {
       const logs = (await tp.call("GET", `/v1/auditLogs?source=System&limit=100`)).body.auditLogs as any[];
-      audited = logs.some((l) => l.type === "WorkspaceFailed" && String(l.reason).includes("ERR_KEY_UNAVAILABLE"));
-      if (!audited) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.ok(audited, "audited");
+      return logs.some((l) => l.type === "WorkspaceFailed" && String(l.reason).includes("ERR_KEY_UNAVAILABLE"));
+    }, 10_000, 100);
 
     // The key usable again (here: the unopenable key retired; a new one is made on first use).
     await tp.platform.db.updateTable("kms_keys").set({ state: "retired" }).where("id", "=", keyId).execute();
