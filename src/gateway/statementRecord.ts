@@ -5,6 +5,8 @@ import type { Classification } from "../audit/sql/classify.js";
 import { isoAt, streamRecordJson, type DeferredRecord, type EncodedRecord } from "../audit/stream/pipeline.js";
 import type { StatementRecord, StatementResult } from "./statements.js";
 
+const q = JSON.stringify;
+
 /** What a session's statement records share: who, where, which session. */
 export interface StatementSession {
   orgId: string;
@@ -25,6 +27,8 @@ interface Described {
   commands: string[];
   /** `,"statementClasses":[...],"commands":[...]` */
   json: string;
+  /** The record's `reason` as JSON, by outcome, for records without a SQLSTATE (made on first use). */
+  reasons: Map<string, string>;
 }
 
 // Keyed by the statements array: the classifier hands out one classification per shape, and a Parse keeps a copy (its shape cut) that shares the array.
@@ -36,18 +40,38 @@ export function describeClassification(c: Classification): Described {
     const classes = c.statements.map((x) => x.class);
     const commands = c.statements.map((x) => x.kind);
     const what = `${[...new Set(classes)].join(",") || "PARSE-FAILURE"} ${commands.join(",")}`.trim();
-    d = { what, classes, commands, json: `,"statementClasses":${JSON.stringify(classes)},"commands":${JSON.stringify(commands)}` };
+    d = { what, classes, commands, json: `,"statementClasses":${JSON.stringify(classes)},"commands":${JSON.stringify(commands)}`, reasons: new Map() };
     described.set(c.statements, d);
   }
   return d;
 }
 
+/** The record's `result`. */
+function statementResult(r: StatementRecord): "SUCCESS" | "FAILURE" {
+  return r.outcome === "completed" || r.outcome === "suspended" ? "SUCCESS" : "FAILURE";
+}
+
+/** The record's `reason`. */
+function statementReason(d: Described, r: StatementRecord): string {
+  return `${d.what}: ${r.outcome}${r.sqlstate !== null ? ` (${r.sqlstate})` : ""}`;
+}
+
 /** The record's `result` and `reason`. */
 function statementVerdict(r: StatementRecord): { result: "SUCCESS" | "FAILURE"; reason: string } {
-  return {
-    result: r.outcome === "completed" || r.outcome === "suspended" ? "SUCCESS" : "FAILURE",
-    reason: `${describeClassification(r.classification).what}: ${r.outcome}${r.sqlstate !== null ? ` (${r.sqlstate})` : ""}`,
-  };
+  return { result: statementResult(r), reason: statementReason(describeClassification(r.classification), r) };
+}
+
+// A statement's text as JSON, for a text that is its classification's shape (below the PLAINTEXT levels, every
+// execution of a shape records the same text): made once per classification, which the classifier shares.
+const shapeJson = new WeakMap<Classification, string>();
+
+function textJson(r: StatementRecord): string {
+  const text = r.decision.text;
+  const c = r.classification;
+  if (text !== c.shape) return q(text);
+  let j = shapeJson.get(c);
+  if (j === undefined) shapeJson.set(c, (j = q(text)));
+  return j;
 }
 
 /** The session's own attributes, first in each of its records. */
@@ -75,7 +99,6 @@ export function statementEvent(s: StatementSession, r: StatementRecord): AuditEv
   };
 }
 
-const q = JSON.stringify;
 
 function resultsJson(results: StatementResult[]): string {
   let out = "[";
@@ -147,9 +170,14 @@ export class StatementRecordEncoder {
 
   /** The record of one statement, ended at `now` (ms since the epoch). */
   encode(r: StatementRecord, now = Date.now()): EncodedRecord {
-    const { result, reason } = statementVerdict(r);
     const c = r.classification;
-    let a = `${this.attrs},"protocol":"${r.protocol}","statement":${q(r.decision.text)},"plaintext":${r.decision.plaintext}${describeClassification(c).json}`;
+    const d = describeClassification(c);
+    let reason: string | undefined;
+    if (r.sqlstate === null) {
+      reason = d.reasons.get(r.outcome);
+      if (reason === undefined) d.reasons.set(r.outcome, (reason = q(statementReason(d, r))));
+    } else reason = q(statementReason(d, r));
+    let a = `${this.attrs},"protocol":"${r.protocol}","statement":${textJson(r)},"plaintext":${r.decision.plaintext}${d.json}`;
     if (c.parseError !== null) a += `,"parseError":${q(c.parseError)}`;
     a += `,"outcome":"${r.outcome}","rows":${r.rows},"durationMs":${r.durationMs},"results":${resultsJson(r.results)}`;
     if (r.sqlstate !== null) a += `,"sqlstate":${q(r.sqlstate)}`;
@@ -158,7 +186,7 @@ export class StatementRecordEncoder {
     if (r.moreResults > 0) a += `,"moreResults":${r.moreResults}`;
     return {
       scope: this.scope,
-      json: `${this.p0}"${randomUUID()}"${this.p1}"${isoAt(now)}"${this.p2}"${result}"${this.p3}${q(reason)}${this.p4}${a}},"seq":null}`,
+      json: `${this.p0}"${randomUUID()}"${this.p1}"${isoAt(now)}"${this.p2}"${statementResult(r)}"${this.p3}${reason}${this.p4}${a}},"seq":null}`,
     };
   }
 }

@@ -42,7 +42,10 @@ test("the statement record encoder writes the general path's bytes, for every sh
     [session(), record("ALL-RESULTS", "SELECT 1 AS one", { results: [{ command: "SELECT", rows: 1, columns: [{ name: "one", typeOid: 23 }] }], moreResults: 3 })],
     [session(), record("ALL-QUERIES", "SELECT 1", { outcome: "interrupted", results: [], rows: null, durationMs: null })],
   ];
-  for (const [s, r] of cases) {
+  // Each again with another outcome (the same classification), and all of them twice: the encoder keeps a
+  // classification's reason per outcome and its shape's JSON, and a second record must not take the first's.
+  const again = cases.map(([s, r]): [StatementSession, StatementRecord] => [s, { ...r, outcome: r.outcome === "interrupted" ? "completed" : "interrupted", sqlstate: null }]);
+  for (const [s, r] of [...cases, ...again, ...cases, ...again]) {
     const enc = new StatementRecordEncoder(s).encode(r, now);
     const id = (JSON.parse(enc.json) as { auditID: string }).auditID;
     assert.equal(enc.json, general(s, r, now, id), `${r.decision.text}`);
