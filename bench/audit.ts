@@ -1,6 +1,7 @@
 /**
  * Statement audit benchmark (issue 5): pgbench select-only through the gateway with the workspace group's
- * audit level at OFF, ADMIN-ONLY (the default) and ALL-QUERIES, in one run; target ALL-QUERIES ≥ 0.9 × OFF.
+ * audit level at OFF, ADMIN-ONLY (the default) and ALL-QUERIES, in one run; target ALL-QUERIES ≥ 0.9 × OFF, judged
+ * on the median of the rounds' own ratios (each ALL-QUERIES run against the OFF run beside it).
  *
  *   node dist/bench/audit.js [-T SEC (30)] [--rounds N (4)] [any bench/gateway.js option]
  *
