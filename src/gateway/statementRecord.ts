@@ -99,7 +99,6 @@ export function statementEvent(s: StatementSession, r: StatementRecord): AuditEv
   };
 }
 
-
 function resultsJson(results: StatementResult[]): string {
   let out = "[";
   for (let i = 0; i < results.length; i++) {
