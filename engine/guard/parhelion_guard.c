@@ -22,9 +22,12 @@
  * 5. pgaudit writes a line for every statement it audits. parhelion's gateway records the statements its
  *    clients send itself (with their outcome) and reads only pgaudit's lines of statements run inside
  *    functions and DO blocks (SUBSTATEMENT_ID > 1) from the server's log, so pgaudit's own lines of
- *    top-level statements (SUBSTATEMENT_ID 1) are not written: an emit_log_hook drops them, which spares
- *    every audited statement a log line. Only lines raised by pgaudit's log_audit_event (the C location,
- *    which SQL cannot forge) are touched.
+ *    top-level statements are not written: an emit_log_hook drops them, which spares every audited
+ *    statement a log line. A top-level statement's line is SUBSTATEMENT_ID 1, or, when pgaudit numbered
+ *    another line first (the inner query of CREATE TABLE AS or EXECUTE, the procedure of a CALL), the line
+ *    whose statement is the client's query string itself; a FUNCTION EXECUTE line quotes its caller's text
+ *    and is kept. Only lines raised by pgaudit's log_audit_event (the C location, which SQL cannot forge)
+ *    are touched.
  *
  * Exempt from 1-3: sessions whose session user is a superuser and that currently run as one (parhelion itself).
  * Code that runs as a superuser on behalf of a non-superuser session (a trusted extension's script,
@@ -44,6 +47,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -349,10 +353,59 @@ guard_object_access(ObjectAccessType access, Oid classId, Oid objectId, int subI
 	}
 }
 
-/* "AUDIT: SESSION,<statement id>,1," or the same for OBJECT: pgaudit's line of a top-level statement. */
+/*
+ * Steps over one field of pgaudit's CSV (append_valid_csv: quoted, with "" for a quote, when it holds a comma,
+ * quote or line break) and the comma after it. With `compare` not NULL, also answers whether the field's value is
+ * exactly that string. NULL when the line ends first.
+ */
+static const char *
+csv_field(const char *m, const char *compare, bool *equal)
+{
+	bool		same = compare != NULL;
+
+	if (*m == '"')
+	{
+		m++;
+		for (;;)
+		{
+			if (*m == '\0')
+				return NULL;
+			if (*m == '"')
+			{
+				if (m[1] != '"')
+					break;
+				m++;
+			}
+			if (same && *compare++ != *m)
+				same = false;
+			m++;
+		}
+		m++;
+	}
+	else
+		for (; *m != ',' && *m != '\0'; m++)
+			if (same && *compare++ != *m)
+				same = false;
+	if (same && *compare != '\0')
+		same = false;
+	if (equal)
+		*equal = same;
+	if (*m != ',')
+		return NULL;
+	return m + 1;
+}
+
+/*
+ * pgaudit's line of a top-level statement: "AUDIT: SESSION,<statement id>,1,..." (or OBJECT), or a line other than
+ * a FUNCTION EXECUTE whose statement field is the client's query string (debug_query_string).
+ */
 static bool
 is_top_level_audit_line(const char *m)
 {
+	bool		execute;
+	bool		function;
+	bool		client_text;
+
 	if (strncmp(m, "AUDIT: SESSION,", 15) == 0)
 		m += 15;
 	else if (strncmp(m, "AUDIT: OBJECT,", 14) == 0)
@@ -363,7 +416,19 @@ is_top_level_audit_line(const char *m)
 		return false;
 	while (*m >= '0' && *m <= '9')
 		m++;
-	return strncmp(m, ",1,", 3) == 0;
+	if (strncmp(m, ",1,", 3) == 0)
+		return true;
+	if (debug_query_string == NULL || *m != ',')
+		return false;
+	/* the substatement id, then class, command, object type, object name, statement */
+	m = csv_field(m + 1, NULL, NULL);
+	if (m == NULL || (m = csv_field(m, "FUNCTION", &function)) == NULL || (m = csv_field(m, "EXECUTE", &execute)) == NULL)
+		return false;
+	if (function && execute)
+		return false;
+	if ((m = csv_field(m, NULL, NULL)) == NULL || (m = csv_field(m, NULL, NULL)) == NULL)
+		return false;
+	return csv_field(m, debug_query_string, &client_text) != NULL && client_text;
 }
 
 static void

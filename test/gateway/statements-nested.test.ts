@@ -114,3 +114,25 @@ test("pgaudit.log follows the gateway's sessions: the classes their levels need 
     await c.end();
   }
 });
+
+test("a top-level statement that runs another inside it (CREATE TABLE AS, CALL, EXECUTE) is only the gateway's record: from the log come only the procedure's own statements", async () => {
+  const before = (await records(nested, 0)).length;
+  await session([
+    "create table nt_ctas as select 1 as a",
+    "create procedure nt_proc() language plpgsql as $$ begin update nt set b = 'proc' where a = 7; end $$",
+    "call nt_proc()",
+    "prepare nt_p as select count(*) from nt",
+    "execute nt_p",
+    "do $$ begin insert into nt values (9, 'marker'); end $$",
+  ]);
+  // pgaudit numbers the inner query (or the procedure) before the statement itself, so the statement's own line is
+  // not SUBSTATEMENT_ID 1; parhelion_guard drops it all the same. The DO block's insert is the session's last line.
+  const rs = (await records(nested, before + 2)).slice(before);
+  assert.deepEqual(rs.map((r) => [r.attributes.statement, r.attributes.pgauditCommand]), [
+    ["update nt set b = $1 where a = $2", "UPDATE"],
+    ["insert into nt values ($1, $2)", "INSERT"],
+  ]);
+  for (const start of ["create table nt_ctas", "call nt_proc", "execute nt_p"]) {
+    await records((r) => !nested(r) && String(r.attributes.statement).startsWith(start), 1);
+  }
+});
