@@ -20,14 +20,22 @@
  *    session, parhelion's own included: the gateway caches login information and forgets it when notified.
  *
  * 5. pgaudit writes a line for every statement it audits. parhelion's gateway records the statements its
- *    clients send itself (with their outcome) and reads only pgaudit's lines of statements run inside
- *    functions and DO blocks (SUBSTATEMENT_ID > 1) from the server's log, so pgaudit's own lines of
- *    top-level statements are not written: an emit_log_hook drops them, which spares every audited
- *    statement a log line. A top-level statement's line is SUBSTATEMENT_ID 1, or, when pgaudit numbered
- *    another line first (the inner query of CREATE TABLE AS or EXECUTE, the procedure of a CALL), the line
- *    whose statement is the client's query string itself; a FUNCTION EXECUTE line quotes its caller's text
- *    and is kept. Only lines raised by pgaudit's log_audit_event (the C location, which SQL cannot forge)
- *    are touched.
+ *    clients send itself (with their outcome) and reads from the server's log only pgaudit's lines of statements
+ *    run inside functions, DO blocks, procedures and triggers, so pgaudit's lines of the client's own statements
+ *    are kept out of the log:
+ *    - a top-level SELECT's or DML's line is not even built: pgaudit builds it in its ExecutorCheckPerms_hook,
+ *      which the guard takes out while such a statement starts (only when it is the hook the preloaded libraries
+ *      left: one a library loaded later put in front is never skipped), and puts back for any statement started
+ *      inside it (by a function that initial partition pruning calls, say);
+ *    - an emit_log_hook drops the others: a line other than a FUNCTION EXECUTE (which quotes its caller's text)
+ *      whose statement is the client's query string (debug_query_string), and, except while a top-level SELECT
+ *      or DML is planned or runs, the line of SUBSTATEMENT_ID 1 (a utility statement's, or the line pgaudit
+ *      numbers before it: the inner query of CREATE TABLE AS or EXECUTE, the procedure of a CALL). While a
+ *      top-level SELECT or DML is planned or runs, the first line pgaudit numbers is a nested one (the EXECUTE of
+ *      a function it calls, the first statement of a trigger it fires, of a function the planner folds) and is kept.
+ *    Top-level is nesting depth 0, counted around the planner, the executor and ProcessUtility as
+ *    pg_stat_statements does. Only lines raised by pgaudit's log_audit_event (the C location, which SQL cannot
+ *    forge) are dropped.
  *
  * Exempt from 1-3: sessions whose session user is a superuser and that currently run as one (parhelion itself).
  * Code that runs as a superuser on behalf of a non-superuser session (a trusted extension's script,
@@ -44,9 +52,11 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_extension.h"
 #include "commands/async.h"
+#include "executor/executor.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "optimizer/planner.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
@@ -65,6 +75,33 @@ static char *guard_extensions = NULL;
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 static object_access_hook_type prev_object_access_hook = NULL;
 static emit_log_hook_type prev_emit_log_hook = NULL;
+static ExecutorStart_hook_type prev_executor_start_hook = NULL;
+static ExecutorRun_hook_type prev_executor_run_hook = NULL;
+static ExecutorFinish_hook_type prev_executor_finish_hook = NULL;
+static planner_hook_type prev_planner_hook = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+
+/*
+ * How deep the backend is in the planner, the executor (start, run, finish) and ProcessUtility: 0 between the
+ * client's statements, so a statement started at 0 is the client's own (simple protocol, a portal of the extended
+ * protocol, a rule's extra query), one started deeper runs inside another.
+ */
+static int	nesting_level = 0;
+
+/*
+ * True while a top-level SELECT or DML is planned, or its executor starts, runs or finishes (see guard_emit_log):
+ * only then, not from one statement to the next, since pgaudit's ProcessUtility hook (outside the guard's) logs a
+ * DO block's line before the guard's hook is even called.
+ */
+static bool executor_top = false;
+
+/*
+ * ExecutorCheckPerms_hook as the guard found it (libraries loaded before it: normally none) and as the preloaded
+ * libraries left it (pgaudit's, which calls the former), and whether the former stands in for the latter now.
+ */
+static ExecutorCheckPerms_hook_type own_check_perms_hook = NULL;
+static ExecutorCheckPerms_hook_type audit_check_perms_hook = NULL;
+static bool audit_checks_out = false;
 
 /* pg_hba.conf admits its members without a password (the gateway has verified their token). */
 #define TOKEN_LOGIN_ROLE "parhelion_token_login"
@@ -300,19 +337,199 @@ changes_logins(Node *stmt)
 	}
 }
 
+/*
+ * pgaudit builds the line of a SELECT or DML statement in its ExecutorCheckPerms_hook, called once as the
+ * statement's executor starts (InitPlan). For a top-level statement the gateway records it itself and the line
+ * would only be dropped (guard_emit_log): guard_executor_start takes pgaudit's hook out for the start of such a
+ * statement. Statements started inside it (by a function that initial partition pruning calls, say) are nested
+ * and must be checked and logged: the guard's executor and ProcessUtility hooks put pgaudit's hook back for their
+ * own duration (ProcessUtility for COPY and ALTER TABLE's foreign key check, which call the hook themselves).
+ */
+static void
+take_audit_checks_out(void)
+{
+	ExecutorCheckPerms_hook = own_check_perms_hook;
+	audit_checks_out = true;
+}
+
+/* Puts pgaudit's ExecutorCheckPerms_hook back while it is out; answers whether it did. */
+static bool
+put_audit_checks_back(void)
+{
+	if (!audit_checks_out)
+		return false;
+	ExecutorCheckPerms_hook = audit_check_perms_hook;
+	audit_checks_out = false;
+	return true;
+}
+
 static void
 guard_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 			  ProcessUtilityContext context, ParamListInfo params,
 			  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
+	bool		back;
+
 	if (!guard_exempt())
 		check_statement(pstmt->utilityStmt);
 	if (changes_logins(pstmt->utilityStmt))
 		Async_Notify("parhelion_roles", NULL);
-	if (prev_utility_hook)
-		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	back = put_audit_checks_back();
+	nesting_level++;
+	PG_TRY();
+	{
+		if (prev_utility_hook)
+			prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		nesting_level--;
+		if (back)
+			take_audit_checks_out();
+	}
+	PG_END_TRY();
+}
+
+static void
+guard_executor_start(QueryDesc *queryDesc, int eflags)
+{
+	bool		top = nesting_level == 0;
+
+	/*
+	 * Only when the hook is still the one the preloaded libraries left: a hook a library loaded later (LOAD,
+	 * session_preload_libraries) put in front of pgaudit's may check permissions, and must never be skipped.
+	 * pgaudit then builds the line, and guard_emit_log drops it.
+	 */
+	bool		out = top && audit_check_perms_hook != own_check_perms_hook &&
+		ExecutorCheckPerms_hook == audit_check_perms_hook;
+	bool		back = false;
+
+	if (out)
+		take_audit_checks_out();
 	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+		back = put_audit_checks_back();
+	if (top)
+		executor_top = true;
+	nesting_level++;
+	PG_TRY();
+	{
+		if (prev_executor_start_hook)
+			prev_executor_start_hook(queryDesc, eflags);
+		else
+			standard_ExecutorStart(queryDesc, eflags);
+	}
+	PG_FINALLY();
+	{
+		nesting_level--;
+		if (top)
+			executor_top = false;
+		if (out)
+			put_audit_checks_back();
+		else if (back)
+			take_audit_checks_out();
+	}
+	PG_END_TRY();
+}
+
+static void
+guard_executor_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count, bool execute_once)
+{
+	bool		top = nesting_level == 0;
+	bool		back = put_audit_checks_back();
+
+	if (top)
+		executor_top = true;
+	nesting_level++;
+	PG_TRY();
+	{
+		if (prev_executor_run_hook)
+			prev_executor_run_hook(queryDesc, direction, count, execute_once);
+		else
+			standard_ExecutorRun(queryDesc, direction, count, execute_once);
+	}
+	PG_FINALLY();
+	{
+		nesting_level--;
+		if (top)
+			executor_top = false;
+		if (back)
+			take_audit_checks_out();
+	}
+	PG_END_TRY();
+}
+
+/* AFTER triggers (and a query's remaining data-modifying CTEs) run here. */
+static void
+guard_executor_finish(QueryDesc *queryDesc)
+{
+	bool		top = nesting_level == 0;
+	bool		back = put_audit_checks_back();
+
+	if (top)
+		executor_top = true;
+	nesting_level++;
+	PG_TRY();
+	{
+		if (prev_executor_finish_hook)
+			prev_executor_finish_hook(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		nesting_level--;
+		if (top)
+			executor_top = false;
+		if (back)
+			take_audit_checks_out();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Counted so that a statement run while a top-level statement is planned (a function the planner folds or
+ * estimates) is not taken for a top-level one. Only a SELECT or DML is planned at depth 0 (a utility statement's
+ * inner query is planned inside ProcessUtility), and its own line is built later, as its executor starts: every
+ * line pgaudit builds while it is planned is a nested statement's, the first one numbered 1 (see guard_emit_log).
+ */
+static PlannedStmt *
+guard_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
+{
+	PlannedStmt *result;
+	bool		top = nesting_level == 0;
+
+	if (top)
+		executor_top = true;
+	nesting_level++;
+	PG_TRY();
+	{
+		if (prev_planner_hook)
+			result = prev_planner_hook(parse, query_string, cursorOptions, boundParams);
+		else
+			result = standard_planner(parse, query_string, cursorOptions, boundParams);
+	}
+	PG_FINALLY();
+	{
+		nesting_level--;
+		if (top)
+			executor_top = false;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * Called once every library of shared_preload_libraries is loaded (in the postmaster, before it starts any
+ * backend): ExecutorCheckPerms_hook is then pgaudit's. The guard asks for no shared memory.
+ */
+static void
+guard_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	audit_check_perms_hook = ExecutorCheckPerms_hook;
 }
 
 /*
@@ -396,11 +613,12 @@ csv_field(const char *m, const char *compare, bool *equal)
 }
 
 /*
- * pgaudit's line of a top-level statement: "AUDIT: SESSION,<statement id>,1,..." (or OBJECT), or a line other than
- * a FUNCTION EXECUTE whose statement field is the client's query string (debug_query_string).
+ * pgaudit's line of a top-level statement: a line other than a FUNCTION EXECUTE whose statement field is the
+ * client's query string (debug_query_string), or, with `first_is_top`, "AUDIT: SESSION,<statement id>,1,..."
+ * (or OBJECT).
  */
 static bool
-is_top_level_audit_line(const char *m)
+is_top_level_audit_line(const char *m, bool first_is_top)
 {
 	bool		execute;
 	bool		function;
@@ -416,7 +634,7 @@ is_top_level_audit_line(const char *m)
 		return false;
 	while (*m >= '0' && *m <= '9')
 		m++;
-	if (strncmp(m, ",1,", 3) == 0)
+	if (first_is_top && strncmp(m, ",1,", 3) == 0)
 		return true;
 	if (debug_query_string == NULL || *m != ',')
 		return false;
@@ -431,13 +649,20 @@ is_top_level_audit_line(const char *m)
 	return csv_field(m, debug_query_string, &client_text) != NULL && client_text;
 }
 
+/*
+ * Drops pgaudit's lines of top-level statements. While a top-level SELECT or DML is planned or runs, pgaudit has
+ * not built its line (guard_executor_start), so the first line it numbers (SUBSTATEMENT_ID 1) is a nested one: the
+ * EXECUTE of a function the statement calls, a trigger's first statement, a statement of a function the planner
+ * folds. Otherwise SUBSTATEMENT_ID 1 is the top-level statement's own line (or its inner query's, or its
+ * procedure's).
+ */
 static void
 guard_emit_log(ErrorData *edata)
 {
 	if (edata->output_to_server && (edata->elevel == LOG || edata->elevel == LOG_SERVER_ONLY) && edata->message != NULL &&
 		edata->funcname != NULL && strcmp(edata->funcname, "log_audit_event") == 0 &&
 		edata->filename != NULL && strcmp(edata->filename, "pgaudit.c") == 0 &&
-		is_top_level_audit_line(edata->message))
+		is_top_level_audit_line(edata->message, !executor_top))
 		edata->output_to_server = false;
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
@@ -467,4 +692,18 @@ _PG_init(void)
 	object_access_hook = guard_object_access;
 	prev_emit_log_hook = emit_log_hook;
 	emit_log_hook = guard_emit_log;
+
+	prev_executor_start_hook = ExecutorStart_hook;
+	ExecutorStart_hook = guard_executor_start;
+	prev_executor_run_hook = ExecutorRun_hook;
+	ExecutorRun_hook = guard_executor_run;
+	prev_executor_finish_hook = ExecutorFinish_hook;
+	ExecutorFinish_hook = guard_executor_finish;
+	prev_planner_hook = planner_hook;
+	planner_hook = guard_planner;
+	/* pgaudit, preloaded after the guard, installs its hook in front of this one */
+	own_check_perms_hook = ExecutorCheckPerms_hook;
+	audit_check_perms_hook = ExecutorCheckPerms_hook;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = guard_shmem_request;
 }

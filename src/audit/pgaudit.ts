@@ -11,7 +11,7 @@
  */
 import { decide, type AuditDecision, type AuditLevel, type Classification, type StatementClass, type StatementClassifier } from "./sql/classify.js";
 
-/** One statement pgaudit logged inside a function or DO block (SUBSTATEMENT_ID > 1), from a workspace server's log. */
+/** One statement pgaudit logged inside a function, DO block, procedure or trigger, from a workspace server's log. */
 export interface NestedStatement {
   workspaceId: string;
   /** The server's log time, ms since the epoch (millisecond precision, the host's clock). */
@@ -174,13 +174,16 @@ export function parsePgauditMessage(message: string): Omit<NestedStatement, "wor
 
 /**
  * A csvlog record → the nested statement pgaudit logged, or null: not pgaudit's line (other messages, and
- * `AUDIT:` text any session can RAISE), not a client backend's, or a top-level statement (SUBSTATEMENT_ID 1:
- * the gateway records those itself, with their outcome).
+ * `AUDIT:` text any session can RAISE), or not a client backend's. Every pgaudit line that reaches the log is a
+ * nested statement's: parhelion_guard keeps pgaudit from building, or drops, the lines of top-level statements
+ * (the gateway records those itself, with their outcome). The SUBSTATEMENT_ID says nothing here: with a top-level
+ * statement's line never built, pgaudit numbers the first nested line 1 (the EXECUTE of a function a top-level
+ * SELECT calls, the first statement of a trigger a top-level INSERT fires).
  */
 export function nestedStatementOf(workspaceId: string, f: string[]): NestedStatement | null {
   if (f.length < COLUMNS || f[SEVERITY] !== "LOG" || !f[LOCATION]!.startsWith(PGAUDIT_LOCATION) || f[BACKEND_TYPE] !== "client backend") return null;
   const m = parsePgauditMessage(f[MESSAGE]!);
-  if (!m || m.substatementId <= 1) return null;
+  if (!m) return null;
   const at = parseLogTime(f[LOG_TIME]!);
   const pid = Number(f[PROCESS_ID]);
   if (!Number.isFinite(at) || !Number.isInteger(pid)) return null;

@@ -99,7 +99,7 @@ export interface WorkspaceEngine {
    * that is logged by the new classes. Kept across restarts after a crash; a stopped workspace starts with none.
    */
   setAuditClasses(id: string, classes: readonly string[]): Promise<void>;
-  /** Statements pgaudit logs inside functions and DO blocks (SUBSTATEMENT_ID > 1), read from the servers' csvlogs; the platform's own role's are left out. */
+  /** Statements pgaudit logs inside functions, DO blocks, procedures and triggers (parhelion_guard keeps the top-level ones out of the log), read from the servers' csvlogs; the platform's own role's are left out. */
   onNestedStatement(listener: (e: NestedStatement) => void): void;
 
   on(event: "crash", listener: (e: CrashEvent) => void): this;

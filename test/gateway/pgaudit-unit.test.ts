@@ -43,7 +43,7 @@ test("csvlog records are split whole whatever the chunking: quoted fields with c
   assert.equal(small.dropped, 1);
 });
 
-test("pgaudit's nested lines become nested statements; top-level lines, other messages and RAISE LOG 'AUDIT: ...' do not", () => {
+test("pgaudit's lines become nested statements, SUBSTATEMENT_ID 1 included (parhelion_guard keeps top-level ones out of the log); other messages and RAISE LOG 'AUDIT: ...' do not", () => {
   const stmt = `insert into t values (1, 'secret,"lit"\nnewline')`;
   const [rec] = new CsvRecords().push(csvLine({ message: pgauditMessage(2, "WRITE", "INSERT", stmt), pid: 777, line: 9 }));
   const e = nestedStatementOf(WS, rec!);
@@ -52,7 +52,9 @@ test("pgaudit's nested lines become nested statements; top-level lines, other me
     statementId: 4, substatementId: 2, class: "WRITE", command: "INSERT", objectType: null, objectName: null, statement: stmt,
   });
   const one = (o: Parameters<typeof csvLine>[0]) => nestedStatementOf(WS, new CsvRecords().push(csvLine(o))[0]!);
-  assert.equal(one({ message: pgauditMessage(1, "WRITE", "INSERT", stmt) }), null, "SUBSTATEMENT_ID 1: the gateway records it");
+  // The guard never lets pgaudit build a top-level SELECT's or DML's line, so the first nested line pgaudit numbers
+  // is 1 (the EXECUTE of a function a top-level SELECT calls, a trigger's first statement): the reader keeps it.
+  assert.equal(one({ message: pgauditMessage(1, "FUNCTION", "EXECUTE", "select f(5)", ["FUNCTION", "public.f"]) })?.substatementId, 1, "SUBSTATEMENT_ID 1: a nested line too");
   assert.equal(one({ message: pgauditMessage(2, "WRITE", "INSERT", "forged"), location: "exec_stmt_raise, pl_exec.c:3891" }), null, "RAISE LOG cannot forge a line");
   assert.equal(one({ message: pgauditMessage(2, "WRITE", "INSERT", "x"), severity: "ERROR" }), null);
   assert.equal(one({ message: pgauditMessage(2, "WRITE", "INSERT", "x"), backend: "autovacuum worker" }), null);

@@ -9,7 +9,18 @@ let ws: TestWorkspace;
 before(async () => {
   tp = await startTestPlatform({ env: { PARHELION_WORKSPACE_FSYNC: "false" } });
   ws = await createTestWorkspace(tp, { group: { auditLevel: "ALL-QUERIES" } });
-  await session(["create table nt (a int, b text)", "grant all on nt to public"]);
+  await session([
+    "create table nt (a int, b text)", "grant all on nt to public",
+    // For the top-level SELECT/DML tests at the end: a trigger, a function, a function partition pruning calls.
+    "create table nt_seen (a int)", "create table nt_mark (a int)", "create table nt_trig (a int)",
+    "create function nt_trg() returns trigger language plpgsql as $$ begin insert into nt_seen values (new.a); return new; end $$",
+    "create trigger nt_trg after insert on nt_trig for each row execute function nt_trg()",
+    "create function nt_count(x int) returns bigint language plpgsql as $$ begin return (select count(*) from nt_seen where a = x); end $$",
+    "create function nt_pick(x int) returns int stable language plpgsql as $$ begin return (select coalesce(max(a), x) from nt_seen where a < 0); end $$",
+    // Immutable (a lie the planner believes): called with a constant, it runs while the calling statement is planned.
+    "create function nt_fold(x int) returns int immutable language plpgsql as $$ begin return (select count(*) from nt_mark where a = x); end $$",
+    "create table nt_pt (k int) partition by list (k)", "create table nt_pt1 partition of nt_pt for values in (1)", "create table nt_pt2 partition of nt_pt for values in (2)",
+  ]);
   // Each role's own level, set before its first login (the gateway looks it up as a session starts).
   for (const [role, level, options] of [["nt_off", "OFF", ""], ["nt_admin", "ADMIN-ONLY", ""], ["nt_plain", "ALL-QUERIES-PLAINTEXT", "createrole"]] as const) {
     await session([`create role ${role} login ${options} password 'Nested-password-1'`]);
@@ -76,7 +87,7 @@ test("a DO block's and a function's inner statements are nested records of the s
     assert.equal(r.attributes.database, "postgres");
     assert.equal(r.attributes.workspaceGroupID, ws.groupId);
     assert.equal(r.sourceIP, "127.0.0.1");
-    assert.ok(r.attributes.substatementID > 1 && Date.parse(r.attributes.serverTime) > 0);
+    assert.ok(r.attributes.substatementID >= 1 && Date.parse(r.attributes.serverTime) > 0);
   }
   assert.equal(rs.filter((r) => r.attributes.statementClasses[0] === "WRITE").length, 2, "the top-level statements are the gateway's records, not duplicated from the log");
   const json = JSON.stringify(await records(() => true, 1));
@@ -135,4 +146,79 @@ test("a top-level statement that runs another inside it (CREATE TABLE AS, CALL, 
   for (const start of ["create table nt_ctas", "call nt_proc", "execute nt_p"]) {
     await records((r) => !nested(r) && String(r.attributes.statement).startsWith(start), 1);
   }
+});
+
+/** The nested records after the first `before`, once one whose statement is `last` (the last one expected) is among them. */
+async function nestedThrough(before: number, last: string): Promise<any[]> {
+  for (const deadline = Date.now() + 8000; Date.now() < deadline; ) {
+    const rs = (await records(nested, before + 1)).slice(before);
+    if (rs.some((r) => r.attributes.statement === last)) return rs;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  assert.fail(`no nested record of ${last}`);
+}
+
+test("a top-level SELECT or DML is never a nested record, and what runs inside it or while it is planned is, exactly once, numbered from 1 by pgaudit (simple and extended protocol)", async () => {
+  const before = (await records(nested, 0)).length;
+  const c = gatewayClient(tp, ws);
+  await c.connect();
+  try {
+    await c.query("insert into nt_trig values (1)"); // (a) its AFTER trigger's insert is the first line pgaudit numbers
+    await c.query("select nt_count(1)"); // (b) the function's EXECUTE, then its inner SELECT
+    await c.query("select nt_count($1)", [2]); // (c) the same through Parse/Bind/Execute
+    await c.query("select count(*) from nt_seen"); // (d) nothing
+    await c.query("select count(*) from nt_seen where a = nt_fold(7)"); // (e) nt_fold's SELECT, run while the statement is planned
+    await c.query("do $$ begin insert into nt_mark values (1); end $$"); // the last nested line of the session
+  } finally {
+    await c.end();
+  }
+  // pgaudit never builds the top-level statement's line any more (parhelion_guard), so the first nested line is
+  // SUBSTATEMENT_ID 1; under a DO block the block's own line is still 1 (and dropped), its insert 2.
+  const rs = await nestedThrough(before, "insert into nt_mark values ($1)");
+  assert.deepEqual(rs.map((r) => [r.attributes.statement, r.attributes.pgauditCommand, r.attributes.objectName ?? null, r.attributes.substatementID]), [
+    ["insert into nt_seen values (new.a)", "INSERT", null, 1],
+    ["select nt_count($1)", "EXECUTE", "public.nt_count", 1],
+    ["(select count(*) from nt_seen where a = x)", "SELECT", null, 2],
+    ["select nt_count($1)", "EXECUTE", "public.nt_count", 1],
+    ["(select count(*) from nt_seen where a = x)", "SELECT", null, 2],
+    ["(select count(*) from nt_mark where a = x)", "SELECT", null, 1],
+    ["insert into nt_mark values ($1)", "INSERT", null, 2],
+  ]);
+  await records((r) => !nested(r) && r.attributes.statement === "select count(*) from nt_seen", 1); // the gateway's own record of (d)
+});
+
+test("parhelion_guard keeps pgaudit from even building a top-level SELECT's or DML's line (pgaudit's lines sent to the client show it) and puts pgaudit back for statements started inside one", async () => {
+  const notices: string[] = [];
+  await tp.platform.engine.withSystem(ws.workspaceId, "postgres", async (c) => {
+    c.on("notice", (n: { message?: string }) => notices.push(String(n.message)));
+    // pgaudit's lines as NOTICEs to this client too: parhelion_guard's emit_log_hook only ever drops them from the server's log.
+    await c.query("set pgaudit.log = 'read,write,function'; set pgaudit.log_client = on; set pgaudit.log_level = notice; set plan_cache_mode = force_generic_plan");
+    const lines = async (sql: string, values?: unknown[]) => {
+      notices.length = 0;
+      await c.query(sql, values);
+      // AUDIT: SESSION,<statement id>,<substatement id>,... : the statement ids differ from run to run
+      return notices.map((m) => m.replace(/^AUDIT: SESSION,\d+,/, ""));
+    };
+    assert.deepEqual(await lines("select count(*) from nt_seen"), [], "a top-level SELECT: no line built");
+    assert.deepEqual(await lines("insert into nt_trig values (2)"), ["1,WRITE,INSERT,,,insert into nt_seen values (new.a),<not logged>"], "a top-level INSERT: only its trigger's");
+    assert.deepEqual(await lines("select nt_count(2)"), [
+      "1,FUNCTION,EXECUTE,FUNCTION,public.nt_count,select nt_count(2),<not logged>",
+      "2,READ,SELECT,,,(select count(*) from nt_seen where a = x),<not logged>",
+    ]);
+    // A generic plan (nothing folded while planning): the executor's initial partition pruning calls nt_pick as the
+    // top-level statement starts, and the SELECT inside nt_pick, started then, is checked and logged by pgaudit.
+    // (The EXECUTE lines are pgaudit's of the pruning step's call and of the scan's filter, set up after it.)
+    assert.deepEqual(await lines("select * from nt_pt where k = nt_pick($1)", [1]), [
+      "1,FUNCTION,EXECUTE,FUNCTION,public.nt_pick,select * from nt_pt where k = nt_pick($1),<not logged>",
+      "2,READ,SELECT,,,\"(select coalesce(max(a), x) from nt_seen where a < 0)\",<not logged>",
+      "3,FUNCTION,EXECUTE,FUNCTION,public.nt_pick,select * from nt_pt where k = nt_pick($1),<not logged>",
+    ]);
+    // pgaudit's check is in place again after a top-level statement failed as it started (the pruning's 1/0).
+    await assert.rejects(c.query("select * from nt_pt where k = nt_pick(1 / $1::int)", [0]), /division by zero/);
+    assert.deepEqual(await lines("select count(*) from nt_seen"), []);
+    assert.deepEqual(await lines("do $$ begin perform count(*) from nt_seen; end $$"), [
+      "1,FUNCTION,DO,,,do $$ begin perform count(*) from nt_seen; end $$,<not logged>",
+      "2,READ,SELECT,,,SELECT count(*) from nt_seen,<not logged>",
+    ]);
+  });
 });
