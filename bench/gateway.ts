@@ -61,6 +61,8 @@ import { formatSummary, summarizeProfile } from "./support/cpuprofile.js";
 import { startRelay } from "./support/relay.js";
 import { buildCRelay, startCRelay } from "./support/crelay.js";
 import { resolveServiceAccount } from "../src/engine/postgres.js";
+import { pgauditClassesFor } from "../src/audit/pgaudit.js";
+import type { AuditLevel } from "../src/audit/sql/classify.js";
 import { WORKSPACE_SIZES, isWorkspaceSize, type WorkspaceSize } from "../src/engine/sizes.js";
 import { createCA, issueServerCert } from "../src/tls/pki.js";
 
@@ -719,11 +721,28 @@ async function run(o: Options): Promise<boolean> {
 
   const common = { PGUSER: "admin", PGPASSWORD: password, PGDATABASE: "postgres" };
   const jwt = await benchJwt();
-  /** Sets the group's audit level; sessions started after it use it (the gateway's route cache lives 2 s). */
+  /**
+   * Sets the group's audit level; sessions started after it use it (the gateway's route cache lives 2 s). Then
+   * waits until the workspace server's pgaudit classes are no more than the level needs: the gateway raises them
+   * as a session that needs more starts, but lowers them only a minute after the last such session ended, and a run
+   * at OFF right after one at ALL-QUERIES would otherwise measure pgaudit at the ALL-QUERIES classes.
+   */
   const auditLevel = async (level: string) => {
     const r = await p.call("PATCH", `/v1/workspaceGroups/${groupId}`, { auditLevel: level });
     if (r.status !== 200) throw new Error(`PATCH auditLevel answered ${r.status}: ${r.text}`);
     await sleep(2100);
+    const wanted = new Set(pgauditClassesFor(level as AuditLevel));
+    const started = Date.now();
+    for (;;) {
+      const now = await withSystemClient(wsSocketDir, 5432, async (c) => (await c.query<{ v: string }>("SELECT current_setting('pgaudit.log') AS v")).rows[0]!.v);
+      const classes = now === "none" ? [] : now.split(",").map((x) => x.trim());
+      if (classes.every((x) => wanted.has(x))) {
+        if (Date.now() - started > 1000) say(`pgaudit.log came down to '${now}' for ${level} after ${f0((Date.now() - started) / 1000)} s`);
+        return;
+      }
+      if (Date.now() - started > 150_000) throw new Error(`pgaudit.log is still '${now}' 150 s after the audit level became ${level}`);
+      await sleep(1000);
+    }
   };
   /** The heads of the organization's audit streams, summed. */
   const auditLines = async (): Promise<number> => {

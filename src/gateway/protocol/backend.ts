@@ -315,6 +315,8 @@ const COUNTED = new Set(["INSERT", "DELETE", "UPDATE", "MERGE", "SELECT", "MOVE"
  * it reports (`INSERT 0 5` → 5), null for commands without a count. Lenient: never throws.
  */
 export function parseCommandComplete(body: Buffer): { command: string; rows: number | null } {
+  const counted = countedTag(body);
+  if (counted !== null) return counted;
   const end = body.indexOf(0);
   const tag = body.toString("utf8", 0, end < 0 ? body.length : end);
   const sp = tag.indexOf(" ");
@@ -323,6 +325,33 @@ export function parseCommandComplete(body: Buffer): { command: string; rows: num
   const last = tag.slice(tag.lastIndexOf(" ") + 1);
   const rows = sp >= 0 && /^[0-9]{1,20}$/.test(last) ? Number(last) : null;
   return { command: first, rows };
+}
+
+/** The counted commands followed by a space, as bytes: the tags a statement audit sees on nearly every statement. */
+const COUNTED_PREFIXES = [...COUNTED].map((c) => ({ command: c, bytes: Buffer.from(`${c} `, "latin1") }));
+
+/**
+ * `parseCommandComplete` of the common tag `<counted command> ... <rows>` read from its bytes, without decoding
+ * it (this runs once per statement the gateway tracks); null for any other tag (the general path reads those).
+ */
+function countedTag(body: Buffer): { command: string; rows: number } | null {
+  let end = 0;
+  while (end < body.length && body[end] !== 0) end++;
+  // The row count: 1 to 15 digits after the last space (a longer one goes the general way, as Number() reads it).
+  let d = end;
+  while (d > 0 && body[d - 1]! >= 48 && body[d - 1]! <= 57) d--;
+  if (d === end || end - d > 15 || d === 0 || body[d - 1] !== 32) return null;
+  for (const p of COUNTED_PREFIXES) {
+    const b = p.bytes;
+    if (d < b.length) continue;
+    let i = 0;
+    while (i < b.length && body[i] === b[i]) i++;
+    if (i < b.length) continue;
+    let rows = 0;
+    for (let j = d; j < end; j++) rows = rows * 10 + (body[j]! - 48);
+    return { command: p.command, rows };
+  }
+  return null;
 }
 
 /** A result column as RowDescription describes it: its name and its type's OID (never a value). */

@@ -234,6 +234,24 @@ describe("BackendScanner", () => {
     assert.deepEqual(tag("CREATE TABLE"), { command: "CREATE TABLE", rows: null });
     assert.deepEqual(tag("SELECT"), { command: "SELECT", rows: null });
     assert.deepEqual(parseCommandComplete(Buffer.from("BEGIN")), { command: "BEGIN", rows: null }, "lenient without a terminator");
+    // The byte-level path of the counted tags agrees with the general one, at its edges too.
+    assert.deepEqual(tag("SELECT 123456789012345"), { command: "SELECT", rows: 123456789012345 });
+    assert.deepEqual(tag("SELECT 1234567890123456789"), { command: "SELECT", rows: 1234567890123456789 }, "past 15 digits, as Number() reads it");
+    assert.deepEqual(tag("MERGE 7"), { command: "MERGE", rows: 7 });
+    assert.deepEqual(tag("INSERT 0 1x"), { command: "INSERT", rows: null });
+    assert.deepEqual(tag("SELECTED 5"), { command: "SELECTED 5", rows: null });
+    assert.deepEqual(tag("SELECT  5"), { command: "SELECT", rows: 5 });
+    assert.deepEqual(tag("FETCH ünï 4"), { command: "FETCH", rows: 4 });
+    assert.deepEqual(parseCommandComplete(Buffer.from("DELETE 9")), { command: "DELETE", rows: 9 }, "without a terminator");
+    assert.deepEqual(parseCommandComplete(Buffer.from("UPDATE 3\0junk 4")), { command: "UPDATE", rows: 3 }, "up to the terminator");
+    for (const t of ["", " ", "5", " 5", "SELECT ", "COPY", "MOVE 0"]) {
+      const b = Buffer.from(`${t}\0`);
+      const sp = t.indexOf(" ");
+      const first = sp < 0 ? t : t.slice(0, sp);
+      const last = t.slice(t.lastIndexOf(" ") + 1);
+      const counted = ["INSERT", "DELETE", "UPDATE", "MERGE", "SELECT", "MOVE", "FETCH", "COPY"].includes(first);
+      assert.deepEqual(parseCommandComplete(b), counted ? { command: first, rows: sp >= 0 && /^[0-9]{1,20}$/.test(last) ? Number(last) : null } : { command: t, rows: null }, JSON.stringify(t));
+    }
     const field = (name: string, oid: number) => bytes(Buffer.from(`${name}\0`, "utf8"), int32(16384), [0, 1], int32(oid), [0, 4], int32(-1), [0, 0]);
     const rd = bytes([0, 2], field("id", 23), field("naïve", 25));
     assert.deepEqual(parseRowDescription(rd), [{ name: "id", typeOid: 23 }, { name: "na\u00efve", typeOid: 25 }]);
