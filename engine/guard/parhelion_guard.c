@@ -363,19 +363,58 @@ put_audit_checks_back(void)
 	return true;
 }
 
+/*
+ * One level deeper (the planner, the executor, ProcessUtility), and back. pgaudit's ExecutorCheckPerms_hook is put
+ * back for the inner level when a top-level statement's start took it out; `executor`: a top-level SELECT's or DML's
+ * planning or executor (executor_top, for guard_emit_log). Set before PG_TRY and not changed inside it.
+ */
+typedef struct GuardLevel
+{
+	bool		top;			/* entered at depth 0 */
+	bool		marked;			/* set executor_top */
+	bool		back;			/* put pgaudit's hook back for this level */
+	bool		out;			/* took pgaudit's hook out for this level (guard_executor_start) */
+} GuardLevel;
+
+static GuardLevel
+enter_level(bool executor)
+{
+	GuardLevel	level;
+
+	level.top = nesting_level == 0;
+	level.marked = level.top && executor;
+	level.back = put_audit_checks_back();
+	level.out = false;
+	if (level.marked)
+		executor_top = true;
+	nesting_level++;
+	return level;
+}
+
+static void
+leave_level(GuardLevel level)
+{
+	nesting_level--;
+	if (level.marked)
+		executor_top = false;
+	if (level.out)
+		put_audit_checks_back();
+	else if (level.back)
+		take_audit_checks_out();
+}
+
 static void
 guard_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 			  ProcessUtilityContext context, ParamListInfo params,
 			  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
-	bool		back;
+	GuardLevel	level;
 
 	if (!guard_exempt())
 		check_statement(pstmt->utilityStmt);
 	if (changes_logins(pstmt->utilityStmt))
 		Async_Notify("parhelion_roles", NULL);
-	back = put_audit_checks_back();
-	nesting_level++;
+	level = enter_level(false);
 	PG_TRY();
 	{
 		if (prev_utility_hook)
@@ -385,9 +424,7 @@ guard_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 	}
 	PG_FINALLY();
 	{
-		nesting_level--;
-		if (back)
-			take_audit_checks_out();
+		leave_level(level);
 	}
 	PG_END_TRY();
 }
@@ -395,24 +432,18 @@ guard_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 static void
 guard_executor_start(QueryDesc *queryDesc, int eflags)
 {
-	bool		top = nesting_level == 0;
+	GuardLevel	level = enter_level(true);
 
 	/*
 	 * Only when the hook is still the one the preloaded libraries left: a hook a library loaded later (LOAD,
 	 * session_preload_libraries) put in front of pgaudit's may check permissions, and must never be skipped.
 	 * pgaudit then builds the line, and guard_emit_log drops it.
 	 */
-	bool		out = top && audit_check_perms_hook != own_check_perms_hook &&
-		ExecutorCheckPerms_hook == audit_check_perms_hook;
-	bool		back = false;
-
-	if (out)
+	if (level.top && audit_check_perms_hook != own_check_perms_hook && ExecutorCheckPerms_hook == audit_check_perms_hook)
+	{
 		take_audit_checks_out();
-	else
-		back = put_audit_checks_back();
-	if (top)
-		executor_top = true;
-	nesting_level++;
+		level.out = true;
+	}
 	PG_TRY();
 	{
 		if (prev_executor_start_hook)
@@ -422,13 +453,7 @@ guard_executor_start(QueryDesc *queryDesc, int eflags)
 	}
 	PG_FINALLY();
 	{
-		nesting_level--;
-		if (top)
-			executor_top = false;
-		if (out)
-			put_audit_checks_back();
-		else if (back)
-			take_audit_checks_out();
+		leave_level(level);
 	}
 	PG_END_TRY();
 }
@@ -436,12 +461,8 @@ guard_executor_start(QueryDesc *queryDesc, int eflags)
 static void
 guard_executor_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count, bool execute_once)
 {
-	bool		top = nesting_level == 0;
-	bool		back = put_audit_checks_back();
+	GuardLevel	level = enter_level(true);
 
-	if (top)
-		executor_top = true;
-	nesting_level++;
 	PG_TRY();
 	{
 		if (prev_executor_run_hook)
@@ -451,11 +472,7 @@ guard_executor_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count, 
 	}
 	PG_FINALLY();
 	{
-		nesting_level--;
-		if (top)
-			executor_top = false;
-		if (back)
-			take_audit_checks_out();
+		leave_level(level);
 	}
 	PG_END_TRY();
 }
@@ -464,12 +481,8 @@ guard_executor_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count, 
 static void
 guard_executor_finish(QueryDesc *queryDesc)
 {
-	bool		top = nesting_level == 0;
-	bool		back = put_audit_checks_back();
+	GuardLevel	level = enter_level(true);
 
-	if (top)
-		executor_top = true;
-	nesting_level++;
 	PG_TRY();
 	{
 		if (prev_executor_finish_hook)
@@ -479,11 +492,7 @@ guard_executor_finish(QueryDesc *queryDesc)
 	}
 	PG_FINALLY();
 	{
-		nesting_level--;
-		if (top)
-			executor_top = false;
-		if (back)
-			take_audit_checks_out();
+		leave_level(level);
 	}
 	PG_END_TRY();
 }
@@ -498,11 +507,8 @@ static PlannedStmt *
 guard_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
 {
 	PlannedStmt *result;
-	bool		top = nesting_level == 0;
+	GuardLevel	level = enter_level(true);
 
-	if (top)
-		executor_top = true;
-	nesting_level++;
 	PG_TRY();
 	{
 		if (prev_planner_hook)
@@ -512,9 +518,7 @@ guard_planner(Query *parse, const char *query_string, int cursorOptions, ParamLi
 	}
 	PG_FINALLY();
 	{
-		nesting_level--;
-		if (top)
-			executor_top = false;
+		leave_level(level);
 	}
 	PG_END_TRY();
 	return result;
