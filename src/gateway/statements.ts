@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { decide, truncate, type AuditDecision, type AuditLevel, type Classification, type StatementClassifier } from "../audit/sql/classify.js";
+import { decide, recordsPlaintext, truncate, type AuditDecision, type AuditLevel, type Classification, type StatementClassifier } from "../audit/sql/classify.js";
 import { FrontendScanner, FrontendType } from "./protocol/frontend.js";
 import type { Logger } from "../log/logger.js";
 import { BackendType, parseCommandComplete, parseErrorFields, parseRowDescription, type BackendObserver, type ResultColumn } from "./protocol/backend.js";
@@ -139,6 +139,9 @@ export class SessionStatements {
   private readonly now: () => number;
   /** ALL-RESULTS: result metadata (RowDescription) is recorded. */
   readonly describes: boolean;
+  /** The level records texts as sent; below it a decision depends only on the classification (and is kept with it). */
+  private readonly plaintext: boolean;
+  private readonly decisions = new WeakMap<Classification, AuditDecision>();
 
   private q: Item[] = [];
   private h = 0;
@@ -162,6 +165,7 @@ export class SessionStatements {
     this.maxText = o.maxTextBytes ?? 16_384;
     this.now = o.now ?? (() => performance.now());
     this.describes = o.level.startsWith("ALL-RESULTS");
+    this.plaintext = recordsPlaintext(o.level);
   }
 
   // ---- client → server ----
@@ -196,9 +200,11 @@ export class SessionStatements {
   private handle(type: number, body: Buffer): void {
     switch (type) {
       case FrontendType.Query: {
-        const q = cstring(body, 0);
-        const p = q ? this.pending("simple", q[0], this.o.classifier.classify(q[0]), "", "") : null;
-        return this.enqueue(QUERY, p);
+        const end = body.indexOf(0);
+        if (end < 0) return this.enqueue(QUERY, null);
+        // Below the PLAINTEXT levels the text is not needed: a cached shape is classified from the bytes.
+        const c = this.o.classifier.classifyBytes(body, 0, end);
+        return this.enqueue(QUERY, this.pending("simple", this.plaintext ? body.toString("utf8", 0, end) : c.shape, c, "", ""));
       }
       case FrontendType.Parse: {
         this.enqueue(RUN, null);
@@ -264,7 +270,11 @@ export class SessionStatements {
 
   /** A record in the making when the level records the statement; null otherwise. For the extended protocol the text is the statement as parsed: its $n parameters, never the values bound. */
   private pending(protocol: "simple" | "extended", text: string, c: Classification, portalKey: string, stmtKey: string): Pending | null {
-    const decision = decide(this.o.level, text, c, this.maxText);
+    let decision = this.plaintext ? undefined : this.decisions.get(c);
+    if (decision === undefined) {
+      decision = decide(this.o.level, text, c, this.maxText);
+      if (!this.plaintext) this.decisions.set(c, decision);
+    }
     if (!decision.log) return null;
     return {
       protocol, c, decision, sentAt: this.now(), results: [], moreResults: 0, rows: null, sqlstate: null, message: null, failed: false,

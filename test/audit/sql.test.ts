@@ -1,7 +1,7 @@
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { shapeOf } from "../../src/audit/sql/shape.js";
+import { shapeOf, shapeOfAscii } from "../../src/audit/sql/shape.js";
 import { AUDIT_LEVELS, StatementClassifier, decide, truncate, type AuditLevel } from "../../src/audit/sql/classify.js";
 
 let classifier: StatementClassifier;
@@ -145,6 +145,48 @@ test("fuzz: no input makes the lexer or the classifier throw, and constants neve
     }),
     { numRuns: 2000 },
   );
+});
+
+test("the shape of an ASCII text made from its bytes is shapeOf's, and other texts are left to shapeOf", () => {
+  // Texts built from the pieces the lexer tells apart, run together in any order: every rule meets every other.
+  const piece = fc.constantFrom(
+    " ", "\n", "--c", "/*", "*/", "/* a /* b */ c */", "'", "''", "'x''y'", "\\", "\"", "\"Q\"\"x\"", "E'", "e'a\\'b'", "B'01'", "x'ff'", "N'n'",
+    "U&'d'", "u&\"i\"", "U&", "0", "1", "42", "1.5", ".5", "1..2", "1e10", "2E+3", "3e-", "4e", "0x1F", "0o7", "0b1", "0x", "1_000", "_a", "a1",
+    "select", "from", "t", "=", ",", ";", "(", ")", "::", "-", "+", ".", "E", "x", "n", "b",
+  );
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 30 }), (pieces) => {
+      const text = pieces.join("");
+      const body = Buffer.from(`${text}\0`);
+      assert.equal(shapeOfAscii(body, 0, body.length - 1), shapeOf(text).text, text);
+    }),
+    { numRuns: 20_000 },
+  );
+  fc.assert(
+    fc.property(fc.string({ maxLength: 60, unit: fc.constantFrom(..."ab1.'\"-/*eEx$\u00e9 ") }), (text) => {
+      const bytes = Buffer.from(text);
+      const shape = shapeOfAscii(bytes, 0, bytes.length);
+      if (/[$\u0080-\uffff]/.test(text)) assert.equal(shape, null, text);
+      else assert.equal(shape, shapeOf(text).text, text);
+    }),
+    { numRuns: 10_000 },
+  );
+  const long = Buffer.from(`select ${"1,".repeat(9000)}1`);
+  assert.equal(shapeOfAscii(long, 0, long.length), null, "texts longer than any cached shape take the general path");
+  // The bytes of a message body: the text ends where the caller says, not at the end of the buffer.
+  const q = Buffer.from("select 1 /* c */ , 'a' from t\0trailing");
+  assert.equal(shapeOfAscii(q, 0, q.indexOf(0)), "select $1   , $2 from t");
+});
+
+test("classifying a text's bytes gives what classifying the text gives, and parses a shape once", async () => {
+  const cl = await StatementClassifier.create();
+  const texts = ["select abalance from pgbench_accounts where aid = 17", "select abalance from pgbench_accounts where aid = 99", "insert into t values ('é', $1)", "create role r password 'p'", "selec 1"];
+  for (const t of texts) {
+    const b = Buffer.from(`${t}\0`);
+    assert.deepEqual(cl.classifyBytes(b, 0, b.length - 1), classifier.classify(t), t);
+  }
+  assert.equal(cl.stats.parses, 4, "the second pgbench text is the first one's shape");
+  assert.equal(cl.stats.hits, 1);
 });
 
 test("texts that differ only in constants are parsed once (the cache is keyed by shape)", async () => {

@@ -1,5 +1,5 @@
 import { loadModule, parseSync } from "libpg-query";
-import { shapeOf } from "./shape.js";
+import { shapeOf, shapeOfAscii } from "./shape.js";
 
 /**
  * Statement classes, pgaudit's: READ (SELECT, COPY TO), WRITE (INSERT, UPDATE, DELETE, MERGE, TRUNCATE,
@@ -121,6 +121,11 @@ export function recordsStatements(level: AuditLevel): boolean {
   return level !== "OFF" && level !== "LOGINS-ONLY";
 }
 
+/** Whether a level records statements' texts as sent (with their values), not their shapes. */
+export function recordsPlaintext(level: AuditLevel): boolean {
+  return level.startsWith("ALL-QUERIES-PLAINTEXT") || level.startsWith("ALL-RESULTS");
+}
+
 /**
  * What a level records for a classified query string. Below the PLAINTEXT levels the text is the shape (no
  * constant reaches the log); a text holding a secret is always the shape. Parse failures are recorded only at
@@ -130,7 +135,7 @@ export function recordsStatements(level: AuditLevel): boolean {
 export function decide(level: AuditLevel, text: string, c: Classification, maxBytes = 16_384): AuditDecision {
   const parseFails = level.endsWith("-INCLUDING-PARSE-FAILS");
   const base = parseFails ? level.slice(0, -"-INCLUDING-PARSE-FAILS".length) : level;
-  const plaintext = base === "ALL-QUERIES-PLAINTEXT" || base === "ALL-RESULTS";
+  const plaintext = recordsPlaintext(level);
   const needed = NEEDED[base];
   let log: boolean;
   if (!needed) log = false;
@@ -177,6 +182,20 @@ export class StatementClassifier {
   static async create(o: { maxEntries?: number; maxBytes?: number } = {}): Promise<StatementClassifier> {
     await loadModule();
     return new StatementClassifier(o.maxEntries ?? 10_000, o.maxBytes ?? 16 * 1024 * 1024);
+  }
+
+  /**
+   * `classify(bytes.toString("utf8", start, end))`, without decoding the text when it is ASCII with no `$` and its
+   * shape is cached (most executions of a workload's statements).
+   */
+  classifyBytes(bytes: Buffer, start: number, end: number): Classification {
+    const shape = shapeOfAscii(bytes, start, end);
+    const hit = shape === null ? undefined : this.cache.get(shape);
+    if (hit) {
+      this.stats.hits++;
+      return hit;
+    }
+    return this.classify(bytes.toString("utf8", start, end));
   }
 
   classify(text: string): Classification {

@@ -201,3 +201,142 @@ export function shapeOf(s: string): Shape {
   });
   return { text, constants: n - first };
 }
+
+/** Longer texts take the general path (their shapes are not cached either, so there is nothing to look up). */
+const MAX_ASCII_SHAPE = 16 * 1024;
+const scratch = Buffer.allocUnsafe(4 * MAX_ASCII_SHAPE + 16);
+
+/** The byte at j of a text ending at `end`, or -1 past it. */
+const byteAt = (b: Buffer, j: number, end: number): number => (j < end ? b[j]! : -1);
+const isHexOrUnderscore = (c: number) => (c >= 48 && c <= 57) || ((c | 32) >= 97 && (c | 32) <= 102) || c === 95;
+
+/** `endOfQuoted` on bytes. */
+function endOfQuotedBytes(b: Buffer, i: number, end: number, q: number, backslash: boolean): number {
+  let j = i + 1;
+  while (j < end) {
+    const c = b[j]!;
+    if (backslash && c === 92) {
+      j += 2;
+      continue;
+    }
+    if (c === q) {
+      if (byteAt(b, j + 1, end) === q) {
+        j += 2;
+        continue;
+      }
+      return j + 1;
+    }
+    j++;
+  }
+  return end;
+}
+
+/** `endOfNumber` on bytes. */
+function endOfNumberBytes(b: Buffer, i: number, end: number): number {
+  let j = i;
+  const x = byteAt(b, i + 1, end) | 32;
+  if (b[i] === 48 && (x === 120 || x === 111 || x === 98) && isHexOrUnderscore(byteAt(b, i + 2, end))) {
+    j += 2;
+    while (j < end && isHexOrUnderscore(b[j]!)) j++;
+    return j;
+  }
+  while (j < end && (isDigit(b[j]!) || b[j] === 95)) j++;
+  if (byteAt(b, j, end) === 46 && byteAt(b, j + 1, end) !== 46) {
+    j++;
+    while (j < end && (isDigit(b[j]!) || b[j] === 95)) j++;
+  }
+  const e = byteAt(b, j, end);
+  const sign = byteAt(b, j + 1, end);
+  if ((e === 101 || e === 69) && (isDigit(sign) || ((sign === 43 || sign === 45) && isDigit(byteAt(b, j + 2, end))))) {
+    j += 2;
+    while (j < end && isDigit(b[j]!)) j++;
+  }
+  return j;
+}
+
+/** Writes `$n` at o; answers the end. */
+function placeholder(out: Buffer, o: number, n: number): number {
+  let len = 1;
+  for (let t = n; t >= 10; t = (t / 10) | 0) len++;
+  out[o] = 36;
+  for (let k = o + len, v = n; k > o; k--, v = (v / 10) | 0) out[k] = 48 + (v % 10);
+  return o + len + 1;
+}
+
+/**
+ * `shapeOf(text).text` for a text held as UTF-8 bytes (`bytes[start, end)`, a wire message's body), made from the
+ * bytes without decoding them, for the texts most statements are: ASCII with no `$`. Any other text answers null
+ * (the caller decodes it and calls shapeOf). The same lexical rules as `walk`, on bytes: for ASCII they are the
+ * same characters, and with no `$` there are no parameters or dollar quotes, so constants number from $1.
+ */
+export function shapeOfAscii(bytes: Buffer, start: number, end: number): string | null {
+  if (end - start > MAX_ASCII_SHAPE) return null;
+  for (let i = start; i < end; i++) {
+    const c = bytes[i]!;
+    if (c >= 128 || c === 36) return null;
+  }
+  // A constant grows at most to "$" and its number's digits (five for 16 KB of one-byte constants and commas).
+  const out = scratch;
+  let o = 0;
+  let n = 0;
+  let i = start;
+  while (i < end) {
+    const c = bytes[i]!;
+    const next = byteAt(bytes, i + 1, end);
+    if (c === 45 && next === 45) {
+      while (i < end && bytes[i] !== 10) i++;
+      out[o++] = 32;
+      continue;
+    }
+    if (c === 47 && next === 42) {
+      let depth = 1;
+      i += 2;
+      while (i < end && depth > 0) {
+        if (bytes[i] === 47 && byteAt(bytes, i + 1, end) === 42) {
+          depth++;
+          i += 2;
+        } else if (bytes[i] === 42 && byteAt(bytes, i + 1, end) === 47) {
+          depth--;
+          i += 2;
+        } else i++;
+      }
+      out[o++] = 32;
+      continue;
+    }
+    if (c === 34) {
+      const j = endOfQuotedBytes(bytes, i, end, 34, false);
+      while (i < j) out[o++] = bytes[i++]!;
+      continue;
+    }
+    if (isIdentStart(c)) {
+      const lower = c | 32;
+      if (next === 39 && (lower === 101 || lower === 98 || lower === 120 || lower === 110)) {
+        i = endOfQuotedBytes(bytes, i + 1, end, 39, lower === 101);
+        o = placeholder(out, o, ++n);
+        continue;
+      }
+      if (lower === 117 && next === 38 && byteAt(bytes, i + 2, end) === 39) {
+        i = endOfQuotedBytes(bytes, i + 2, end, 39, false);
+        o = placeholder(out, o, ++n);
+        continue;
+      }
+      out[o++] = c;
+      i++;
+      while (i < end && isIdentChar(bytes[i]!)) out[o++] = bytes[i++]!;
+      continue;
+    }
+    if (c === 39) {
+      i = endOfQuotedBytes(bytes, i, end, 39, false);
+      o = placeholder(out, o, ++n);
+      continue;
+    }
+    if (isDigit(c) || (c === 46 && isDigit(next))) {
+      i = endOfNumberBytes(bytes, i, end);
+      o = placeholder(out, o, ++n);
+      continue;
+    }
+    out[o++] = c;
+    i++;
+  }
+  return out.toString("latin1", 0, o);
+}
