@@ -23,6 +23,9 @@
  *   gwjwt      the gateway with a JWT as the password (ES256, the group's inline key, user provisioned on
  *              first login); gwcred: with parhelion's own short-lived credential. Only with --paths
  *              (bench/auth.ts runs them: `node dist/bench/auth.js`).
+ *   gwoff      the gateway to a workspace alone in a group at statement audit OFF; gwall: ALL-QUERIES. Each has
+ *              its own server (same size, settings and data), whose pgaudit classes are its level's throughout,
+ *              so the two alternate with no wait between them. Only with --paths (bench/audit.ts runs them).
  * and new TLS + SCRAM sessions per second (pgbench -C -S -c 8 -j 2 -T 15) through every path but unix.
  *
  * Then select-only at a fixed rate (pgbench -R 2000, 15 s) on every path: the same load everywhere, so CPU
@@ -61,8 +64,6 @@ import { formatSummary, summarizeProfile } from "./support/cpuprofile.js";
 import { startRelay } from "./support/relay.js";
 import { buildCRelay, startCRelay } from "./support/crelay.js";
 import { resolveServiceAccount } from "../src/engine/postgres.js";
-import { pgauditClassesFor } from "../src/audit/pgaudit.js";
-import type { AuditLevel } from "../src/audit/sql/classify.js";
 import { WORKSPACE_SIZES, isWorkspaceSize, type WorkspaceSize } from "../src/engine/sizes.js";
 import { createCA, issueServerCert } from "../src/tls/pki.js";
 
@@ -249,22 +250,35 @@ interface Snapshot {
   store: number;
   workspace: number;
   tlsServer: number;
+  offServer: number;
+  allServer: number;
   bouncer: number;
   relay: number;
   crelay: number;
 }
 
+/** A workspace server the benchmark reads: its data directory (CPU accounting) and socket (system sessions). */
+interface ServerRef {
+  pgdata: string;
+  socketDir: string;
+  port: number;
+}
+
+type ServerKey = "workspace" | "tlsServer" | "offServer" | "allServer";
+
 interface Env {
   p: ParhelionProcess;
   wsPgdata: string;
   wsSocketDir: string;
+  /** The workspaces of the audit-level paths (gwoff, gwall), each alone in a group at its level. */
+  levelServers: { offServer?: ServerRef; allServer?: ServerRef };
   tls: TlsPostgres | undefined;
   bouncer: PgBouncerProcess | undefined;
   relayPid: number | undefined;
   crelayPid: number | undefined;
   home: string;
   paths: Record<PathKey, {
-    label: string; env: Record<string, string>; server: "workspace" | "tlsServer"; proxy: "parhelion" | "bouncer" | "relay" | "crelay" | null;
+    label: string; env: Record<string, string>; server: ServerKey; proxy: "parhelion" | "bouncer" | "relay" | "crelay" | null;
     /** Runs before each pgbench run on the path (and may change env); `after` once it is over. */
     before?: () => Promise<void>;
     after?: () => Promise<void>;
@@ -285,6 +299,8 @@ function snapshot(e: Env): Snapshot {
     store: serverCpu(e.p.storePgdata),
     workspace: serverCpu(e.wsPgdata),
     tlsServer: e.tls ? serverCpu(e.tls.pgdata) : 0,
+    offServer: e.levelServers.offServer ? serverCpu(e.levelServers.offServer.pgdata) : 0,
+    allServer: e.levelServers.allServer ? serverCpu(e.levelServers.allServer.pgdata) : 0,
     bouncer: e.bouncer ? processCpu(e.bouncer.pid) : 0,
     relay: e.relayPid ? processCpu(e.relayPid) : 0,
     crelay: e.crelayPid ? processCpu(e.crelayPid) : 0,
@@ -312,7 +328,7 @@ function cpuUse(e: Env, path: PathKey, a: Snapshot, b: Snapshot, transactions: n
   const d = (k: keyof Snapshot) => b[k] - a[k];
   const seconds = (b.t - a.t) / 1000;
   const capacity = seconds * cpus().length;
-  const ours = d("self") + d("reaped") + d("parhelion") + d("store") + d("workspace") + d("tlsServer") + d("bouncer") + d("relay") + d("crelay");
+  const ours = d("self") + d("reaped") + d("parhelion") + d("store") + d("workspace") + d("tlsServer") + d("offServer") + d("allServer") + d("bouncer") + d("relay") + d("crelay");
   const def = e.paths[path];
   const per = (x: number) => x / Math.max(1, transactions);
   const proxy = def.proxy === null ? NaN : per(d(def.proxy));
@@ -348,15 +364,22 @@ interface RunRow {
   auditLines?: number;
 }
 
-async function serverSessions(e: Env, path: PathKey): Promise<number> {
+/** The socket directory and port of a path's server. */
+function serverSocket(e: Env, path: PathKey): [string, number] {
   const server = e.paths[path].server;
-  const [dir, port] = server === "workspace" ? [e.wsSocketDir, 5432] : [e.tls!.socketDir, e.tls!.port];
+  if (server === "workspace") return [e.wsSocketDir, 5432];
+  const ref = server === "tlsServer" ? e.tls : e.levelServers[server];
+  if (!ref) throw new Error(`bench: the ${server} server of path ${path} is not running`);
+  return [ref.socketDir, ref.port];
+}
+
+async function serverSessions(e: Env, path: PathKey): Promise<number> {
+  const [dir, port] = serverSocket(e, path);
   return withSystemClient(dir, port, async (c) => Number((await c.query<{ n: string }>("SELECT sum(sessions)::bigint AS n FROM pg_stat_database")).rows[0]?.n ?? NaN));
 }
 
 async function resetTpcb(e: Env, path: PathKey): Promise<void> {
-  const server = e.paths[path].server;
-  const [dir, port] = server === "workspace" ? [e.wsSocketDir, 5432] : [e.tls!.socketDir, e.tls!.port];
+  const [dir, port] = serverSocket(e, path);
   await withSystemClient(dir, port, async (c) => {
     await c.query("TRUNCATE pgbench_history");
     await c.query("VACUUM pgbench_branches, pgbench_tellers");
@@ -671,6 +694,26 @@ async function run(o: Options): Promise<boolean> {
   };
   await init(unixEnv);
 
+  // The audit-level paths run on workspaces of their own, each alone in a group at its level: its server's pgaudit
+  // classes are the level's from the start (the gateway raises them as a session that needs more starts and lowers
+  // them only a minute after the last one), so OFF and ALL-QUERIES rounds follow each other with no wait and no
+  // carry-over. Same size, settings and data as the first workspace.
+  const levels: { offServer?: ServerRef & { endpoint: string }; allServer?: ServerRef & { endpoint: string } } = {};
+  for (const [key, path, level] of [["offServer", "gwoff", "OFF"], ["allServer", "gwall", "ALL-QUERIES"]] as const) {
+    if (!o.paths.includes(path)) continue;
+    const lg = await p.call("POST", "/v1/workspaceGroups", { name: `bench-${level.toLowerCase()}`, regionID, adminPassword: password });
+    if (lg.status !== 200) throw new Error(`POST /v1/workspaceGroups answered ${lg.status}: ${lg.text}`);
+    const lgId = lg.body.workspaceGroupID as string;
+    const patched = await p.call("PATCH", `/v1/workspaceGroups/${lgId}`, { auditLevel: level });
+    if (patched.status !== 200) throw new Error(`PATCH auditLevel answered ${patched.status}: ${patched.text}`);
+    const s = await timeCreate(p, lgId, `bench-${level.toLowerCase()}`, o.size, password);
+    const socketDir = join(dataDir, "workspaces", s.id, "run");
+    levels[key] = { endpoint: s.endpoint, pgdata: workspacePgdata(dataDir, lgId, s.id), socketDir, port: 5432 };
+    say(`workspace for audit ${level}: group ${lgId}, ${s.endpoint}; pgbench -i -s ${o.scale}`);
+    await init({ ...unixEnv, PGHOST: socketDir });
+  }
+  await waitSpare(dataDir, 60_000);
+
   // Certificates for the direct-TLS server and PgBouncer: ECDSA P-256 from a CA of their own, as the gateway's.
   const ca = await createCA({ commonName: "parhelion bench CA", validDays: 2 });
   const cert = await issueServerCert(ca, { commonName: "127.0.0.1", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], validDays: 2 });
@@ -721,29 +764,6 @@ async function run(o: Options): Promise<boolean> {
 
   const common = { PGUSER: "admin", PGPASSWORD: password, PGDATABASE: "postgres" };
   const jwt = await benchJwt();
-  /**
-   * Sets the group's audit level; sessions started after it use it (the gateway's route cache lives 2 s). Then
-   * waits until the workspace server's pgaudit classes are no more than the level needs: the gateway raises them
-   * as a session that needs more starts, but lowers them only a minute after the last such session ended, and a run
-   * at OFF right after one at ALL-QUERIES would otherwise measure pgaudit at the ALL-QUERIES classes.
-   */
-  const auditLevel = async (level: string) => {
-    const r = await p.call("PATCH", `/v1/workspaceGroups/${groupId}`, { auditLevel: level });
-    if (r.status !== 200) throw new Error(`PATCH auditLevel answered ${r.status}: ${r.text}`);
-    await sleep(2100);
-    const wanted = new Set(pgauditClassesFor(level as AuditLevel));
-    const started = Date.now();
-    for (;;) {
-      const now = await withSystemClient(wsSocketDir, 5432, async (c) => (await c.query<{ v: string }>("SELECT current_setting('pgaudit.log') AS v")).rows[0]!.v);
-      const classes = now === "none" ? [] : now.split(",").map((x) => x.trim());
-      if (classes.every((x) => wanted.has(x))) {
-        if (Date.now() - started > 1000) say(`pgaudit.log came down to '${now}' for ${level} after ${f0((Date.now() - started) / 1000)} s`);
-        return;
-      }
-      if (Date.now() - started > 150_000) throw new Error(`pgaudit.log is still '${now}' 150 s after the audit level became ${level}`);
-      await sleep(1000);
-    }
-  };
   /** The heads of the organization's audit streams, summed. */
   const auditLines = async (): Promise<number> => {
     const r = await p.call("GET", "/v1/auditSinks");
@@ -753,7 +773,7 @@ async function run(o: Options): Promise<boolean> {
     return sinks.reduce((n, x) => n + (x.status?.streamHead.seq ?? 0), 0);
   };
   const e: Env = {
-    p, wsPgdata, wsSocketDir, tls, bouncer, relayPid: relay?.pid, crelayPid: crelay?.pid, home,
+    p, wsPgdata, wsSocketDir, levelServers: levels, tls, bouncer, relayPid: relay?.pid, crelayPid: crelay?.pid, home,
     paths: {
       unix: { label: "direct, unix socket", env: { ...common, PGHOST: wsSocketDir, PGPORT: "5432", PGSSLMODE: "disable" }, server: "workspace", proxy: null },
       tls: { label: "direct TLS (PostgreSQL ssl=on)", env: { ...common, PGHOST: "127.0.0.1", PGPORT: String(tls?.port ?? 0), PGSSLMODE: "require" }, server: "tlsServer", proxy: null },
@@ -774,9 +794,10 @@ async function run(o: Options): Promise<boolean> {
           await p.call("DELETE", `/v1/workspaceGroups/${groupId}/jwtAuth`);
         },
       },
-      // The group's statement audit level for the run (the gateway path above runs at the default, ADMIN-ONLY).
-      gwoff: { label: "parhelion gateway, audit OFF", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" }, server: "workspace", proxy: "parhelion", before: () => auditLevel("OFF"), after: () => auditLevel("ADMIN-ONLY") },
-      gwall: { label: "parhelion gateway, audit ALL-QUERIES", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" }, server: "workspace", proxy: "parhelion", before: () => auditLevel("ALL-QUERIES"), after: () => auditLevel("ADMIN-ONLY"), auditLines },
+      // A statement audit level's own workspace, alone in a group at that level (the gateway path above runs at the
+      // default, ADMIN-ONLY, on the first workspace).
+      gwoff: { label: "parhelion gateway, audit OFF", env: { ...common, PGHOST: levels.offServer?.endpoint ?? "", PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" }, server: "offServer", proxy: "parhelion" },
+      gwall: { label: "parhelion gateway, audit ALL-QUERIES", env: { ...common, PGHOST: levels.allServer?.endpoint ?? "", PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" }, server: "allServer", proxy: "parhelion", auditLines },
       // parhelion's own short-lived credential (EdDSA), minted for the owner API key before each run.
       gwcred: {
         label: "parhelion gateway, platform credential (EdDSA)", env: { ...common, PGHOST: bench.endpoint, PGHOSTADDR: "127.0.0.1", PGPORT: String(p.gatewayPort), PGSSLMODE: "require" },
