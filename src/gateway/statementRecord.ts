@@ -1,5 +1,5 @@
-import { randomUUID } from "node:crypto";
 import type { ChainFields } from "../audit/chain.js";
+import { uuidV4 } from "../lib/ids.js";
 import type { AuditEvent } from "../audit/types.js";
 import type { Classification } from "../audit/sql/classify.js";
 import { isoAt, streamRecordJson, type DeferredRecord, type EncodedRecord } from "../audit/stream/pipeline.js";
@@ -185,7 +185,7 @@ export class StatementRecordEncoder {
     if (r.moreResults > 0) a += `,"moreResults":${r.moreResults}`;
     return {
       scope: this.scope,
-      json: `${this.p0}"${randomUUID()}"${this.p1}"${isoAt(now)}"${this.p2}"${statementResult(r)}"${this.p3}${reason}${this.p4}${a}},"seq":null}`,
+      json: `${this.p0}"${uuidV4()}"${this.p1}"${isoAt(now)}"${this.p2}"${statementResult(r)}"${this.p3}${reason}${this.p4}${a}},"seq":null}`,
     };
   }
 }

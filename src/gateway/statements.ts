@@ -335,10 +335,9 @@ export class SessionStatements {
   private oldestPending(): Pending | undefined {
     const recs = this.recs;
     while (this.rh < recs.length && recs[this.rh]!.done) recs[this.rh++] = undefined as unknown as Pending;
-    if (this.rh === recs.length) {
-      this.recs = [];
-      this.rh = 0;
-    } else if (this.rh > 64 && this.rh * 2 > recs.length) {
+    // Compacted now and then, not emptied each time it runs dry: a new array per statement was a third of the
+    // tracker's garbage.
+    if (this.rh > 64 && this.rh * 2 > recs.length) {
       this.recs = recs.slice(this.rh);
       this.rh = 0;
     }
@@ -378,10 +377,8 @@ export class SessionStatements {
   private shift(): void {
     this.q[this.h] = undefined as unknown as Item;
     this.h++;
-    if (this.h === this.q.length) {
-      this.q = [];
-      this.h = 0;
-    } else if (this.h > 1024 && this.h * 2 > this.q.length) {
+    // Compacted now and then (emptied alike), not each time the server catches up: see oldestPending.
+    if (this.h > 1024 && this.h * 2 > this.q.length) {
       this.q = this.q.slice(this.h);
       this.h = 0;
     }

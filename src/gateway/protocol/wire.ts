@@ -255,7 +255,9 @@ export abstract class HeaderScanner {
   private remaining = 0; // body bytes still to pass
   private wantFirst = false;
   private failure: ParhelionError | null = null;
-  /** Body parts of a message being captured (see captures()), or null. */
+  /** The current message's body is wanted whole (see captures()). */
+  private capturing = false;
+  /** Its parts so far, when it spans chunks (a body within one chunk is handed on as a view of it, with no list). */
   private captured: Buffer[] | null = null;
 
   protected constructor(
@@ -284,15 +286,16 @@ export abstract class HeaderScanner {
         }
         const avail = n - i;
         if (avail < this.remaining) {
-          this.captured?.push(chunk.subarray(i));
+          if (this.capturing) (this.captured ??= []).push(chunk.subarray(i));
           this.remaining -= avail;
           return;
         }
-        this.captured?.push(chunk.subarray(i, i + this.remaining));
-        i += this.remaining;
+        const end = i + this.remaining;
+        const last = this.capturing ? chunk.subarray(i, end) : null;
+        i = end;
         this.remaining = 0;
         this.messages++;
-        if (this.captured !== null) this.deliverCaptured();
+        if (last !== null) this.deliverCaptured(last);
       } else if (this.hdr === 0 && n - i >= 5) {
         this.header(chunk[i]!, chunk.readUInt32BE(i + 1));
         i += 5;
@@ -323,17 +326,20 @@ export abstract class HeaderScanner {
     this.type = type;
     this.remaining = len - 4;
     this.wantFirst = this.onHeader(type, len);
-    if (this.captures(type)) this.captured = [];
+    this.capturing = this.captures(type);
+    this.captured = null;
     if (this.remaining === 0) {
       this.messages++;
-      if (this.captured !== null) this.deliverCaptured();
+      if (this.capturing) this.deliverCaptured(EMPTY);
     }
   }
 
-  private deliverCaptured(): void {
-    const parts = this.captured!;
+  /** The captured message is whole: `last` is its body's last part (all of it, unless it spanned chunks). */
+  private deliverCaptured(last: Buffer): void {
+    const parts = this.captured;
+    this.capturing = false;
     this.captured = null;
-    this.onMessage(this.type, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+    this.onMessage(this.type, parts === null ? last : Buffer.concat([...parts, last]));
   }
 
   /** Whether whole bodies of this message type are wanted (onMessage); none by default. */
