@@ -641,9 +641,13 @@ async function run(o: Options): Promise<boolean> {
   const regionID = regions.body?.[0]?.regionID as string | undefined;
   if (!regionID) throw new Error(`GET /v1/regions: ${regions.text}`);
   const password = randomBytes(18).toString("base64url");
-  const g = await p.call("POST", "/v1/workspaceGroups", { name: "bench", regionID, adminPassword: password });
-  if (g.status !== 200) throw new Error(`POST /v1/workspaceGroups answered ${g.status}: ${g.text}`);
-  const groupId = g.body.workspaceGroupID as string;
+  /** A new workspace group (all share the admin password); answers its id. */
+  const createGroup = async (name: string): Promise<string> => {
+    const g = await p.call("POST", "/v1/workspaceGroups", { name, regionID, adminPassword: password });
+    if (g.status !== 200) throw new Error(`POST /v1/workspaceGroups answered ${g.status}: ${g.text}`);
+    return g.body.workspaceGroupID as string;
+  };
+  const groupId = await createGroup("bench");
 
   // Create-to-first-query: the first workspace is the one the load runs on.
   const samples: CreateSample[] = [];
@@ -701,9 +705,7 @@ async function run(o: Options): Promise<boolean> {
   const levels: { offServer?: ServerRef & { endpoint: string }; allServer?: ServerRef & { endpoint: string } } = {};
   for (const [key, path, level] of [["offServer", "gwoff", "OFF"], ["allServer", "gwall", "ALL-QUERIES"]] as const) {
     if (!o.paths.includes(path)) continue;
-    const lg = await p.call("POST", "/v1/workspaceGroups", { name: `bench-${level.toLowerCase()}`, regionID, adminPassword: password });
-    if (lg.status !== 200) throw new Error(`POST /v1/workspaceGroups answered ${lg.status}: ${lg.text}`);
-    const lgId = lg.body.workspaceGroupID as string;
+    const lgId = await createGroup(`bench-${level.toLowerCase()}`);
     const patched = await p.call("PATCH", `/v1/workspaceGroups/${lgId}`, { auditLevel: level });
     if (patched.status !== 200) throw new Error(`PATCH auditLevel answered ${patched.status}: ${patched.text}`);
     const s = await timeCreate(p, lgId, `bench-${level.toLowerCase()}`, o.size, password);
@@ -994,9 +996,10 @@ async function run(o: Options): Promise<boolean> {
         const all = perClient(a);
         if (off !== null && all !== null && offRow) {
           cpuRatios.push(off / all);
-          proxyUnits.push(a.cpu.proxy / a.cpu.client - offRow.cpu.proxy / offRow.cpu.client);
+          const proxy = a.cpu.proxy / a.cpu.client - offRow.cpu.proxy / offRow.cpu.client;
+          proxyUnits.push(proxy);
           serverUnits.push(a.cpu.server / a.cpu.client - offRow.cpu.server / offRow.cpu.client);
-          proxyMicros.push((a.cpu.proxy / a.cpu.client - offRow.cpu.proxy / offRow.cpu.client) * ((a.cpu.client + offRow.cpu.client) / 2) * 1e6);
+          proxyMicros.push(proxy * ((a.cpu.client + offRow.cpu.client) / 2) * 1e6);
         }
       }
       if (cpuRatios.length > 0) {
